@@ -1,0 +1,39 @@
+import pytest
+
+from training.config import ConfigError, load_config
+
+
+def test_defaults():
+    c = load_config()
+    assert c.model.window == 60 and c.threshold_method == "pot" and c.persistence.k == 3
+
+
+def test_file_then_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[model]\nwindow = 30\nhidden = [64, 32]\n[training]\nepochs = 7\n[threshold]\nmethod = "quantile"\n')
+    c = load_config(path, epochs=3, window=None)
+    assert c.model.window == 30 and c.model.hidden == (64, 32) and c.epochs == 3
+    assert c.threshold_method == "quantile" and c.threshold_options() == {"q": 0.999, "margin": 1.0}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[training]\nepoks = 3\n", "training.epoks: unknown key"),
+    ("[trianing]\nepochs = 3\n", r"unknown section \[trianing\]"),
+    ("[training]\nepochs = 'many'\n", "training.epochs: expected int"),
+    ("[model]\nhidden = 12\n", "model.hidden: expected tuple"),
+    ("[threshold]\nmethod = 'magic'\n", "threshold.method must be one of"),
+    ("[alerting]\npersistence_k = 9\n", "alerting.persistence_k must be between"),
+    ("[model]\nactivation = 'sigmoid'\n", "unsupported activation"),
+    ("[training\n", "invalid TOML"),
+])
+def test_errors_name_the_key(tmp_path, text, message):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        load_config(path)
+    assert "bad.toml" in str(info.value)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "none.toml")

@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+from flax import nnx
+
+from detector.model import VAE, ModelConfig
+from detector.preprocessing import Scaler, windows
+from detector.scoring import Scorer, top_sensors
+
+
+@pytest.fixture
+def scorer():
+    vae = VAE(ModelConfig(window=5, hidden=(8,), latent=2), 3, rngs=nnx.Rngs(0))
+    scaler = Scaler(np.array([1.0, 2.0, 3.0], np.float32), np.array([1.0, 0.5, 2.0], np.float32))
+    return Scorer(vae, scaler, buckets=(1, 4, 16))
+
+
+def test_contributions_sum_to_the_score(scorer, rng):
+    raw = rng.normal(size=(7, 5, 3)).astype(np.float32)
+    s = scorer(raw)
+    assert s.score.shape == (7,) and s.contributions.shape == (7, 3)
+    np.testing.assert_allclose(s.contributions.sum(axis=1), s.score, rtol=1e-5)
+    assert (s.contributions >= 0).all()
+
+
+def test_scores_are_deterministic(scorer, rng):
+    raw = rng.normal(size=(9, 5, 3)).astype(np.float32)
+    a, b = scorer(raw), scorer(raw)
+    assert a.score.tobytes() == b.score.tobytes()
+    assert a.contributions.tobytes() == b.contributions.tobytes()
+
+
+def test_steady_state_scoring_never_recompiles(scorer, rng):
+    for n in (1, 4, 16):  # warm up every bucket once
+        scorer(rng.normal(size=(n, 5, 3)))
+    warm = scorer.traces
+    for n in (1, 2, 3, 4, 5, 9, 16, 17, 40, 3, 1):
+        scorer(rng.normal(size=(n, 5, 3)))
+    assert scorer.traces == warm == 3
+
+
+def test_missing_cells_are_masked_not_zero_filled(scorer, rng):
+    raw = rng.normal(size=(1, 5, 3)).astype(np.float32)
+    missing = raw.copy()
+    missing[0, 2, 1] = np.nan
+    s = scorer(missing)
+    assert np.isfinite(s.score).all()
+    # a window with no observation at all has no score
+    assert np.isnan(scorer(np.full((1, 5, 3), np.nan, np.float32)).score[0])
+
+
+def test_series_scoring_matches_window_scoring(scorer, rng):
+    values = rng.normal(size=(40, 3)).astype(np.float32)
+    values[10, 0] = np.nan
+    series = scorer.score_series(values, block=16)
+    direct = scorer(np.ascontiguousarray(windows(values, 5)))
+    assert np.isnan(series.score[:4]).all()
+    np.testing.assert_allclose(series.score[4:], direct.score, rtol=1e-5)
+    np.testing.assert_allclose(series.contributions[4:], direct.contributions, rtol=1e-5, atol=1e-7)
+
+
+def test_window_shape_is_checked(scorer):
+    with pytest.raises(ValueError, match=r"\[n, 5, 3\].*\[2, 4, 3\]"):
+        scorer(np.zeros((2, 4, 3), np.float32))
+
+
+def test_top_sensors_shares():
+    c = np.array([[1.0, 3.0, 0.0, 6.0]], np.float32)
+    top = top_sensors(c, c.sum(axis=1), ("a", "b", "c", "d"))
+    assert [n for n, _ in top[0]] == ["d", "b", "a"]
+    assert [round(s, 2) for _, s in top[0]] == [0.6, 0.3, 0.1]

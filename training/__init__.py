@@ -1,0 +1,1 @@
+"""Vigil's offline side: the training job, evaluation and reports. Imports from `detector`."""

@@ -1,0 +1,185 @@
+"""Training configuration: one object, read once from TOML and command-line overrides.
+
+Example FILE.toml (every key optional; unknown keys are an error):
+
+    [model]
+    window = 60            # time steps per window
+    hidden = [128]         # hidden layer sizes of encoder (mirrored by the decoder)
+    latent = 16
+    activation = "silu"
+
+    [training]
+    epochs = 100           # upper bound; early stopping usually ends sooner
+    batch_size = 128
+    learning_rate = 1e-3
+    beta = 1.0             # weight of the KL term in the ELBO
+    validation_fraction = 0.25
+    patience = 10          # epochs without validation improvement before stopping
+    max_steps_per_epoch = 200
+    seed = 0
+
+    [threshold]
+    method = "pot"         # "pot" (peaks over threshold) or "quantile"
+    risk = 1e-3            # pot: probability that a normal window exceeds the threshold
+    init_quantile = 0.98   # pot: where the fitted tail starts
+    q = 0.999              # quantile: which quantile of validation scores
+    margin = 1.0           # quantile: multiplier on that quantile
+
+    [alerting]
+    persistence_k = 3      # flag when k of the last n windows are over threshold
+    persistence_n = 5
+
+    [scoring]
+    weighting = "precision"  # weigh squared errors by the learned per-sensor precision, or "none"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from detector.model import ModelConfig
+from detector.scoring import SCORE_WEIGHTINGS
+from detector.threshold import THRESHOLD_METHODS, Persistence
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the file and key."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    epochs: int = 100
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    beta: float = 1.0
+    validation_fraction: float = 0.25
+    patience: int = 10
+    max_steps_per_epoch: int = 200
+    seed: int = 0
+    threshold_method: str = "pot"
+    risk: float = 1e-3
+    init_quantile: float = 0.98
+    q: float = 0.999
+    margin: float = 1.0
+    persistence_k: int = 3
+    persistence_n: int = 5
+    weighting: str = "precision"
+
+    def __post_init__(self):
+        checks = [
+            (self.epochs >= 1, "training.epochs", "must be >= 1"),
+            (self.batch_size >= 1, "training.batch_size", "must be >= 1"),
+            (self.learning_rate > 0, "training.learning_rate", "must be > 0"),
+            (self.beta >= 0, "training.beta", "must be >= 0"),
+            (0 < self.validation_fraction < 1, "training.validation_fraction", "must be between 0 and 1"),
+            (self.patience >= 1, "training.patience", "must be >= 1"),
+            (self.max_steps_per_epoch >= 1, "training.max_steps_per_epoch", "must be >= 1"),
+            (self.threshold_method in THRESHOLD_METHODS, "threshold.method", f"must be one of {THRESHOLD_METHODS}"),
+            (0 < self.risk < 1, "threshold.risk", "must be between 0 and 1"),
+            (0 < self.init_quantile < 1, "threshold.init_quantile", "must be between 0 and 1"),
+            (0 < self.q < 1, "threshold.q", "must be between 0 and 1"),
+            (self.margin > 0, "threshold.margin", "must be > 0"),
+            (1 <= self.persistence_k <= self.persistence_n, "alerting.persistence_k",
+             "must be between 1 and alerting.persistence_n"),
+            (self.weighting in SCORE_WEIGHTINGS, "scoring.weighting", f"must be one of {SCORE_WEIGHTINGS}"),
+        ]
+        for ok, key, message in checks:
+            if not ok:
+                raise ConfigError(f"{key} {message}")
+
+    @property
+    def persistence(self) -> Persistence:
+        return Persistence(self.persistence_k, self.persistence_n)
+
+    def threshold_options(self) -> dict:
+        if self.threshold_method == "pot":
+            return {"risk": self.risk, "init_quantile": self.init_quantile}
+        return {"q": self.q, "margin": self.margin}
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self) | {"model": self.model.to_dict()}
+
+
+# TOML section -> {key: TrainConfig field}; the [model] section maps onto ModelConfig.
+SECTIONS = {
+    "training": {k: k for k in ("epochs", "batch_size", "learning_rate", "beta", "validation_fraction",
+                                "patience", "max_steps_per_epoch", "seed")},
+    "threshold": {"method": "threshold_method", "risk": "risk", "init_quantile": "init_quantile",
+                  "q": "q", "margin": "margin"},
+    "alerting": {"persistence_k": "persistence_k", "persistence_n": "persistence_n"},
+    "scoring": {"weighting": "weighting"},
+}
+MODEL_KEYS = {f.name for f in fields(ModelConfig)}
+_TYPES = {f.name: f.type for f in fields(TrainConfig)}
+
+
+def _coerce(where: str, value, like):
+    """Check a TOML value against the type of the default it replaces."""
+    if isinstance(like, bool) or isinstance(like, str):
+        ok = isinstance(value, type(like))
+    elif isinstance(like, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(like, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(like, tuple):
+        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        value = tuple(value) if ok else value
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{where}: expected {type(like).__name__}, got {value!r}")
+    return value
+
+
+def load_config(path: str | Path | None = None, **overrides) -> TrainConfig:
+    """TrainConfig from defaults, then the TOML file, then keyword overrides (None = not given).
+
+    Overrides use TrainConfig field names plus `window` for model.window.
+    """
+    base, model = TrainConfig(), ModelConfig()
+    values: dict = {}
+    model_values: dict = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            doc = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: invalid TOML: {e}") from None
+        for section, table in doc.items():
+            if section != "model" and section not in SECTIONS:
+                raise ConfigError(f"{path}: unknown section [{section}] (known: model, {', '.join(SECTIONS)})")
+            if not isinstance(table, dict):
+                raise ConfigError(f"{path}: {section} must be a [section]")
+            for key, value in table.items():
+                where = f"{path}: {section}.{key}"
+                if section == "model":
+                    if key not in MODEL_KEYS:
+                        raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(MODEL_KEYS))})")
+                    model_values[key] = _coerce(where, value, getattr(model, key))
+                else:
+                    if key not in SECTIONS[section]:
+                        raise ConfigError(f"{where}: unknown key (known: {', '.join(SECTIONS[section])})")
+                    name = SECTIONS[section][key]
+                    values[name] = _coerce(where, value, getattr(base, name))
+    for name, value in overrides.items():
+        if value is None:
+            continue
+        if name == "window":
+            model_values["window"] = value
+        elif name in _TYPES and name != "model":
+            values[name] = value
+        else:
+            raise ConfigError(f"unknown setting {name!r}")
+    try:
+        return TrainConfig(model=ModelConfig(**(dataclasses.asdict(model) | model_values)), **values)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}" if path else str(e)) from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: [model]: {e}" if path else str(e)) from None
