@@ -118,7 +118,7 @@ def fit(config: TrainConfig, data: WindowData, sensors: int,
             progress(stats)
         if not math.isfinite(stats.loss):
             raise FloatingPointError(f"training diverged at epoch {epoch} (loss {stats.loss}); lower the learning rate")
-        if val_loss < best_loss - 1e-4 * abs(best_loss):
+        if not math.isfinite(best_loss) or val_loss < best_loss - 1e-4 * abs(best_loss):
             best_loss, best_epoch, best_params, waited = val_loss, epoch, params, 0
         else:
             waited += 1

@@ -33,7 +33,7 @@ def generate(rows: int, seed: int = 0, faults: tuple[tuple[str, int, int], ...] 
         5.0 + 6.0 * load + rng.normal(0, 0.15, rows),          # motor_current (A)
         230 + rng.normal(0, 1.5, rows),                         # voltage (V)
         2.0 + 1.5 * load + rng.normal(0, 0.05, rows),          # pressure (bar)
-        55 + 10 * np.convolve(load, np.ones(120) / 120, mode="same") + rng.normal(0, 0.2, rows),  # temperature (C)
+        55 + 10 * _lag(load, 120) + rng.normal(0, 0.2, rows),  # temperature (C), follows load slowly
         20 + 25 * load + rng.normal(0, 0.5, rows),             # flow (m3/h)
     ], axis=1)
     labels = np.zeros(rows, np.int8)
@@ -57,6 +57,12 @@ def generate(rows: int, seed: int = 0, faults: tuple[tuple[str, int, int], ...] 
             raise ValueError(f"unsupported fault kind: {kind!r} (choose from {FAULTS})")
         labels[start:end] = 1
     return values, labels
+
+
+def _lag(signal: np.ndarray, span: int) -> np.ndarray:
+    """Trailing moving average (a slow sensor), padded with the first value at the start."""
+    padded = np.concatenate([np.full(span - 1, signal[0]), signal])
+    return np.convolve(padded, np.ones(span) / span, mode="valid")
 
 
 def write_csv(path: str | Path, values: np.ndarray, labels: np.ndarray | None = None,

@@ -1,0 +1,142 @@
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vigil.cli import main
+
+TINY = """
+[model]
+window = 8
+hidden = [16]
+latent = 4
+[training]
+epochs = 6
+batch_size = 32
+max_steps_per_epoch = 20
+patience = 3
+"""
+
+
+@pytest.fixture
+def tiny_toml(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture
+def trained(tmp_path, normal_csv, tiny_toml):
+    out = tmp_path / "model"
+    assert main(["train", "--data", str(normal_csv), "--out", str(out), "--config", str(tiny_toml), "--quiet"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("command", ["train", "score", "evaluate", "demo"])
+def test_help_shows_an_example(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    assert f"example:\n  vigil {command}" in capsys.readouterr().out
+
+
+def test_train_writes_artifact_and_report(trained, capsys):
+    names = {p.name for p in trained.iterdir()}
+    assert {"config.json", "params.msgpack", "SHA256SUMS", "training_report.json", "training_report.png"} <= names
+    report = json.loads((trained / "training_report.json").read_text())
+    assert report["summary"]["epochs_run"] >= 1 and report["history"][0]["seconds"] > 0
+    assert (trained / "training_report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_progress_and_quiet(tmp_path, normal_csv, tiny_toml, capsys):
+    assert main(["train", "--data", str(normal_csv), "--out", str(tmp_path / "m"), "--config", str(tiny_toml)]) == 0
+    err = capsys.readouterr().err
+    assert "epoch   1/6" in err and "val" in err and "threshold" in err
+
+
+def test_training_is_reproducible(tmp_path, normal_csv, tiny_toml):
+    for name in ("a", "b"):
+        main(["train", "--data", str(normal_csv), "--out", str(tmp_path / name), "--config", str(tiny_toml),
+              "--seed", "7", "--quiet"])
+    assert (tmp_path / "a" / "params.msgpack").read_bytes() == (tmp_path / "b" / "params.msgpack").read_bytes()
+
+
+def test_score_writes_one_row_per_input_row(trained, faulty_csv, tmp_path):
+    out = tmp_path / "scores.csv"
+    assert main(["score", "--model", str(trained), "--data", str(faulty_csv), "--out", str(out), "--quiet"]) == 0
+    with open(faulty_csv) as f:
+        inputs = list(csv.DictReader(f))
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:5] == ["timestamp", "score", "threshold", "is_anomaly", "top_sensors"]
+    assert [r["timestamp"] for r in rows] == [r["timestamp"] for r in inputs]
+    assert all(r["score"] == "" and r["is_anomaly"] == "0" for r in rows[:7])
+    assert all(r["score"] != "" for r in rows[7:])
+    top = rows[100]["top_sensors"].split("|")
+    assert len(top) == 3 and all(":" in t for t in top)
+    assert abs(sum(float(t.split(":")[1]) for t in top)) <= 1.01
+    # the injected cavitation (rows 300-419) is found
+    flagged = [i for i, r in enumerate(rows) if r["is_anomaly"] == "1"]
+    assert any(300 <= i < 430 for i in flagged)
+
+
+def test_evaluate_reports_metrics(trained, faulty_csv, tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(trained), "--data", str(faulty_csv), "--json", str(out)]) == 0
+    metrics = json.loads(out.read_text())
+    for key in ("precision", "recall", "f1", "false_alarm_rate", "missed_alarm_rate", "roc_auc",
+                "average_precision", "point_adjusted_f1", "event_recall", "mean_detection_delay_rows",
+                "false_alarm_episodes"):
+        assert key in metrics
+    assert metrics["events"] == 1 and metrics["roc_auc"] > 0.5
+    assert "false_alarm_rate" in capsys.readouterr().out
+
+
+def test_evaluate_needs_labels(trained, normal_csv, capsys):
+    assert main(["evaluate", "--model", str(trained), "--data", str(normal_csv)]) == 2
+    assert "no label column" in capsys.readouterr().err
+
+
+def test_score_refuses_data_missing_a_sensor(trained, faulty_csv, tmp_path, capsys):
+    text = faulty_csv.read_text().splitlines()
+    cut = "\n".join(",".join(line.split(",")[:-2] + line.split(",")[-1:]) for line in text) + "\n"  # drop 'flow'
+    bad = tmp_path / "noflow.csv"
+    bad.write_text(cut)
+    assert main(["score", "--model", str(trained), "--data", str(bad), "--out", str(tmp_path / "s.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "flow" in err and "noflow.csv" in err
+
+
+def test_corrupted_model_is_refused(trained, faulty_csv, tmp_path, capsys):
+    (trained / "params.msgpack").write_bytes(b"garbage")
+    assert main(["score", "--model", str(trained), "--data", str(faulty_csv), "--out", str(tmp_path / "s.csv")]) == 2
+    assert "SHA-256 does not match" in capsys.readouterr().err
+
+
+def test_bad_data_line_is_named(tmp_path, tiny_toml, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("timestamp,a,b\n2026-01-01T00:00:00Z,1,2\n2026-01-01T00:00:01Z,1,oops\n")
+    assert main(["train", "--data", str(bad), "--out", str(tmp_path / "m"), "--config", str(tiny_toml)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.csv" in err and "line 3" in err and "'b'" in err
+
+
+def test_bad_config_key_is_named(tmp_path, normal_csv, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[training]\nepoch = 3\n")
+    assert main(["train", "--data", str(normal_csv), "--out", str(tmp_path / "m"), "--config", str(cfg)]) == 2
+    assert "training.epoch: unknown key" in capsys.readouterr().err
+
+
+def test_too_little_data(tmp_path, capsys):
+    short = tmp_path / "short.csv"
+    short.write_text("t,a\n" + "".join(f"{i},{i % 3}\n" for i in range(50)))
+    assert main(["train", "--data", str(short), "--out", str(tmp_path / "m"), "--quiet"]) == 2
+    assert "not enough rows to train with window 60" in capsys.readouterr().err
+
+
+def test_module_entry_point():
+    result = subprocess.run([sys.executable, "-m", "vigil", "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "train" in result.stdout and "score" in result.stdout
