@@ -1,7 +1,8 @@
 """The variational autoencoder over sensor windows (Flax NNX).
 
 A window is W time steps x C sensors, standardised, with a mask of observed cells.
-The encoder sees the masked values and the mask; the decoder reconstructs every cell.
+The encoder sees the values with missing cells at 0 (the training mean); the decoder
+reconstructs every cell, and only observed cells count in the loss and the score.
 The likelihood is Gaussian with a learned noise level per sensor, so the ELBO weighs
 each sensor's reconstruction by how predictable that sensor is on normal data.
 """
@@ -60,7 +61,7 @@ class VAE(nnx.Module):
         self.act = ACTIVATIONS[config.activation]
         cells = config.window * sensors
         hidden = list(config.hidden)
-        self.encoder = _mlp([2 * cells, *hidden], rngs)
+        self.encoder = _mlp([cells, *hidden], rngs)
         self.to_mean = nnx.Linear(hidden[-1], config.latent, rngs=rngs)
         self.to_logvar = nnx.Linear(hidden[-1], config.latent, rngs=rngs)
         self.decoder = _mlp([config.latent, *hidden[::-1]], rngs)
@@ -76,7 +77,7 @@ class VAE(nnx.Module):
     def encode(self, x: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         """x, mask: [batch, window, sensors] -> posterior mean, log-variance: [batch, latent]."""
         self._check(x)
-        h = jnp.concatenate([(x * mask).reshape(x.shape[0], -1), mask.reshape(x.shape[0], -1)], axis=1)
+        h = (x * mask).reshape(x.shape[0], -1)
         for layer in self.encoder:
             h = self.act(layer(h))
         return self.to_mean(h), jnp.clip(self.to_logvar(h), -12.0, 8.0)

@@ -10,7 +10,6 @@ names the three largest contributors as `name:share` joined by `|`.
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +24,7 @@ from detector.threshold import flag
 
 HEADER = "timestamp,score,threshold,is_anomaly,top_sensors,normalized_score\n"
 TOP_K = 3
+CHUNK_ROWS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -38,12 +38,39 @@ class TableScores:
     contributions: np.ndarray
 
 
+def score_chunks(model: TrainedModel, table: SensorTable, scorer: Scorer | None = None,
+                 chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[int, TableScores]]:
+    """Score a table in chunks of rows: yields (first row, results for the chunk's rows).
+
+    Each chunk is scored with the W-1 rows before it as context, and the persistence
+    rule carries its last n-1 window states over, so results equal scoring all at once.
+    """
+    scorer = scorer or model.scorer()
+    values = table.select(model.sensors)
+    context = model.config.window - 1
+    carry = np.zeros(0, bool)
+    threshold = np.float32(model.threshold.value)
+    for lo in range(0, len(values), chunk_rows):
+        hi = min(lo + chunk_rows, len(values))
+        start = max(lo - context, 0)
+        result = scorer.score_series(values[start:hi])
+        score = result.score[lo - start:]
+        normalized = score / threshold
+        with np.errstate(invalid="ignore"):
+            over = np.concatenate([carry, normalized > 1.0])
+        flags = model.persistence.apply(over)[carry.size:]
+        carry = over[over.size - (model.persistence.n - 1):] if model.persistence.n > 1 else carry
+        yield lo, TableScores(score, normalized, flags, result.contributions[lo - start:])
+
+
 def score_table(model: TrainedModel, table: SensorTable, scorer: Scorer | None = None) -> TableScores:
     """Score every row of a table with the model (selecting its sensors by name)."""
-    scorer = scorer or model.scorer()
-    result = scorer.score_series(table.select(model.sensors))
-    normalized = result.score / np.float32(model.threshold.value)
-    return TableScores(result.score, normalized, flag(normalized, 1.0, model.persistence), result.contributions)
+    parts = [s for _, s in score_chunks(model, table, scorer)]
+    if not parts:
+        empty = np.empty(0, np.float32)
+        return TableScores(empty, empty, np.empty(0, bool), np.empty((0, len(model.sensors)), np.float32))
+    return TableScores(*(np.concatenate([getattr(p, f) for p in parts])
+                         for f in ("score", "normalized", "flags", "contributions")))
 
 
 def _share_labels(names: tuple[str, ...]) -> np.ndarray:
@@ -52,7 +79,7 @@ def _share_labels(names: tuple[str, ...]) -> np.ndarray:
 
 
 def format_rows(time_raw: list[str], scores: TableScores, threshold: float, names: tuple[str, ...]) -> str:
-    """The CSV lines (no header) for one table's results."""
+    """The CSV lines (no header) for one table's (or chunk's) results."""
     k = min(TOP_K, len(names))
     contributions = scores.contributions
     top = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
@@ -60,18 +87,19 @@ def format_rows(time_raw: list[str], scores: TableScores, threshold: float, name
     shares = np.take_along_axis(contributions, top, axis=1) / total
     pct = np.clip(np.rint(shares * 100), 0, 100).astype(np.int64)
     labels = _share_labels(names)[top, pct]
-    scored = np.isfinite(scores.score)
+    tops = ["|".join(t) for t in zip(*(labels[:, j].tolist() for j in range(k)))]
     thr = f"{threshold:.6g}"
-    out = io.StringIO()
-    score_list = scores.score.tolist()
-    norm_list = scores.normalized.tolist()
-    flags = scores.flags.astype(np.int8).tolist()
-    for i, ts in enumerate(time_raw):
-        if scored[i]:
-            out.write(f"{_csv_field(ts)},{score_list[i]:.6g},{thr},{flags[i]},{'|'.join(labels[i])},{norm_list[i]:.4f}\n")
-        else:
-            out.write(f"{_csv_field(ts)},,{thr},0,,\n")
-    return out.getvalue()
+    times = [_csv_field(t) for t in time_raw] if _needs_quoting(time_raw) else time_raw
+    lines = [
+        f"{ts},{s:.6g},{thr},{f:d},{tp},{n:.4f}" if s == s else f"{ts},,{thr},0,,"
+        for ts, s, f, tp, n in zip(times, scores.score.tolist(), scores.flags.astype(np.int8).tolist(), tops,
+                                   scores.normalized.tolist())
+    ]
+    return "\n".join(lines) + "\n" if lines else ""
+
+
+def _needs_quoting(texts: list[str]) -> bool:
+    return any(any(c in t for c in ',"\n\r') for t in texts[:1]) or any('"' in t or "," in t for t in texts)
 
 
 def _csv_field(text: str) -> str:
@@ -90,19 +118,23 @@ def score_tables(model: TrainedModel, tables: Iterable[SensorTable]) -> Iterator
 def write_scores(model: TrainedModel, tables: Iterable[SensorTable], out_path: str | os.PathLike) -> int:
     """Score tables and write one scores CSV; returns the number of rows written.
 
-    Formatting one table overlaps with scoring the next (JAX releases the GIL).
+    Formatting a chunk overlaps with scoring the next one (JAX releases the GIL). The
+    file appears under its name only when complete.
     """
     rows = 0
     threshold = model.threshold.value
+    scorer = model.scorer()
     tmp = f"{out_path}.tmp"
     with open(tmp, "w", newline="") as f, ThreadPoolExecutor(max_workers=1) as pool:
         f.write(HEADER)
         pending = None
-        for table, scores in score_tables(model, tables):
-            if pending is not None:
-                f.write(pending.result())
-            pending = pool.submit(format_rows, table.time_raw, scores, threshold, model.sensors)
-            rows += len(table.time_raw)
+        for table in tables:
+            for lo, scores in score_chunks(model, table, scorer):
+                if pending is not None:
+                    f.write(pending.result())
+                hi = lo + len(scores.score)
+                pending = pool.submit(format_rows, table.time_raw[lo:hi], scores, threshold, model.sensors)
+                rows += hi - lo
         if pending is not None:
             f.write(pending.result())
     os.replace(tmp, out_path)
