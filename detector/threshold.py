@@ -1,10 +1,14 @@
 """Alert thresholds calibrated on held-out normal scores, and the persistence rule.
 
 Two calibration methods:
-- "quantile": the q-quantile of the validation scores, times a safety margin;
+- "quantile": the q-quantile of the validation scores;
 - "pot": peaks over threshold (Siffer et al., KDD 2017): a generalised Pareto
   distribution is fitted by maximum likelihood to the excesses over a high initial
   quantile and extrapolated to the score exceeded with probability `risk`.
+
+Both are multiplied by a safety margin for what a validation period cannot show: slow
+drift of normal behaviour after training, and the few effectively independent samples
+that overlapping windows of a short validation period hold.
 """
 
 from __future__ import annotations
@@ -81,23 +85,26 @@ def fit_gpd(excesses: np.ndarray) -> tuple[float, float, float]:
     return best
 
 
-def pot_threshold(scores: np.ndarray, risk: float = 1e-3, init_quantile: float = 0.98) -> Threshold:
-    """Score exceeded with probability `risk` under a GPD tail fitted above init_quantile.
+def pot_threshold(scores: np.ndarray, risk: float = 1e-3, init_quantile: float = 0.98,
+                  margin: float = 1.0) -> Threshold:
+    """Score exceeded with probability `risk` under a GPD tail fitted above init_quantile, times margin.
 
     With few scores the initial quantile is lowered so that at least MIN_PEAKS excesses
     are fitted.
     """
-    if not 0.0 < risk < 1.0 or not 0.0 < init_quantile < 1.0:
-        raise ValueError(f"need 0 < risk < 1 and 0 < init_quantile < 1, got {risk}, {init_quantile}")
+    if not 0.0 < risk < 1.0 or not 0.0 < init_quantile < 1.0 or margin <= 0:
+        raise ValueError(f"need 0 < risk < 1, 0 < init_quantile < 1 and margin > 0, got {risk}, {init_quantile}, {margin}")
     s = _finite(scores)
     n = s.size
     q0 = min(init_quantile, 1.0 - MIN_PEAKS / n) if n > 2 * MIN_PEAKS else 0.5
     t = float(np.quantile(s, q0))
     excesses = s[s > t] - t
-    details = {"risk": risk, "init_quantile": q0, "initial_threshold": t, "n": int(n), "peaks": int(excesses.size)}
+    details = {"risk": risk, "init_quantile": q0, "initial_threshold": t, "n": int(n), "peaks": int(excesses.size),
+               "margin": margin}
     if excesses.size < 3 or excesses.max() <= 0:
         value = float(s.max())
-        return Threshold(value, "pot", details | {"fallback": "too few distinct peaks: using the maximum score"})
+        return Threshold(value * margin, "pot", details | {"base": value,
+                                                           "fallback": "too few distinct peaks: using the maximum score"})
     shape, scale, _ = fit_gpd(excesses)
     ratio = risk * n / excesses.size
     if abs(shape) < 1e-9:
@@ -106,7 +113,7 @@ def pot_threshold(scores: np.ndarray, risk: float = 1e-3, init_quantile: float =
         value = t + scale / shape * (ratio ** (-shape) - 1.0)
     # with ratio >= 1 (risk larger than the tail fraction) the formula lands below t
     value = max(value, t)
-    return Threshold(float(value), "pot", details | {"gpd_shape": shape, "gpd_scale": scale})
+    return Threshold(float(value) * margin, "pot", details | {"base": float(value), "gpd_shape": shape, "gpd_scale": scale})
 
 
 def calibrate(scores: np.ndarray, method: str = "pot", **options) -> Threshold:

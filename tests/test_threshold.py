@@ -35,6 +35,12 @@ def test_pot_matches_the_true_quantile_of_a_known_tail(rng):
     assert small.value > scores[:2000].max()
 
 
+def test_pot_margin_multiplies_the_fitted_value(rng):
+    scores = rng.exponential(size=5000)
+    plain, safe = pot_threshold(scores, risk=1e-3), pot_threshold(scores, risk=1e-3, margin=2.5)
+    assert safe.value == pytest.approx(2.5 * plain.value) and safe.details["base"] == pytest.approx(plain.value)
+
+
 def test_pot_with_few_scores_lowers_its_initial_quantile(rng):
     t = pot_threshold(rng.exponential(size=60), risk=1e-3)
     assert t.details["peaks"] >= 10 and np.isfinite(t.value)

@@ -23,7 +23,7 @@ Example FILE.toml (every key optional; unknown keys are an error):
     risk = 1e-3            # pot: probability that a normal window exceeds the threshold
     init_quantile = 0.98   # pot: where the fitted tail starts
     q = 0.999              # quantile: which quantile of validation scores
-    margin = 1.0           # quantile: multiplier on that quantile
+    margin = 2.5           # both methods: safety factor on the calibrated value (drift after training)
 
     [alerting]
     persistence_k = 3      # flag when k of the last n windows are over threshold
@@ -64,7 +64,7 @@ class TrainConfig:
     risk: float = 1e-3
     init_quantile: float = 0.98
     q: float = 0.999
-    margin: float = 1.0
+    margin: float = 2.5
     persistence_k: int = 3
     persistence_n: int = 5
     weighting: str = "precision"
@@ -97,7 +97,7 @@ class TrainConfig:
 
     def threshold_options(self) -> dict:
         if self.threshold_method == "pot":
-            return {"risk": self.risk, "init_quantile": self.init_quantile}
+            return {"risk": self.risk, "init_quantile": self.init_quantile, "margin": self.margin}
         return {"q": self.q, "margin": self.margin}
 
     def to_dict(self) -> dict:
