@@ -14,6 +14,9 @@ EXAMPLES = {
     "score": "example:\n  vigil score --model models/pump-v1 --data today.csv --out scores.csv",
     "evaluate": "example:\n  vigil evaluate --model models/pump-v1 --data labelled/ --label-column anomaly --json eval.json",
     "demo": "example:\n  vigil demo --workdir vigil-demo",
+    "serve": "example:\n  vigil serve --model models/pump-v1 --bootstrap-servers 127.0.0.1:9092 --topic vigil.readings\n\n"
+             "Every option can also be set as VIGIL_<NAME> (e.g. VIGIL_ALERTS_TOPIC) or under [serve] in\n"
+             "--config FILE.toml; precedence: flag > environment > file > default.",
 }
 
 
@@ -116,6 +119,33 @@ def cmd_demo(args) -> int:
     return run_demo(Path(args.workdir), quiet=args.quiet)
 
 
+def cmd_serve(args) -> int:
+    import logging
+
+    from detector.settings import FIELDS, load_settings
+
+    settings = load_settings({name: getattr(args, name, None) for name in FIELDS}, config=args.config)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from detector.service import Service
+
+    service = Service(settings)
+    service.install_signal_handlers()
+    service.run()
+    return 0
+
+
+def _add_serve_options(p: argparse.ArgumentParser) -> None:
+    from detector.settings import FIELDS, ServeSettings
+
+    defaults = ServeSettings()
+    p.add_argument("--config", help="TOML file with a [serve] table (also VIGIL_CONFIG)")
+    for name, f in FIELDS.items():
+        default = getattr(defaults, name)
+        kind = type(default)
+        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, metavar=kind.__name__.upper(),
+                       help=f"(default: {default!r})" if name != "model" else "model directory or model registry")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vigil", description="Predictive-maintenance anomaly detection for sensor streams.",
@@ -154,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="vigil-demo", help="where to write data, model and scores")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = command("serve", "Score sensor readings from Kafka per asset; produce alerts; export Prometheus metrics.")
+    _add_serve_options(p)
+    p.set_defaults(func=cmd_serve)
     return parser
 
 
@@ -161,11 +195,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from detector.artifact import ArtifactError
     from detector.csvdata import DataError
+    from detector.settings import SettingsError
     from training.config import ConfigError
 
     try:
         return args.func(args)
-    except (UserError, DataError, ArtifactError, ConfigError) as e:
+    except (UserError, DataError, ArtifactError, ConfigError, SettingsError) as e:
         print(f"vigil {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,114 @@
+"""Prometheus metrics of the daemon, on a registry that is passed in, and the HTTP endpoint.
+
+The endpoint serves /metrics (Prometheus text format), /healthz (200 while the consumer
+loop is alive) and /readyz (200 once a model is loaded and the broker is reachable).
+Per-asset gauges are bounded: an asset that goes quiet has its label sets removed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+NORMALIZED_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class ServiceMetrics:
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+        r = dict(registry=registry, namespace="vigil")
+        self.messages = Counter("messages_consumed", "Kafka records consumed", **r)
+        self.readings = Counter("readings_consumed", "Readings decoded from consumed records", **r)
+        self.scored = Counter("readings_scored", "Readings whose window was scored", **r)
+        self.unknown_sensors = Counter("unknown_sensors", "Sensor values ignored because the model does not know the sensor", **r)
+        self.dead_letters = Counter("dead_letters", "Records sent to the dead-letter topic, by reason", ["reason"], **r)
+        self.asset_score = Gauge("asset_score", "Latest window score per asset", ["asset"], **r)
+        self.asset_normalized = Gauge("asset_normalized_score", "Latest score / threshold per asset (1.0 = at threshold)", ["asset"], **r)
+        self.normalized_hist = Histogram("normalized_score", "Distribution of score / threshold over all scored windows",
+                                         buckets=NORMALIZED_BUCKETS, **r)
+        self.open_alerts = Gauge("alerts_open", "Alerts currently open", **r)
+        self.alert_events = Counter("alert_events", "Alert events produced, by type", ["type"], **r)
+        self.batch_seconds = Histogram("scoring_batch_duration_seconds", "Time to score one micro-batch",
+                                       buckets=LATENCY_BUCKETS, **r)
+        self.latency = Histogram("end_to_end_latency_seconds", "Reading time (or Kafka timestamp) to scored",
+                                 buckets=LATENCY_BUCKETS, **r)
+        self.lag = Gauge("consumer_lag", "Records behind the end of each assigned partition", ["topic", "partition"], **r)
+        self.last_message = Gauge("last_message_timestamp_seconds", "Kafka timestamp of the last processed record", **r)
+        self.assets = Gauge("assets_tracked", "Assets with a window in memory", **r)
+        self.assets_evicted = Counter("assets_evicted", "Assets dropped because max_assets was reached", **r)
+        self.model_info = Gauge("model_info", "The serving model (value 1)", ["version", "window", "sensors", "threshold"], **r)
+        self.model_reloads = Counter("model_reloads", "Model reload attempts, by result", ["result"], **r)
+        self.broker_up = Gauge("broker_up", "1 while the Kafka broker is reachable", **r)
+        for kind in ("open", "update", "resolve"):
+            self.alert_events.labels(kind)
+        for result in ("ok", "refused"):
+            self.model_reloads.labels(result)
+
+    def set_model(self, version: str, window: int, sensors: tuple[str, ...], threshold: float) -> None:
+        self.model_info.clear()
+        self.model_info.labels(version, str(window), ",".join(sensors), f"{threshold:.6g}").set(1)
+
+    def forget_asset(self, asset: str) -> None:
+        for gauge in (self.asset_score, self.asset_normalized):
+            try:
+                gauge.remove(asset)
+            except KeyError:
+                pass
+
+
+class Health:
+    """Liveness (the loop beats) and readiness (model loaded, broker reachable)."""
+
+    def __init__(self, stale_seconds: float = 60.0):
+        self.stale_seconds = stale_seconds
+        self._beat = time.monotonic()
+        self.model_loaded = False
+        self.broker_ok = False
+        self.stopping = False
+
+    def beat(self) -> None:
+        self._beat = time.monotonic()
+
+    @property
+    def alive(self) -> bool:
+        return not self.stopping and time.monotonic() - self._beat < self.stale_seconds
+
+    @property
+    def ready(self) -> bool:
+        return self.alive and self.model_loaded and self.broker_ok
+
+
+def serve_http(address: str, registry: CollectorRegistry, health: Health) -> ThreadingHTTPServer:
+    """Start the /metrics, /healthz, /readyz server on HOST:PORT in a daemon thread."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"metrics address must be HOST:PORT, got {address!r}")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server naming)
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                body, status, ctype = generate_latest(registry), 200, CONTENT_TYPE_LATEST
+            elif path in ("/healthz", "/readyz"):
+                ok = health.alive if path == "/healthz" else health.ready
+                body, status, ctype = (b"ok\n" if ok else b"not ok\n"), (200 if ok else 503), "text/plain"
+            else:
+                body, status, ctype = b"not found: try /metrics, /healthz, /readyz\n", 404, "text/plain"
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):  # keep the daemon's log for the daemon
+            pass
+
+    server = ThreadingHTTPServer((host.strip("[]"), int(port)), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server

@@ -1,0 +1,185 @@
+"""The daemon's processing of one micro-batch of records, independent of Kafka.
+
+record -> decoded readings -> per-asset window -> padded batch -> jitted scoring ->
+alert events + metrics. The Kafka wrapper (detector.service) produces what this
+returns and commits the offsets only after that.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from detector.alerts import AlertEvent, AlertPolicy, AlertTracker
+from detector.artifact import TrainedModel
+from detector.messages import BadMessage, Decoder
+from detector.metrics import ServiceMetrics
+from detector.windows import AssetWindows
+
+
+@dataclass(frozen=True)
+class Record:
+    """What the pipeline needs of a Kafka record."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int = -1
+    headers: tuple = ()
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    record: Record
+    reason: str
+    detail: str
+
+
+@dataclass
+class BatchResult:
+    alerts: list[AlertEvent] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> next offset
+    scored: int = 0
+
+
+class Pipeline:
+    def __init__(self, model: TrainedModel, metrics: ServiceMetrics, policy: AlertPolicy = AlertPolicy(),
+                 max_assets: int = 10_000, idle_seconds: float = 3600.0):
+        self.metrics, self.policy = metrics, policy
+        self.max_assets, self.idle_seconds = max_assets, idle_seconds
+        self.alerts = AlertTracker(policy, model.threshold.value, model.version)
+        self._install(model)
+
+    def _install(self, model: TrainedModel) -> None:
+        previous = getattr(self, "model", None)
+        self.model = model
+        self.scorer = model.scorer()
+        self.scorer(np.zeros((1, model.config.window, len(model.sensors)), np.float32))  # compile before use
+        self.decoder = Decoder(model.sensors)
+        same_shape = previous is not None and previous.sensors == model.sensors and \
+            previous.config.window == model.config.window
+        if not same_shape:
+            self.windows = AssetWindows(model.config.window, len(model.sensors), self.max_assets)
+        self.threshold = np.float32(model.threshold.value)
+        self.alerts.set_model(model.threshold.value, model.version)
+        self.metrics.set_model(model.version, model.config.window, model.sensors, model.threshold.value)
+
+    def swap_model(self, model: TrainedModel) -> None:
+        """Serve another (already verified) model from the next batch on.
+
+        Windows are kept when the sensors and window length are unchanged."""
+        self._install(model)
+
+    def process(self, records: Sequence[Record], replay_until: dict[tuple[str, int], int] | None = None,
+                now_ms: int | None = None) -> BatchResult:
+        """Process records in order. Records with offset < replay_until[(topic, partition)]
+        only refill windows (history re-read after an assignment): no scores, alerts or dead letters."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        replay_until = replay_until or {}
+        m = self.metrics
+        result = BatchResult()
+        assets, times, windows, sources = [], [], [], []
+        for record in records:
+            tp = (record.topic, record.partition)
+            result.offsets[tp] = record.offset + 1
+            replay = record.offset < replay_until.get(tp, -1)
+            try:
+                message = self.decoder.decode(record.value, record.key, now_ms)
+            except BadMessage as e:
+                if not replay:
+                    result.dead_letters.append(DeadLetter(record, e.reason, e.detail))
+                continue
+            if replay:
+                self._refill(message)
+                continue
+            m.messages.inc()
+            m.readings.inc(len(message.times))
+            if message.unknown_sensors:
+                m.unknown_sensors.inc(message.unknown_sensors)
+            try:
+                self._check_order(message)
+            except BadMessage as e:
+                result.dead_letters.append(DeadLetter(record, e.reason, e.detail))
+                continue
+            evicted = self.windows.evicted
+            for ts, row in zip(message.times.tolist(), message.values):
+                window = self.windows.add(message.asset, ts, row)
+                if window is not None:
+                    assets.append(message.asset)
+                    times.append(ts)
+                    windows.append(window.copy())
+                    sources.append(record.timestamp_ms)
+            if self.windows.evicted != evicted:
+                m.assets_evicted.inc(self.windows.evicted - evicted)
+            if record.timestamp_ms > 0:
+                m.last_message.set(record.timestamp_ms / 1000)
+        if windows:
+            self._score(assets, times, windows, sources, result)
+        for dl in result.dead_letters:
+            m.dead_letters.labels(dl.reason).inc()
+        m.assets.set(len(self.windows))
+        m.open_alerts.set(self.alerts.open_alerts)
+        return result
+
+    def _check_order(self, message) -> None:
+        times = message.times
+        if times.size > 1 and (np.diff(times) <= 0).any():
+            i = int(np.argmax(np.diff(times) <= 0))
+            reason = "duplicate_time" if times[i + 1] == times[i] else "out_of_order"
+            raise BadMessage(reason, f"asset {message.asset!r}: readings {i} and {i + 1} of the batch are not in time order")
+        self.windows.check(message.asset, int(times[0]))
+
+    def _refill(self, message) -> None:
+        last = self.windows.last_time(message.asset)
+        for ts, row in zip(message.times.tolist(), message.values):
+            if last is None or ts > last:
+                self.windows.add(message.asset, ts, row)
+                last = ts
+
+    def _score(self, assets, times, windows, sources, result: BatchResult) -> None:
+        m = self.metrics
+        t0 = time.perf_counter()
+        scores = self.scorer(np.stack(windows))
+        m.batch_seconds.observe(time.perf_counter() - t0)
+        done = time.time()
+        normalized = scores.score / self.threshold
+        result.scored = len(windows)
+        m.scored.inc(len(windows))
+        latest: dict[str, int] = {}
+        names = self.model.sensors
+        for i, (asset, ts) in enumerate(zip(assets, times)):
+            n = float(normalized[i])
+            m.normalized_hist.observe(n)
+            latest[asset] = i
+            event = self.alerts.observe(asset, ts, float(scores.score[i]), n, [])
+            if event is not None:
+                c = scores.contributions[i]
+                top = np.argsort(-c, kind="stable")[:3]
+                total = float(scores.score[i]) or 1.0
+                event = dataclasses.replace(event, top_sensors=[
+                    {"sensor": names[j], "share": round(float(c[j]) / total, 4)} for j in top])
+                result.alerts.append(event)
+                m.alert_events.labels(event.type).inc()
+        for asset, i in latest.items():
+            m.asset_score.labels(asset).set(float(scores.score[i]))
+            m.asset_normalized.labels(asset).set(float(normalized[i]))
+            reference = sources[i] if sources[i] > 0 else times[i]
+            m.latency.observe(max(done - reference / 1000, 0.0))
+
+    def expire_idle(self) -> list[str]:
+        """Drop assets without a reading for idle_seconds (windows, alert state, labels);
+        an asset with an open alert is kept."""
+        gone = [a for a in self.windows.idle(self.idle_seconds) if not self.alerts.is_open(a)]
+        for asset in gone:
+            self.windows.forget(asset)
+            self.alerts.forget(asset)
+            self.metrics.forget_asset(asset)
+        self.metrics.assets.set(len(self.windows))
+        return gone

@@ -1,0 +1,256 @@
+"""`vigil serve`: the Kafka consumer loop around the pipeline.
+
+poll a micro-batch -> pipeline.process -> produce alerts and dead letters -> flush ->
+commit the offsets of the processed records. Offsets are committed only after
+everything the records caused has been flushed (at-least-once). On a rebalance the
+processed offsets are committed before partitions are given up; on assignment each
+partition is rewound by `rewind_seconds` so that every asset's window is full again
+before scoring resumes (the re-read records only refill windows). SIGTERM/SIGINT:
+stop polling, finish the batch, commit, close.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+from prometheus_client import CollectorRegistry
+
+from detector.alerts import AlertPolicy
+from detector.artifact import ArtifactError, TrainedModel
+from detector.metrics import Health, ServiceMetrics, serve_http
+from detector.pipeline import BatchResult, Pipeline, Record
+from detector.registry import current_version, is_registry, load_current, load_model_or_registry
+from detector.settings import ServeSettings
+
+log = logging.getLogger("vigil.serve")
+LAG_INTERVAL = 5.0
+IDLE_SWEEP_INTERVAL = 60.0
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Notes assignments for the loop. The callbacks run on the client's IO thread, where
+    blocking calls are not allowed; nothing needs committing on revocation because the loop
+    commits after every batch, before it polls again."""
+
+    def __init__(self, service: Service):
+        self.service = service
+
+    def on_partitions_revoked(self, revoked):
+        pass
+
+    def on_partitions_assigned(self, assigned):
+        self.service.assigned_pending |= set(assigned)
+
+
+class ModelWatcher:
+    """Watches a registry's `current` file; returns a verified new model when it changes."""
+
+    def __init__(self, registry: Path, version: str, interval: float):
+        self.registry, self.interval = registry, interval
+        self.seen = version
+        self._next = time.monotonic() + interval
+
+    def poll(self) -> tuple[str, TrainedModel | None, str | None]:
+        """(version, model or None, error or None) when `current` changed; ('', None, None) otherwise."""
+        if time.monotonic() < self._next:
+            return "", None, None
+        self._next = time.monotonic() + self.interval
+        try:
+            name = current_version(self.registry)
+        except ArtifactError as e:
+            return "", None, str(e)
+        if name == self.seen:
+            return "", None, None
+        self.seen = name  # a refused version is not retried until `current` changes again
+        try:
+            return name, load_current(self.registry), None
+        except ArtifactError as e:
+            return name, None, str(e)
+
+
+class Service:
+    def __init__(self, settings: ServeSettings, registry: CollectorRegistry | None = None):
+        self.settings = settings
+        self.registry = registry or CollectorRegistry()
+        self.metrics = ServiceMetrics(self.registry)
+        self.health = Health()
+        self._stop = threading.Event()
+        self._processed: dict[TopicPartition, OffsetAndMetadata] = {}
+        self._replay_until: dict[tuple[str, int], int] = {}
+        self.assigned_pending: set[TopicPartition] = set()
+        model = load_model_or_registry(settings.model)
+        self.watcher = (ModelWatcher(Path(settings.model), current_version(settings.model), settings.reload_seconds)
+                        if is_registry(settings.model) else None)
+        policy = AlertPolicy(settings.alert_k, settings.alert_n, settings.exit_threshold,
+                             settings.resolve_after, settings.update_seconds)
+        self.pipeline = Pipeline(model, self.metrics, policy, settings.max_assets, settings.idle_seconds)
+        self.health.model_loaded = True
+        self.consumer: KafkaConsumer | None = None
+        self.producer: KafkaProducer | None = None
+        self.http = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def stop(self, *_args) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def connect(self) -> None:
+        s = self.settings
+        self.http = serve_http(s.metrics_addr, self.registry, self.health)
+        self.producer = KafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all", linger_ms=5,
+                                      retries=2147483647, max_in_flight_requests_per_connection=5,
+                                      client_id="vigil-serve")
+        self.consumer = KafkaConsumer(bootstrap_servers=s.bootstrap_servers, group_id=s.group,
+                                      enable_auto_commit=False, auto_offset_reset="earliest",
+                                      max_poll_records=s.batch_size, client_id="vigil-serve")
+        self.consumer.subscribe([s.topic], listener=_Rebalance(self))
+        self.health.broker_ok = True
+        self.metrics.broker_up.set(1)
+        log.info("serving model %s from %s on topic %s (group %s); metrics on http://%s/metrics",
+                 self.pipeline.model.version, s.model, s.topic, s.group, s.metrics_addr)
+
+    def run(self) -> None:
+        """The loop; returns after stop() once the last batch is committed and clients closed."""
+        if self.consumer is None:
+            self.connect()
+        next_lag = next_sweep = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                self.health.beat()
+                batch = self.consumer.poll(timeout_ms=self.settings.max_wait_ms, max_records=self.settings.batch_size)
+                if self.assigned_pending:
+                    rewound = self.rewind(self.assigned_pending)
+                    self.assigned_pending = set()
+                    batch = {tp: rs for tp, rs in batch.items() if tp not in rewound}  # re-read after the seek
+                records = [Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp,
+                                  tuple(r.headers or ())) for rs in batch.values() for r in rs]
+                if records:
+                    self.handle(records)
+                now = time.monotonic()
+                if now >= next_lag:
+                    self.update_lag()
+                    next_lag = now + LAG_INTERVAL
+                if now >= next_sweep:
+                    self.pipeline.expire_idle()
+                    next_sweep = now + IDLE_SWEEP_INTERVAL
+                if self.watcher is not None:
+                    self.check_reload()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.health.stopping = True
+        try:
+            if self.consumer is not None:
+                self.commit()
+                self.consumer.close(autocommit=False)
+            if self.producer is not None:
+                self.producer.close(timeout=5)
+        finally:
+            if self.http is not None:
+                self.http.shutdown()
+            log.info("stopped")
+
+    # -- one batch ---------------------------------------------------------------------------
+    def handle(self, records: list[Record]) -> BatchResult:
+        result = self.pipeline.process(records, self._replay_until)
+        s = self.settings
+        for event in result.alerts:
+            self.producer.send(s.alerts_topic, key=event.asset.encode(),
+                               value=json.dumps(event.to_json_dict()).encode())
+        for dl in result.dead_letters:
+            r = dl.record
+            headers = [("vigil.reason", dl.reason.encode()), ("vigil.detail", dl.detail[:500].encode()),
+                       ("vigil.source", f"{r.topic}/{r.partition}/{r.offset}".encode()),
+                       *[(k, v) for k, v in r.headers if isinstance(k, str) and isinstance(v, bytes)]]
+            self.producer.send(s.dlq_topic, key=r.key, value=r.value if r.value is not None else b"", headers=headers)
+        if result.alerts or result.dead_letters:
+            self.producer.flush()
+        last_ts = {(r.topic, r.partition): r.timestamp_ms for r in records}
+        for (topic, partition), offset in result.offsets.items():
+            self._processed[TopicPartition(topic, partition)] = OffsetAndMetadata(
+                offset, json.dumps({"ts": last_ts[(topic, partition)]}), -1)
+        self.commit()
+        return result
+
+    def commit(self, only: set | None = None) -> None:
+        offsets = {tp: om for tp, om in self._processed.items() if only is None or tp in only}
+        if not offsets or self.consumer is None:
+            return
+        self.consumer.commit(offsets)
+        for tp in offsets:
+            if only is not None:
+                self._processed.pop(tp, None)
+        if only is None:
+            self._processed.clear()
+
+    def rewind(self, assigned) -> set[TopicPartition]:
+        """Seek each newly assigned partition back by rewind_seconds of record time before the
+        committed offset; records before the committed offset only refill windows.
+        Returns the partitions that were moved."""
+        seek_to, moved = {}, set()
+        for tp in assigned:
+            committed = self.consumer.committed(tp, metadata=True)
+            if committed is None or committed.offset is None or committed.offset <= 0:
+                continue
+            try:
+                ts = int(json.loads(committed.metadata or "{}").get("ts", -1))
+            except (ValueError, TypeError, AttributeError):
+                ts = -1
+            if ts <= 0:
+                continue
+            seek_to[tp] = (committed.offset, max(ts - int(self.settings.rewind_seconds * 1000), 0))
+        if not seek_to:
+            return moved
+        found = self.consumer.offsets_for_times({tp: t for tp, (_, t) in seek_to.items()})
+        for tp, (committed, _) in seek_to.items():
+            start = found.get(tp)
+            offset = committed if start is None else min(start.offset, committed)
+            if offset < committed:
+                self.consumer.seek(tp, offset)
+                moved.add(tp)
+                self._replay_until[(tp.topic, tp.partition)] = committed
+                log.info("partition %s-%d: re-reading offsets %d..%d to refill windows",
+                         tp.topic, tp.partition, offset, committed - 1)
+        return moved
+
+    def update_lag(self) -> None:
+        try:
+            assigned = self.consumer.assignment()
+            if not assigned:
+                return
+            ends = self.consumer.end_offsets(list(assigned))
+            for tp in assigned:
+                position = self.consumer.position(tp)
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(ends.get(tp, position) - position, 0))
+        except KafkaError as e:
+            log.warning("could not read consumer lag: %s", e)
+
+    def check_reload(self) -> None:
+        version, model, error = self.watcher.poll()
+        if model is not None:
+            old = self.pipeline.model
+            if model.sensors != old.sensors:
+                missing = sorted(set(old.sensors) - set(model.sensors))
+                log.info("model %s uses sensors %s (was %s)", version, model.sensors, old.sensors)
+                if missing:
+                    log.info("readings' sensors %s are no longer used", missing)
+            self.pipeline.swap_model(model)
+            self.metrics.model_reloads.labels("ok").inc()
+            log.info("hot reload: now serving model %s (threshold %.5g)", model.version, model.threshold.value)
+        elif error is not None:
+            self.metrics.model_reloads.labels("refused").inc()
+            log.error("hot reload refused%s: %s; still serving %s",
+                      f" for version {version}" if version else "", error, self.pipeline.model.version)
