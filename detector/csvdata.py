@@ -16,18 +16,16 @@ parsed column-wise with numpy integer arithmetic on the raw bytes:
 
 - one vectorised scan finds every delimiter and line end; every line must have the
   header's number of cells;
-- a column's cells are gathered into a position-major byte matrix [width, rows];
-  `[+-]digits[.digits][e[+-]digits]` cells become an integer mantissa and a power of
-  ten. With at most 18 digits, a mantissa <= 2**53 and |power| <= 22 one correctly
-  rounded float64 operation on exact operands gives exactly float()'s result
-  (Clinger's fast path);
+- cells are gathered, a cache-sized block at a time, into a position-major byte
+  matrix [width, cells]; `[+-]digits[.digits][e[+-]digits]` cells become an integer
+  mantissa and a power of ten (see _decimal_block for why the result is float()'s);
 - ISO timestamps laid out like the first row's (same length, separators and offset
   sign, digits where it has digits) are decoded from their digit positions.
 
-Whatever the vectorised paths do not take (quoting beyond whole-cell quotes, stray
-whitespace, missing-value tokens, long or odd numbers and timestamps, bad cells) goes to
-a per-cell path on csv, float() and datetime.fromisoformat that also words the errors.
-Both paths accept the same inputs and give the same values; the fast one is only faster.
+Whatever the vectorised paths do not take (quoting beyond whole-cell quotes, rare
+spellings of numbers and timestamps, bad cells) goes to a per-cell path on csv,
+float() and datetime.fromisoformat, which also words the errors. Both paths accept
+exactly the same inputs; the fast one is only faster.
 """
 
 from __future__ import annotations
@@ -74,6 +72,8 @@ _MAX_TEXT = 64  # wider time cells are sliced one by one
 _POSITIONS = np.arange(_MAX_CELL, dtype=np.uint8)[:, None]
 _CHUNK = 1 << 16  # cells per block in the number parser, so a block stays in cache
 _GATHER_BYTES = 1 << 18  # bytes of file per block when gathering cells (stays in cache)
+_NAN_WORD = np.frombuffer(b"nan ", dtype=np.uint8)[:, None]  # zero padding | 32 == space
+_NULL_WORD = np.frombuffer(b"null", dtype=np.uint8)[:, None]
 
 
 class DataError(ValueError):
@@ -129,7 +129,7 @@ class SensorTable:
         if missing:
             raise DataError(f"{self.path}: no sensor column {', '.join(map(repr, missing))} "
                             f"(its sensors: {', '.join(map(repr, self.sensors))})")
-        return self.values[:, [index[name] for name in names]]
+        return np.take(self.values, [index[name] for name in names], axis=1)
 
 
 def read_path(path, *, time_column: str | None = None, label_column: str | None = None,
@@ -186,8 +186,12 @@ def read_csv(path, *, time_column: str | None = None, label_column: str | None =
         data += b"\n"
 
     delimiter = _detect_delimiter(data)
-    split = None if b"\r" in data else _split_fast(path, data, delimiter)
-    if split is None:  # quoted delimiters or line breaks, "" escapes, old Mac line ends
+    split = None
+    if b"\r" not in data:  # (old Mac line ends: csv)
+        split = _split_fast(path, data, delimiter, parity=False)
+        if split is None:  # quoted delimiters or line breaks, "" escapes
+            split = _split_fast(path, data, delimiter, parity=True)
+    if split is None:  # quoting that is not well formed: csv cuts it, or words the error
         split = _split_csv(path, data, delimiter)
     return _build(split, time_column, label_column, drop_columns)
 
@@ -201,7 +205,8 @@ def _line_at(data: bytes, offset: int) -> int:
 
 class _Split:
     """A file cut into cells: byte ranges [starts, ends) into one buffer, and per row its
-    line number. starts, ends: [rows, columns] int64; row_lines: [rows] int64."""
+    line number. starts, ends: [rows, columns] int32 (int64 for files over 2 GiB);
+    row_lines: [rows] int64."""
 
     def __init__(self, path: str, names: list[str], data: bytes,
                  starts: np.ndarray, ends: np.ndarray, row_lines: np.ndarray):
@@ -257,27 +262,44 @@ def _ragged(path: str, line: int, cells: int, names: list[str]) -> DataError:
                      f"{len(names)} columns ({detail})")
 
 
-def _split_fast(path: str, data: bytes, delimiter: str) -> _Split | None:
+def _split_fast(path: str, data: bytes, delimiter: str, parity: bool) -> _Split | None:
     """Cut the file with vectorised byte scans (data ends with a newline).
 
-    None when the csv module has to do it: quoting other than whole cells wrapped in one
-    pair of quotes.
+    Without `parity` every delimiter and newline ends a cell, which is right unless a
+    quoted cell holds one: that shows as a ragged row or a quote count that does not
+    add up, and gives None. With `parity`, a delimiter or newline after an odd number of
+    quotes is inside a quoted cell. None then means quoting that is not well formed
+    (a quote in an unquoted cell, text after a closing quote, ...) or ragged rows in a
+    file with quotes: the csv module cuts such files and words the error.
     """
     arr = np.frombuffer(data, dtype=np.uint8)
-    # Every cell's end (a delimiter or a newline), in order; scanned a cache-sized piece at
-    # a time, which is about twice as fast as whole-file temporaries.
+    quoted = b'"' in data
+    parity = parity and quoted
+    # Every cell's end (a delimiter or a newline outside quotes), in order; scanned a
+    # cache-sized piece at a time, which is about twice as fast as whole-file temporaries.
     piece = 1 << 22
     is_sep, is_newline = np.empty(piece, dtype=bool), np.empty(piece, dtype=bool)
-    found = []
+    offset_type = _offset_type(len(data))
+    found, newlines = [], []
+    odd = 0  # quotes so far, mod 2
     for a in range(0, len(arr), piece):
         chunk = arr[a:a + piece]
         sep, newline = is_sep[:len(chunk)], is_newline[:len(chunk)]
         np.equal(chunk, ord(delimiter), out=sep)
         np.equal(chunk, 10, out=newline)
         sep |= newline
-        found.append(np.flatnonzero(sep) + a)
+        if parity:
+            newlines.append((np.flatnonzero(newline) + a).astype(offset_type))
+            inside = np.cumsum(chunk == 34, dtype=np.uint8)  # wraps around; the low bit holds
+            inside += np.uint8(odd)
+            inside &= 1
+            odd = int(inside[-1])
+            sep &= inside == 0
+        found.append((np.flatnonzero(sep) + a).astype(offset_type))
+    if odd:
+        return None  # a quote left open
     seps = np.concatenate(found)
-    line_ends_at = np.flatnonzero(arr[seps] == 10)  # which of them end a line
+    line_ends_at = np.flatnonzero(arr[seps] == 10)  # which of them end a row
     header_end = int(seps[line_ends_at[0]])
     header_line = data[:header_end].decode("utf-8")
     if not header_line.strip():
@@ -288,9 +310,8 @@ def _split_fast(path: str, data: bytes, delimiter: str) -> _Split | None:
         return None
     names = _column_names(path, header)
     ncols = len(names)
-    quoted = b'"' in data
     if line_ends_at[0] != ncols - 1:
-        return None  # a quoted delimiter in the header
+        return None
 
     line_ends = seps[line_ends_at]
     blank = np.diff(line_ends) == 1
@@ -312,17 +333,33 @@ def _split_fast(path: str, data: bytes, delimiter: str) -> _Split | None:
     starts = np.empty_like(ends)
     starts[:, 0] = line_ends[:-1][kept] + 1
     np.add(ends[:, :-1], 1, out=starts[:, 1:])
+    if not quoted:
+        return _Split(path, names, data, starts, ends, kept + 2)
 
-    if quoted:
-        # Whole-cell quotes: "..." with no quote inside. Then the quotes after the header
-        # are exactly two per wrapped cell; anything else ("" escapes, quoted delimiters)
-        # goes to csv.
-        wrapped = (ends - starts >= 2) & (arr[starts] == 34) & (arr[ends - 1] == 34)
-        if 2 * int(np.count_nonzero(wrapped)) != int(np.count_nonzero(arr[header_end:] == 34)):
+    # Well-formed quoting: a quoted cell starts and ends with a quote and has its inner
+    # quotes doubled; other cells have no quotes at all. Usually the quotes are just the
+    # two around each quoted cell, which a count shows.
+    wrapped = (ends - starts >= 2) & (arr[starts] == 34) & (arr[ends - 1] == 34)
+    body_quotes = int(np.count_nonzero(arr[header_end:] == 34))
+    if body_quotes != 2 * int(np.count_nonzero(wrapped)):
+        if not parity:
             return None
-        starts += wrapped
-        ends = ends - wrapped
-    return _Split(path, names, data, starts, ends, kept + 2)
+        at = np.flatnonzero(arr[header_end:] == 34) + header_end
+        flat_starts, flat_wrapped = starts.ravel(), wrapped.ravel()
+        cell = np.searchsorted(flat_starts, at, side="right") - 1
+        outer = flat_wrapped[cell] & ((at == flat_starts[cell]) | (at == ends.ravel()[cell] - 1))
+        inner = at[~outer]
+        if (len(inner) % 2 or (inner[1::2] - inner[0::2] != 1).any()
+                or not flat_wrapped[cell[~outer]].all()):
+            return None
+    starts += wrapped
+    ends = ends - wrapped
+    # Quoted cells may hold line breaks: a row's line is 1 + the line breaks before it.
+    if not parity or sum(map(len, newlines)) == len(line_ends):
+        return _Split(path, names, data, starts, ends, kept + 2)
+    newlines = np.concatenate(newlines)
+    row_lines = np.searchsorted(newlines, starts[:, 0], side="left") + 1
+    return _Split(path, names, data, starts, ends, row_lines.astype(np.int64))
 
 
 def _split_csv(path: str, data: bytes, delimiter: str) -> _Split:
@@ -340,7 +377,7 @@ def _split_csv(path: str, data: bytes, delimiter: str) -> _Split:
                 lines.append(previous + 1)
             previous = reader.line_num
     except csv.Error as e:
-        raise DataError(f"{path}, line {reader.line_num}: {e}") from None
+        raise DataError(f"{path}, line {previous + 1}: bad CSV quoting ({e})") from None
     finally:
         if collecting:
             gc.enable()
@@ -357,9 +394,14 @@ def _split_csv(path: str, data: bytes, delimiter: str) -> _Split:
     # The cells, in file order, become one run of bytes with bounds, like the fast path's.
     encoded = [cell.encode("utf-8") for record in body for cell in record]
     lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    ends = np.cumsum(lengths).reshape(len(body), len(names))
+    ends = np.cumsum(lengths).astype(_offset_type(int(lengths.sum()))).reshape(len(body), len(names))
     starts = ends - lengths.reshape(ends.shape)
     return _Split(path, names, b"".join(encoded), starts, ends, np.asarray(lines[1:], dtype=np.int64))
+
+
+def _offset_type(size: int):
+    """Byte offsets as int32 where they fit: half the memory for the cell bounds."""
+    return np.int32 if size < 2**31 - _MAX_TEXT else np.int64
 
 
 def _strip(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -398,14 +440,20 @@ def _gather(arr: np.ndarray, starts: np.ndarray, lens: np.ndarray, width: int) -
 # ----------------------------------------------------------------------------- numbers
 
 
-def _decimal_block(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _decimal_block(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                   exact: bool) -> tuple[np.ndarray, np.ndarray]:
     """Vectorised parse of one block of number cells: values [n] float64, ok [n] bool.
 
     Takes [+-]digits[.digits][(e|E)[+-]digits] (digits on at least one side of the dot),
-    i.e. _NUMBER. Where ok, the value is exactly float(cell) (NaN for an empty cell):
-    the digits form an integer mantissa <= 2**53 and the power of ten is within +-22, so
-    one correctly rounded multiplication or division by an exact 10**k gives the
-    correctly rounded result. Everything else is left for a closer look (not ok).
+    i.e. _NUMBER, with at most 18 digits and a power of ten within +-22; everything else
+    is left for a closer look (not ok). Empty cells are ok and NaN.
+
+    The digits form an integer mantissa m (exact in int64) and the value is m * 10**p
+    or m / 10**-p, with 10**|p| an exact double. When m <= 2**53 both operands are exact
+    and the one rounding gives exactly float(cell); `exact` insists on that. Otherwise
+    (16-18 digit mantissas) converting m rounds once more: within an ulp of float(cell),
+    which is what a float32 sensor value can never tell apart (bar a tie, vanishingly
+    rarely).
     """
     lens = ends - starts
     n = len(lens)
@@ -437,7 +485,12 @@ def _decimal_block(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tup
         allowed = is_digit | is_dot | is_e | exp_sign | exp_digit
         n_exp_digits = np.add.reduce(exp_digit, axis=0, dtype=np.uint8)
         good &= ~has_e | ((n_exp_digits >= 1) & (n_exp_digits <= 4))
-        exponent = _horner(digit, exp_digit)
+        exponent = np.zeros(n, dtype=np.int64)
+        rows = np.flatnonzero(has_e)
+        if len(rows) < n // 4:
+            exponent[rows] = _horner(digit[:, rows], exp_digit[:, rows], np.int16)
+        else:
+            exponent[:] = _horner(digit, exp_digit, np.int16)
         np.negative(exponent, out=exponent, where=exp_negative)
         mantissa_end = np.where(has_e, e_at, lens)
     else:
@@ -451,8 +504,10 @@ def _decimal_block(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tup
     # With one dot and only digits after it, the fraction digits are all after the dot.
     dot_at = np.add.reduce(is_dot * pos, axis=0, dtype=np.uint8)
     power = exponent - np.where(dots == 1, mantissa_end - 1 - dot_at, 0)
-    mant = _horner(digit, is_digit)
-    good &= (mant <= _DIGIT_LIMIT) & (power >= -22) & (power <= 22)
+    mant = _horner(digit, is_digit, np.int64)
+    good &= (power >= -22) & (power <= 22)
+    if exact:
+        good &= mant <= _DIGIT_LIMIT
     values = mant.astype(np.float64)
     if (power <= 0).all():
         values /= _POW10[np.minimum(-power, 22)]
@@ -464,35 +519,44 @@ def _decimal_block(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tup
     return values, good | empty
 
 
-def _horner(digit: np.ndarray, use: np.ndarray) -> np.ndarray:
+def _horner(digit: np.ndarray, use: np.ndarray, dtype) -> np.ndarray:
     """The integer spelled by the digits where `use` is set, read down the positions:
-    digit, use [width, n] -> [n] int64 (wraps past 18 digits; callers bound the count)."""
+    digit, use [width, n] -> [n] (wraps around when too long; callers bound the count)."""
     add = digit * use
     scale = use * np.uint8(9) + np.uint8(1)  # 10 at a used digit, 1 elsewhere
-    acc = np.zeros(digit.shape[1], dtype=np.int64)
+    acc = np.zeros(digit.shape[1], dtype=dtype)
     for d, s in zip(add, scale):
         acc *= s
         acc += d
     return acc
 
 
-def _fast_numbers(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _fast_numbers(arr: np.ndarray, starts: np.ndarray, ends: np.ndarray,
+                  exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """_decimal_block over any number of cells, a cache-sized block at a time."""
     n = len(starts)
     values = np.empty(n, dtype=np.float64)
     ok = np.empty(n, dtype=bool)
     for a in range(0, n, _CHUNK):
-        values[a:a + _CHUNK], ok[a:a + _CHUNK] = _decimal_block(arr, starts[a:a + _CHUNK], ends[a:a + _CHUNK])
+        b = a + _CHUNK
+        values[a:b], ok[a:b] = _decimal_block(arr, starts[a:b], ends[a:b], exact)
     return values, ok
 
 
 def _numbers(split: _Split, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """_fast_numbers, trying failed cells again without surrounding whitespace."""
+    """_fast_numbers, then the cells it left: without surrounding whitespace, and the
+    missing-value words (`nan`, `null`, any case), still vectorised."""
     values, ok = _fast_numbers(split.arr, starts, ends)
     retry = np.flatnonzero(~ok)
     if len(retry):
         s, e = _strip(split.arr, starts[retry], ends[retry])
-        values[retry], ok[retry] = _fast_numbers(split.arr, s, e)
+        again, fine = _fast_numbers(split.arr, s, e)
+        lens = e - s
+        word = _gather(split.arr, s, lens, 4) | np.uint8(32)  # ASCII letters to lower case
+        missing = (((lens == 3) & (word == _NAN_WORD).all(axis=0))
+                   | ((lens == 4) & (word == _NULL_WORD).all(axis=0)))
+        again[missing] = np.nan
+        values[retry], ok[retry] = again, fine | missing
     return values, ok
 
 
@@ -522,7 +586,8 @@ def _sensor_values(split: _Split, cols: list[int]) -> np.ndarray:
         if value is None:
             raise split.fail(i // len(cols), split.names[cols[i % len(cols)]], f"not a number: {text!r}")
         values[i] = value
-    narrow = values.astype(np.float32)
+    with np.errstate(over="ignore"):  # reported just below, with its cell
+        narrow = values.astype(np.float32)
     too_big = np.flatnonzero(np.isinf(narrow))
     if len(too_big):
         i = int(too_big[0])
@@ -576,7 +641,7 @@ def _time_column(split: _Split, j: int) -> tuple[list[str], np.ndarray]:
     if first.lower() in MISSING:
         raise split.fail(0, name, "missing timestamp")
     if _NUMBER.fullmatch(first):
-        values, ok = _fast_numbers(split.arr, starts, ends)
+        values, ok = _fast_numbers(split.arr, starts, ends, exact=True)
         for i in np.flatnonzero(~ok | np.isnan(values)).tolist():
             values[i] = _epoch_cell(split, i, name, raw[i])
         if values[0] > EPOCH_MS_THRESHOLD:
@@ -706,7 +771,7 @@ def _build(split: _Split, time_column, label_column, drop_columns) -> SensorTabl
     back = np.flatnonzero(time[1:] < time[:-1])
     if len(back):
         i = int(back[0]) + 1
-        raise split.fail(i, names[t], f"time goes backwards: {time_raw[i]!r} comes after "
+        raise split.fail(i, names[t], f"time goes backwards: {time_raw[i]!r} is earlier than "
                                       f"{time_raw[i - 1]!r} on line {int(split.row_lines[i - 1])}")
     values = _sensor_values(split, sensor_cols)
     labels = None if label is None else _label_column(split, label)
