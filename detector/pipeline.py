@@ -16,7 +16,7 @@ import numpy as np
 
 from detector.alerts import AlertEvent, AlertPolicy, AlertTracker
 from detector.artifact import TrainedModel
-from detector.messages import BadMessage, Decoder
+from detector.messages import MAX_MESSAGE_BYTES, BadMessage, Decoder
 from detector.metrics import ServiceMetrics
 from detector.windows import AssetWindows
 
@@ -51,9 +51,10 @@ class BatchResult:
 
 class Pipeline:
     def __init__(self, model: TrainedModel, metrics: ServiceMetrics, policy: AlertPolicy = AlertPolicy(),
-                 max_assets: int = 10_000, idle_seconds: float = 3600.0):
+                 max_assets: int = 10_000, idle_seconds: float = 3600.0, max_message_bytes: int = MAX_MESSAGE_BYTES):
         self.metrics, self.policy = metrics, policy
         self.max_assets, self.idle_seconds = max_assets, idle_seconds
+        self.max_message_bytes = max_message_bytes
         self.alerts = AlertTracker(policy, model.threshold.value, model.version)
         self._install(model)
 
@@ -62,7 +63,7 @@ class Pipeline:
         self.model = model
         self.scorer = model.scorer()
         self.scorer(np.zeros((1, model.config.window, len(model.sensors)), np.float32))  # compile before use
-        self.decoder = Decoder(model.sensors)
+        self.decoder = Decoder(model.sensors, self.max_message_bytes)
         same_shape = previous is not None and previous.sensors == model.sensors and \
             previous.config.window == model.config.window
         if not same_shape:

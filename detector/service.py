@@ -92,7 +92,8 @@ class Service:
                         if is_registry(settings.model) else None)
         policy = AlertPolicy(settings.alert_k, settings.alert_n, settings.exit_threshold,
                              settings.resolve_after, settings.update_seconds)
-        self.pipeline = Pipeline(model, self.metrics, policy, settings.max_assets, settings.idle_seconds)
+        self.pipeline = Pipeline(model, self.metrics, policy, settings.max_assets, settings.idle_seconds,
+                                 settings.max_message_bytes)
         self.health.model_loaded = True
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None

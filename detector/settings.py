@@ -30,6 +30,7 @@ class ServeSettings:
     metrics_addr: str = "127.0.0.1:9108"
     batch_size: int = 5000                  # records per micro-batch at most
     max_wait_ms: int = 100                  # longest wait to fill a micro-batch
+    max_message_bytes: int = 1 << 20       # larger records are dead-lettered as "oversized"
     max_assets: int = 100_000               # per-asset state cap; the longest-idle asset is dropped beyond it
     idle_seconds: float = 3600.0            # assets without readings this long are forgotten (labels removed)
     rewind_seconds: float = 600.0           # history re-read on assignment to refill windows
@@ -44,7 +45,7 @@ class ServeSettings:
     def validate(self) -> ServeSettings:
         if not self.model:
             raise SettingsError("model: required (--model, VIGIL_MODEL or model = ... under [serve])")
-        for name in ("batch_size", "max_wait_ms", "max_assets", "alert_k", "alert_n", "resolve_after"):
+        for name in ("batch_size", "max_wait_ms", "max_assets", "max_message_bytes", "alert_k", "alert_n", "resolve_after"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.alert_k > self.alert_n:

@@ -1,0 +1,52 @@
+"""The JSON Schemas in deploy/schemas agree with what the decoder and the alert tracker do."""
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from detector.alerts import AlertPolicy, AlertTracker
+from detector.messages import BadMessage, Decoder
+
+SCHEMAS = Path(__file__).resolve().parents[1] / "deploy" / "schemas"
+NOW = 1_795_460_400_000
+
+
+def schema(name):
+    return json.loads((SCHEMAS / name).read_text())
+
+
+@pytest.mark.parametrize("doc", [
+    {"asset": "pump-7", "ts": "2026-11-23T19:00:00.123Z", "values": {"flow": 1.5, "pressure": None}},
+    {"asset": "pump-7", "ts": NOW, "values": {}},
+    {"asset": "pump-7", "readings": [{"ts": NOW, "values": {"flow": 1}}, {"ts": NOW + 1000, "values": {"flow": 2}}]},
+])
+def test_valid_examples_pass_both(doc):
+    jsonschema.validate(doc, schema("reading.schema.json"))
+    Decoder(("flow", "pressure")).decode(json.dumps(doc).encode(), None, NOW)
+
+
+@pytest.mark.parametrize("doc", [
+    {"ts": NOW, "values": {}},
+    {"asset": "", "ts": NOW, "values": {}},
+    {"asset": "p", "values": {}},
+    {"asset": "p", "ts": NOW, "values": {"flow": "x"}},
+    {"asset": "p", "ts": NOW, "values": {"flow": 1e300}},
+    {"asset": "p", "readings": []},
+    {"asset": "p", "ts": 5, "values": {}},
+])
+def test_invalid_examples_fail_both(doc):
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, schema("reading.schema.json"))
+    with pytest.raises(BadMessage):
+        Decoder(("flow",)).decode(json.dumps(doc).encode(), None, NOW)
+
+
+def test_alert_events_match_the_schema():
+    tracker = AlertTracker(AlertPolicy(k=1, n=1, resolve_after=1, update_seconds=0), 2.0, "v1")
+    events = [tracker.observe("p1", NOW + i * 1000, 5.0 * v, v, [("flow", 0.7), ("temp", 0.3)]) for i, v in
+              enumerate([2.0, 2.5, 0.1])]
+    assert [e.type for e in events] == ["open", "update", "resolve"]
+    for e in events:
+        jsonschema.validate(e.to_json_dict(), schema("alert.schema.json"))
