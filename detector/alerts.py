@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
@@ -84,8 +85,10 @@ class AlertTracker:
         self.threshold, self.model_version = threshold, model_version
 
     def observe(self, asset: str, ts_ms: int, score: float, normalized: float,
-                top: list[tuple[str, float]]) -> AlertEvent | None:
-        """Feed one scored window; returns the event it causes, if any."""
+                top: Callable[[], list[tuple[str, float]]]) -> AlertEvent | None:
+        """Feed one scored window; returns the event it causes, if any.
+
+        top: called only when an event is produced, returns the top (sensor, share) pairs."""
         p = self.policy
         s = self._assets.get(asset)
         if s is None:
@@ -96,7 +99,7 @@ class AlertTracker:
         def event(kind: str) -> AlertEvent:
             s.last_event_ms = ts_ms
             return AlertEvent(kind, s.alert_id, asset, iso_ms(ts_ms), float(score), float(normalized),
-                              float(self.threshold), [{"sensor": n, "share": round(v, 4)} for n, v in top],
+                              float(self.threshold), [{"sensor": n, "share": round(v, 4)} for n, v in top()],
                               self.model_version, iso_ms(s.opened_ms), float(s.peak))
 
         if s.alert_id is None:

@@ -7,7 +7,6 @@ returns and commits the offsets only after that.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from detector.alerts import AlertEvent, AlertPolicy, AlertTracker
 from detector.artifact import TrainedModel
 from detector.messages import MAX_MESSAGE_BYTES, BadMessage, Decoder
 from detector.metrics import ServiceMetrics
+from detector.scoring import top_sensors
 from detector.windows import AssetWindows
 
 
@@ -159,13 +159,10 @@ class Pipeline:
             n = float(normalized[i])
             m.normalized_hist.observe(n)
             latest[asset] = i
-            event = self.alerts.observe(asset, ts, float(scores.score[i]), n, [])
+            event = self.alerts.observe(asset, ts, float(scores.score[i]), n,
+                                        lambda i=i: top_sensors(scores.contributions[i:i + 1], scores.score[i:i + 1],
+                                                                names)[0])
             if event is not None:
-                c = scores.contributions[i]
-                top = np.argsort(-c, kind="stable")[:3]
-                total = float(scores.score[i]) or 1.0
-                event = dataclasses.replace(event, top_sensors=[
-                    {"sensor": names[j], "share": round(float(c[j]) / total, 4)} for j in top])
                 result.alerts.append(event)
                 m.alert_events.labels(event.type).inc()
         for asset, i in latest.items():

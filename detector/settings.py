@@ -60,6 +60,16 @@ class ServeSettings:
 FIELDS = {f.name: f for f in fields(ServeSettings)}
 
 
+def read_toml(path: Path, error: type[ValueError]) -> dict:
+    """Parse a TOML file; a missing or invalid file raises `error` naming the file."""
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise error(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise error(f"{path}: invalid TOML: {e}") from None
+
+
 def _convert(name: str, raw, where: str):
     kind = type(getattr(ServeSettings(), name))
     if isinstance(raw, str) and kind is not str:
@@ -82,12 +92,7 @@ def load_settings(flags: Mapping[str, object], env: Mapping[str, str] | None = N
     config = config or env.get("VIGIL_CONFIG")
     if config:
         path = Path(config)
-        try:
-            doc = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise SettingsError(f"{path}: config file not found") from None
-        except tomllib.TOMLDecodeError as e:
-            raise SettingsError(f"{path}: invalid TOML: {e}") from None
+        doc = read_toml(path, SettingsError)
         for key, raw in doc.get("serve", {}).items():
             if key not in FIELDS:
                 raise SettingsError(f"{path}: serve.{key}: unknown key")

@@ -7,7 +7,7 @@ POLICY = AlertPolicy(k=2, n=3, exit_threshold=0.8, resolve_after=3, update_secon
 
 def feed(tracker, values, asset="p1", start=1_795_460_400_000):
     return [(i, e) for i, v in enumerate(values)
-            if (e := tracker.observe(asset, start + i * 1000, v * 2.0, v, [("flow", 1.0)])) is not None]
+            if (e := tracker.observe(asset, start + i * 1000, v * 2.0, v, lambda: [("flow", 1.0)])) is not None]
 
 
 def test_lifecycle_open_update_resolve():

@@ -36,12 +36,12 @@ Example FILE.toml (every key optional; unknown keys are an error):
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from detector.model import ModelConfig
 from detector.scoring import SCORE_WEIGHTINGS
+from detector.settings import read_toml
 from detector.threshold import THRESHOLD_METHODS, Persistence
 
 
@@ -146,12 +146,7 @@ def load_config(path: str | Path | None = None, **overrides) -> TrainConfig:
     model_values: dict = {}
     if path is not None:
         path = Path(path)
-        try:
-            doc = tomllib.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found") from None
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{path}: invalid TOML: {e}") from None
+        doc = read_toml(path, ConfigError)
         for section, table in doc.items():
             if section != "model" and section not in SECTIONS:
                 raise ConfigError(f"{path}: unknown section [{section}] (known: model, {', '.join(SECTIONS)})")
