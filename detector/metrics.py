@@ -11,11 +11,42 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
 
 NORMALIZED_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class BulkHistogram(Collector):
+    """A histogram observed a whole batch at a time (numpy), exposed like a Prometheus Histogram."""
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...], registry: CollectorRegistry):
+        self.name, self.documentation = name, documentation
+        self.bounds = np.asarray(buckets, np.float64)
+        self.counts = np.zeros(len(buckets) + 1, np.int64)  # last: above the largest bound
+        self.total = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: np.ndarray) -> None:
+        values = np.asarray(values, np.float64)
+        values = values[np.isfinite(values)]
+        index = np.searchsorted(self.bounds, values, side="left")  # le semantics: v <= bound
+        with self._lock:
+            self.counts += np.bincount(index, minlength=len(self.counts))
+            self.total += float(values.sum())
+
+    def collect(self):
+        with self._lock:
+            cumulative = np.cumsum(self.counts).tolist()
+            total = self.total
+        buckets = [(f"{b:g}" if b != int(b) else f"{b:.1f}", c) for b, c in zip(self.bounds.tolist(), cumulative)]
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=buckets + [("+Inf", cumulative[-1])],
+                                    sum_value=total)
 
 
 class ServiceMetrics:
@@ -29,8 +60,9 @@ class ServiceMetrics:
         self.dead_letters = Counter("dead_letters", "Records sent to the dead-letter topic, by reason", ["reason"], **r)
         self.asset_score = Gauge("asset_score", "Latest window score per asset", ["asset"], **r)
         self.asset_normalized = Gauge("asset_normalized_score", "Latest score / threshold per asset (1.0 = at threshold)", ["asset"], **r)
-        self.normalized_hist = Histogram("normalized_score", "Distribution of score / threshold over all scored windows",
-                                         buckets=NORMALIZED_BUCKETS, **r)
+        self.normalized_hist = BulkHistogram("vigil_normalized_score",
+                                             "Distribution of score / threshold over all scored windows",
+                                             NORMALIZED_BUCKETS, registry)
         self.open_alerts = Gauge("alerts_open", "Alerts currently open", **r)
         self.alert_events = Counter("alert_events", "Alert events produced, by type", ["type"], **r)
         self.batch_seconds = Histogram("scoring_batch_duration_seconds", "Time to score one micro-batch",

@@ -62,7 +62,8 @@ class Pipeline:
         previous = getattr(self, "model", None)
         self.model = model
         self.scorer = model.scorer()
-        self.scorer(np.zeros((1, model.config.window, len(model.sensors)), np.float32))  # compile before use
+        for size in self.scorer.buckets:  # compile every batch shape before serving
+            self.scorer(np.zeros((size, model.config.window, len(model.sensors)), np.float32))
         self.decoder = Decoder(model.sensors, self.max_message_bytes)
         same_shape = previous is not None and previous.sensors == model.sensors and \
             previous.config.window == model.config.window
@@ -87,6 +88,9 @@ class Pipeline:
         m = self.metrics
         result = BatchResult()
         assets, times, windows, sources = [], [], [], []
+        messages = readings = unknown = 0
+        last_timestamp = -1
+        evicted = self.windows.evicted
         for record in records:
             tp = (record.topic, record.partition)
             result.offsets[tp] = record.offset + 1
@@ -100,29 +104,33 @@ class Pipeline:
             if replay:
                 self._refill(message)
                 continue
-            m.messages.inc()
-            m.readings.inc(len(message.times))
-            if message.unknown_sensors:
-                m.unknown_sensors.inc(message.unknown_sensors)
+            messages += 1
+            readings += len(message.times)
+            unknown += message.unknown_sensors
             try:
                 self._check_order(message)
             except BadMessage as e:
                 result.dead_letters.append(DeadLetter(record, e.reason, e.detail))
                 continue
-            evicted = self.windows.evicted
-            for ts, row in zip(message.times.tolist(), message.values):
-                window = self.windows.add(message.asset, ts, row)
-                if window is not None:
-                    assets.append(message.asset)
-                    times.append(ts)
-                    windows.append(window.copy())
-                    sources.append(record.timestamp_ms)
-            if self.windows.evicted != evicted:
-                m.assets_evicted.inc(self.windows.evicted - evicted)
-            if record.timestamp_ms > 0:
-                m.last_message.set(record.timestamp_ms / 1000)
+            ts = message.times.tolist()
+            full = self.windows.extend(message.asset, ts, message.values)
+            if len(full):
+                k = len(full)
+                assets.extend([message.asset] * k)
+                times.extend(ts[-k:])
+                windows.append(full)
+                sources.extend([record.timestamp_ms] * k)
+            last_timestamp = max(last_timestamp, record.timestamp_ms)
+        m.messages.inc(messages)
+        m.readings.inc(readings)
+        if unknown:
+            m.unknown_sensors.inc(unknown)
+        if self.windows.evicted != evicted:
+            m.assets_evicted.inc(self.windows.evicted - evicted)
+        if last_timestamp > 0:
+            m.last_message.set(last_timestamp / 1000)
         if windows:
-            self._score(assets, times, windows, sources, result)
+            self._score(assets, times, np.concatenate(windows), sources, result)
         for dl in result.dead_letters:
             m.dead_letters.labels(dl.reason).inc()
         m.assets.set(len(self.windows))
@@ -147,27 +155,28 @@ class Pipeline:
     def _score(self, assets, times, windows, sources, result: BatchResult) -> None:
         m = self.metrics
         t0 = time.perf_counter()
-        scores = self.scorer(np.stack(windows))
+        scores = self.scorer(windows)
         m.batch_seconds.observe(time.perf_counter() - t0)
         done = time.time()
         normalized = scores.score / self.threshold
         result.scored = len(windows)
         m.scored.inc(len(windows))
+        m.normalized_hist.observe_many(normalized)
         latest: dict[str, int] = {}
         names = self.model.sensors
+        score_list, normalized_list = scores.score.tolist(), normalized.tolist()
         for i, (asset, ts) in enumerate(zip(assets, times)):
-            n = float(normalized[i])
-            m.normalized_hist.observe(n)
+            n = normalized_list[i]
             latest[asset] = i
-            event = self.alerts.observe(asset, ts, float(scores.score[i]), n,
+            event = self.alerts.observe(asset, ts, score_list[i], n,
                                         lambda i=i: top_sensors(scores.contributions[i:i + 1], scores.score[i:i + 1],
                                                                 names)[0])
             if event is not None:
                 result.alerts.append(event)
                 m.alert_events.labels(event.type).inc()
         for asset, i in latest.items():
-            m.asset_score.labels(asset).set(float(scores.score[i]))
-            m.asset_normalized.labels(asset).set(float(normalized[i]))
+            m.asset_score.labels(asset).set(score_list[i])
+            m.asset_normalized.labels(asset).set(normalized_list[i])
             reference = sources[i] if sources[i] > 0 else times[i]
             m.latency.observe(max(done - reference / 1000, 0.0))
 

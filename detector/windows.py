@@ -76,6 +76,46 @@ class AssetWindows:
             return None
         return state.buffer[state.position:state.position + w]
 
+    def extend(self, asset: str, times: list[int], values: np.ndarray) -> np.ndarray:
+        """Append readings [k, sensors] (times strictly increasing, checked by the caller);
+        returns a copy of the full windows they complete: [j, W, sensors], j <= k (the last j readings)."""
+        if len(times) == 1:
+            window = self.add(asset, times[0], values[0])
+            return np.empty((0, self.window, self.sensors), np.float32) if window is None else window[None].copy()
+        self.check(asset, times[0])
+        state = self._assets.get(asset)
+        w = self.window
+        if state is None:
+            history = np.empty((0, self.sensors), np.float32)
+        else:
+            history = state.buffer[state.position + w - state.count:state.position + w]
+        rows = np.concatenate([history, values.astype(np.float32, copy=False)])
+        if len(rows) < w:
+            out = np.empty((0, w, self.sensors), np.float32)
+        else:  # windows ending at each new reading: full[i] ends at rows[i + w - 1]
+            full = np.lib.stride_tricks.sliding_window_view(rows, w, axis=0).transpose(0, 2, 1)
+            out = full[max(len(history) - w + 1, 0):].copy()
+        self._store(asset, times[-1], rows[-w:])
+        return out
+
+    def _store(self, asset: str, last_ms: int, rows: np.ndarray) -> None:
+        """Replace an asset's buffer with all its valid rows (at most W, oldest first)."""
+        state = self._assets.get(asset)
+        if state is None:
+            if len(self._assets) >= self.max_assets:
+                self._assets.popitem(last=False)
+                self.evicted += 1
+            state = self._assets[asset] = _Asset(np.empty((2 * self.window, self.sensors), np.float32))
+        else:
+            self._assets.move_to_end(asset)
+        w, k = self.window, len(rows)
+        state.buffer[w - k:w] = rows
+        state.buffer[2 * w - k:] = rows
+        state.position = 0
+        state.count = k
+        state.last_ms = last_ms
+        state.seen = time.monotonic()
+
     def forget(self, asset: str) -> None:
         self._assets.pop(asset, None)
 

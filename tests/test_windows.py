@@ -38,3 +38,21 @@ def test_idle_assets():
     w = AssetWindows(2, 1)
     w.add("a", 1, np.array([0.0]))
     assert w.idle(3600) == [] and w.idle(-1) == ["a"]
+
+
+@pytest.mark.parametrize("chunks", [[1] * 9, [9], [2, 7], [4, 1, 4], [1, 1, 5, 2], [3, 3, 3]])
+def test_extend_equals_adding_one_by_one(chunks):
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=(9, 2)).astype(np.float32)
+    one = AssetWindows(4, 2)
+    expected = [w.copy() for t, v in enumerate(values) if (w := one.add("a", t, v)) is not None]
+    many = AssetWindows(4, 2)
+    got, t = [], 0
+    for k in chunks:
+        got.extend(many.extend("a", list(range(t, t + k)), values[t:t + k]))
+        t += k
+    assert len(got) == len(expected) == 6
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+    # and the ring buffer continues correctly afterwards
+    np.testing.assert_array_equal(many.add("a", 9, values[0]), one.add("a", 9, values[0]))
