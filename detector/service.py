@@ -152,6 +152,7 @@ class Service:
             self.close()
 
     def close(self) -> None:
+        """Commit what is processed, close the clients and the HTTP endpoint (idempotent)."""
         self.health.stopping = True
         try:
             if self.consumer is not None:
@@ -162,6 +163,8 @@ class Service:
         finally:
             if self.http is not None:
                 self.http.shutdown()
+                self.http.server_close()
+            self.consumer = self.producer = self.http = None
             log.info("stopped")
 
     # -- one batch ---------------------------------------------------------------------------

@@ -140,3 +140,21 @@ def test_too_little_data(tmp_path, capsys):
 def test_module_entry_point():
     result = subprocess.run([sys.executable, "-m", "vigil", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "train" in result.stdout and "score" in result.stdout
+
+
+def test_serve_without_a_broker_says_so(trained):
+    import socket
+
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = subprocess.run([sys.executable, "-m", "vigil", "serve", "--model", str(trained), "--bootstrap-servers",
+                             f"127.0.0.1:{port}", "--metrics-addr", "127.0.0.1:0", "--log-level", "error"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert f"cannot reach Kafka at 127.0.0.1:{port}" in result.stderr
+
+
+def test_serve_needs_a_model(capsys):
+    assert main(["serve"]) == 2
+    assert "model: required" in capsys.readouterr().err

@@ -126,10 +126,21 @@ def cmd_serve(args) -> int:
 
     settings = load_settings({name: getattr(args, name, None) for name in FIELDS}, config=args.config)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from kafka.errors import KafkaError
+
     from detector.service import Service
 
     service = Service(settings)
     service.install_signal_handlers()
+    try:
+        service.connect()
+    except OSError as e:
+        service.close()
+        raise UserError(f"cannot serve metrics on {settings.metrics_addr}: {e}") from None
+    except KafkaError as e:
+        service.close()
+        raise UserError(f"cannot reach Kafka at {settings.bootstrap_servers}: {e} "
+                        "(is the broker running? deploy/kafka/broker start runs a local one)") from None
     service.run()
     return 0
 
