@@ -57,6 +57,7 @@ class ModelWatcher:
     def __init__(self, registry: Path, version: str, interval: float):
         self.registry, self.interval = registry, interval
         self.seen = version
+        self._last_error: str | None = None
         self._next = time.monotonic() + interval
 
     def poll(self) -> tuple[str, TrainedModel | None, str | None]:
@@ -66,8 +67,12 @@ class ModelWatcher:
         self._next = time.monotonic() + self.interval
         try:
             name = current_version(self.registry)
-        except ArtifactError as e:
+        except ArtifactError as e:  # reported once, not at every check
+            if str(e) == self._last_error:
+                return "", None, None
+            self._last_error = str(e)
             return "", None, str(e)
+        self._last_error = None
         if name == self.seen:
             return "", None, None
         self.seen = name  # a refused version is not retried until `current` changes again
@@ -189,16 +194,12 @@ class Service:
         self.commit()
         return result
 
-    def commit(self, only: set | None = None) -> None:
-        offsets = {tp: om for tp, om in self._processed.items() if only is None or tp in only}
-        if not offsets or self.consumer is None:
+    def commit(self) -> None:
+        """Commit the offsets (and last record time) of everything processed so far."""
+        if not self._processed or self.consumer is None:
             return
-        self.consumer.commit(offsets)
-        for tp in offsets:
-            if only is not None:
-                self._processed.pop(tp, None)
-        if only is None:
-            self._processed.clear()
+        self.consumer.commit(dict(self._processed))
+        self._processed.clear()
 
     def rewind(self, assigned) -> set[TopicPartition]:
         """Seek each newly assigned partition back by rewind_seconds of record time before the

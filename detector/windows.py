@@ -57,14 +57,7 @@ class AssetWindows:
         Raises BadMessage for a timestamp that is not after the asset's previous one.
         """
         self.check(asset, ts_ms)
-        state = self._assets.get(asset)
-        if state is None:
-            if len(self._assets) >= self.max_assets:
-                self._assets.popitem(last=False)
-                self.evicted += 1
-            state = self._assets[asset] = _Asset(np.empty((2 * self.window, self.sensors), np.float32))
-        else:
-            self._assets.move_to_end(asset)
+        state = self._touch(asset)
         w, p = self.window, state.position
         state.buffer[p] = values
         state.buffer[p + w] = values
@@ -100,6 +93,18 @@ class AssetWindows:
 
     def _store(self, asset: str, last_ms: int, rows: np.ndarray) -> None:
         """Replace an asset's buffer with all its valid rows (at most W, oldest first)."""
+        state = self._touch(asset)
+        w, k = self.window, len(rows)
+        state.buffer[w - k:w] = rows
+        state.buffer[2 * w - k:] = rows
+        state.position = 0
+        state.count = k
+        state.last_ms = last_ms
+        state.seen = time.monotonic()
+
+    def _touch(self, asset: str) -> _Asset:
+        """The asset's state, created (dropping the longest-idle asset at the cap) if new,
+        and marked most recently used."""
         state = self._assets.get(asset)
         if state is None:
             if len(self._assets) >= self.max_assets:
@@ -108,13 +113,7 @@ class AssetWindows:
             state = self._assets[asset] = _Asset(np.empty((2 * self.window, self.sensors), np.float32))
         else:
             self._assets.move_to_end(asset)
-        w, k = self.window, len(rows)
-        state.buffer[w - k:w] = rows
-        state.buffer[2 * w - k:] = rows
-        state.position = 0
-        state.count = k
-        state.last_ms = last_ms
-        state.seen = time.monotonic()
+        return state
 
     def forget(self, asset: str) -> None:
         self._assets.pop(asset, None)

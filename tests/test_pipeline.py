@@ -90,3 +90,27 @@ def test_idle_assets_are_forgotten(pipeline, registry):
     pipeline.idle_seconds = -1
     assert pipeline.expire_idle() == ["p1"]
     assert registry.get_sample_value("vigil_asset_score", {"asset": "p1"}) is None
+
+
+def test_model_watcher_reports_a_broken_current_once(tmp_path):
+    import shutil
+
+    from detector.artifact import save
+    from detector.registry import set_current
+    from detector.service import ModelWatcher
+
+    save(make_model(), tmp_path / "v1")
+    set_current(tmp_path, "v1")
+    watcher = ModelWatcher(tmp_path, "v1", interval=0)
+    assert watcher.poll() == ("", None, None)
+    (tmp_path / "current").write_text("v9\n")  # names a missing version
+    version, model, error = watcher.poll()
+    assert version == "v9" and model is None and "does not exist" in error
+    assert watcher.poll() == ("", None, None)  # not retried until `current` changes
+    (tmp_path / "current").unlink()
+    assert "missing" in watcher.poll()[2]
+    assert watcher.poll() == ("", None, None)  # reported once
+    shutil.copytree(tmp_path / "v1", tmp_path / "v2")
+    set_current(tmp_path, "v2")
+    version, model, error = watcher.poll()
+    assert version == "v2" and model is not None and error is None
