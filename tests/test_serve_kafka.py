@@ -160,9 +160,10 @@ def test_bad_input_goes_to_the_dead_letter_topic(model, topic, tmp_path):
 def test_kill_9_and_restart_processes_every_offset(model, topic, tmp_path):
     group = unique("g")
     assets = [f"pump-{i}" for i in range(6)]
-    messages = [m for a in assets for m in fault_stream(a, rows=400, fault=())]
+    messages = [m for a in assets for m in fault_stream(a, rows=1000, fault=())]
     first = produce(topic, messages)
-    serve = Serve(model, topic, group, extra=("--batch-size", "200"), log_path=tmp_path / "a.log")
+    # small batches (each committed) keep the first process busy long enough to be killed mid-stream
+    serve = Serve(model, topic, group, extra=("--batch-size", "20"), log_path=tmp_path / "a.log")
     serve.wait_for(lambda m: m.get("vigil_readings_consumed_total", 0) >= 300, what="some progress")
     serve.kill()
     before = committed_vs_end(topic, group)
