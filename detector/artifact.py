@@ -89,6 +89,11 @@ def _params_bytes(vae: VAE) -> bytes:
     return serialization.msgpack_serialize(jax.tree.map(np.asarray, nnx.to_pure_dict(state)))
 
 
+def new_version(model: TrainedModel) -> str:
+    """A new version name: UTC creation time and the first 8 hex digits of the parameters' SHA-256."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + hashlib.sha256(_params_bytes(model.vae)).hexdigest()[:8]
+
+
 def save(model: TrainedModel, directory: str | os.PathLike, extra: dict[str, bytes] | None = None) -> Path:
     """Write the artifact to `directory` (which must not exist yet). Returns its path.
 
@@ -104,7 +109,7 @@ def save(model: TrainedModel, directory: str | os.PathLike, extra: dict[str, byt
     params = _params_bytes(model.vae)
     created = datetime.now(timezone.utc)
     if not model.version:
-        model.version = created.strftime("%Y%m%dT%H%M%SZ") + "-" + hashlib.sha256(params).hexdigest()[:8]
+        model.version = new_version(model)
     config = {
         "schema_version": SCHEMA_VERSION,
         "version": model.version,

@@ -10,10 +10,13 @@ import time
 from pathlib import Path
 
 EXAMPLES = {
-    "train": "example:\n  vigil train --data history/normal.csv --out models/pump-v1 --window 60 --epochs 100",
+    "train": "examples:\n  vigil train --data history/normal.csv --out models/pump-v1 --window 60 --epochs 100\n"
+             "  vigil train --data history/ --registry models/ --promote",
     "score": "example:\n  vigil score --model models/pump-v1 --data today.csv --out scores.csv",
     "evaluate": "example:\n  vigil evaluate --model models/pump-v1 --data labelled/ --label-column anomaly --json eval.json",
     "demo": "example:\n  vigil demo --workdir vigil-demo",
+    "models": "examples:\n  vigil models list --registry models/\n  vigil models show 20261123T190000Z-1a2b3c4d --registry models/\n"
+              "  vigil models promote 20261123T190000Z-1a2b3c4d --registry models/\n  vigil models rollback --registry models/",
     "serve": "example:\n  vigil serve --model models/pump-v1 --bootstrap-servers 127.0.0.1:9092 --topic vigil.readings\n\n"
              "Every option can also be set as VIGIL_<NAME> (e.g. VIGIL_ALERTS_TOPIC) or under [serve] in\n"
              "--config FILE.toml; precedence: flag > environment > file > default.",
@@ -50,7 +53,11 @@ def cmd_train(args) -> int:
     from training.report import render_report
 
     config = load_config(args.config, window=args.window, epochs=args.epochs, seed=args.seed)
-    if Path(args.out).exists():
+    if (args.out is None) == (args.registry is None):
+        raise UserError("give exactly one of --out MODEL_DIR and --registry DIR")
+    if args.promote and args.registry is None:
+        raise UserError("--promote needs --registry")
+    if args.out is not None and Path(args.out).exists():
         raise UserError(f"{args.out}: already exists; choose a new directory for the model")
     tables = _read(args)
     rows = sum(len(t.time) for t in tables)
@@ -61,12 +68,66 @@ def cmd_train(args) -> int:
         _log(args, f"epoch {s.epoch:3d}/{config.epochs}  loss {s.loss:9.4f}  val {s.val_loss:9.4f}  {s.seconds:6.2f}s")
 
     model, report = train_model(tables, config, progress)
-    out = save(model, args.out, extra=render_report(report))
+    if args.registry is not None:
+        from detector.artifact import new_version
+
+        Path(args.registry).mkdir(parents=True, exist_ok=True)
+        model.version = model.version or new_version(model)
+        out = save(model, Path(args.registry) / model.version, extra=render_report(report))
+    else:
+        out = save(model, args.out, extra=render_report(report))
     t = model.threshold
     _log(args, f"stopped after {report['summary']['epochs_run']} epochs (best {report['summary']['best_epoch']}), "
                f"{report['summary']['seconds']:.1f}s")
     _log(args, f"threshold {t.value:.5g} ({t.method}), persistence {model.persistence.k} of {model.persistence.n}")
     print(f"model {model.version} written to {out}")
+    if args.promote:
+        from detector.registry import promote
+
+        promote(args.registry, model.version)
+        print(f"promoted {model.version}: now current in {args.registry}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    import json
+
+    from detector import registry as reg
+
+    if args.action == "list":
+        try:
+            current = reg.current_version(args.registry)
+        except Exception:
+            current = None
+        names = reg.versions(args.registry)
+        if not names:
+            print(f"{args.registry}: no model versions yet (vigil train --registry {args.registry})")
+        for name in names:
+            config = json.loads((Path(args.registry) / name / "config.json").read_text())
+            training = config.get("training", {})
+            print(f"{'*' if name == current else ' '} {name}  created {config.get('created_at', '?')}  "
+                  f"{len(config.get('sensors', []))} sensors  window {config.get('window')}  "
+                  f"threshold {config['threshold']['value']:.4g} ({config['threshold']['method']})  "
+                  f"trained on {training.get('rows', '?')} rows")
+        return 0
+    if args.action == "show":
+        if not args.version:
+            raise UserError("show needs a VERSION")
+        from detector.artifact import load
+
+        model = load(Path(args.registry) / args.version)
+        print(json.dumps({"version": model.version, "sensors": list(model.sensors), "window": model.config.window,
+                          "model": model.config.to_dict(), "threshold": model.threshold.to_dict(),
+                          "persistence": model.persistence.to_dict(), **model.metadata}, indent=2))
+        return 0
+    if args.action == "promote":
+        if not args.version:
+            raise UserError("promote needs a VERSION")
+        reg.promote(args.registry, args.version)
+        print(f"promoted {args.version}: now current in {args.registry}")
+        return 0
+    version = reg.rollback(args.registry)
+    print(f"rolled back: {version} is current again in {args.registry}")
     return 0
 
 
@@ -170,7 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("train", "Train a VAE on normal sensor history, calibrate its threshold, write a model directory.")
     _add_data_options(p)
-    p.add_argument("--out", required=True, help="model directory to create")
+    p.add_argument("--out", help="model directory to create")
+    p.add_argument("--registry", help="instead of --out: add the model as a new version of this registry")
+    p.add_argument("--promote", action="store_true", help="with --registry: make the new version current")
     p.add_argument("--config", help="TOML file with [model], [training], [threshold], [alerting] settings")
     p.add_argument("--window", type=int, help="time steps per window (default 60)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default 100; early stopping ends sooner)")
@@ -195,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", default="vigil-demo", help="where to write data, model and scores")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+    p = command("models", "List, inspect, promote and roll back model versions in a registry.")
+    p.add_argument("action", choices=["list", "show", "promote", "rollback"])
+    p.add_argument("version", nargs="?", help="the version (show, promote)")
+    p.add_argument("--registry", required=True, help="registry directory")
+    p.set_defaults(func=cmd_models)
 
     p = command("serve", "Score sensor readings from Kafka per asset; produce alerts; export Prometheus metrics.")
     _add_serve_options(p)
