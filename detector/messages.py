@@ -65,6 +65,10 @@ def _reject_constant(name: str):
     raise BadMessage("non_finite", f"{name} is not a number JSON allows")
 
 
+# One decoder for all messages (json.loads would build one per call); NaN/Infinity tokens are refused.
+_JSON = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _raise_magnitude(v) -> None:
     if isinstance(v, float) and math.isinf(v):
         raise BadMessage("non_finite", f"value {v!r}")
@@ -135,7 +139,7 @@ class Decoder:
         if len(value) > self.max_bytes:
             raise BadMessage("oversized", f"{len(value)} bytes > {self.max_bytes}")
         try:
-            doc = json.loads(value, parse_constant=_reject_constant)
+            doc = _JSON.decode(value.decode("utf-8"))
         except BadMessage:
             raise
         except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
