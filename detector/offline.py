@@ -99,7 +99,7 @@ def format_rows(time_raw: list[str], scores: TableScores, threshold: float, name
 
 
 def _needs_quoting(texts: list[str]) -> bool:
-    return any(any(c in t for c in ',"\n\r') for t in texts[:1]) or any('"' in t or "," in t for t in texts)
+    return any("," in t or '"' in t or "\n" in t or "\r" in t for t in texts)
 
 
 def _csv_field(text: str) -> str:
