@@ -19,8 +19,7 @@ import numpy as np
 
 from detector.artifact import TrainedModel
 from detector.csvdata import SensorTable
-from detector.scoring import Scorer
-from detector.threshold import flag
+from detector.scoring import Scorer, top_shares
 
 HEADER = "timestamp,score,threshold,is_anomaly,top_sensors,normalized_score\n"
 TOP_K = 3
@@ -80,14 +79,10 @@ def _share_labels(names: tuple[str, ...]) -> np.ndarray:
 
 def format_rows(time_raw: list[str], scores: TableScores, threshold: float, names: tuple[str, ...]) -> str:
     """The CSV lines (no header) for one table's (or chunk's) results."""
-    k = min(TOP_K, len(names))
-    contributions = scores.contributions
-    top = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
-    total = np.where(scores.score > 0, scores.score, 1.0)[:, None]
-    shares = np.take_along_axis(contributions, top, axis=1) / total
+    top, shares = top_shares(scores.contributions, scores.score, TOP_K)
     pct = np.clip(np.rint(shares * 100), 0, 100).astype(np.int64)
     labels = _share_labels(names)[top, pct]
-    tops = ["|".join(t) for t in zip(*(labels[:, j].tolist() for j in range(k)))]
+    tops = ["|".join(t) for t in zip(*(labels[:, j].tolist() for j in range(top.shape[1])))]
     thr = f"{threshold:.6g}"
     times = [_csv_field(t) for t in time_raw] if _needs_quoting(time_raw) else time_raw
     lines = [

@@ -138,10 +138,16 @@ class Scorer:
         return Scores(score, contributions)
 
 
+def top_shares(contributions: np.ndarray, score: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest contributors of each row: sensor indices [n, k] and their shares of the score [n, k]."""
+    k = min(k, contributions.shape[1])
+    order = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
+    shares = np.take_along_axis(contributions, order, axis=1) / np.where(score > 0, score, 1.0)[:, None]
+    return order, shares
+
+
 def top_sensors(contributions: np.ndarray, score: np.ndarray, names: tuple[str, ...], k: int = 3
                 ) -> list[list[tuple[str, float]]]:
     """The k largest contributors of each row as (name, share of the score)."""
-    k = min(k, len(names))
-    order = np.argsort(-contributions, axis=1, kind="stable")[:, :k]
-    shares = np.take_along_axis(contributions, order, axis=1) / np.where(score > 0, score, 1.0)[:, None]
+    order, shares = top_shares(contributions, score, k)
     return [[(names[i], float(s)) for i, s in zip(o, sh)] for o, sh in zip(order, shares)]

@@ -17,6 +17,7 @@ def run_demo(workdir: Path, quiet: bool = False) -> int:
     from detector.artifact import load, save
     from detector.csvdata import read_csv
     from detector.offline import score_table, write_scores
+    from detector.scoring import top_sensors
     from training.config import load_config
     from training.evaluation import evaluate, runs
     from training.job import train_model
@@ -51,9 +52,8 @@ def run_demo(workdir: Path, quiet: bool = False) -> int:
     print(f"{'from':<22}{'to':<22}{'peak score/threshold':>22}  top sensors")
     for start, stop in runs(scores.flags):
         peak = start + int(np.nanargmax(scores.normalized[start:stop]))
-        c = scores.contributions[peak]
-        top = np.argsort(-c)[:3]
-        names = ", ".join(f"{model.sensors[i]} {c[i] / c.sum():.0%}" for i in top)
+        top = top_sensors(scores.contributions[peak:peak + 1], scores.score[peak:peak + 1], model.sensors)[0]
+        names = ", ".join(f"{name} {share:.0%}" for name, share in top)
         print(f"{table.time_raw[start]:<22}{table.time_raw[stop - 1]:<22}{scores.normalized[peak]:>22.2f}  {names}")
     m = evaluate(table.labels, scores.normalized, scores.flags)
     print(f"injected faults: {m['events']}, detected: {m['events_detected']}, "
