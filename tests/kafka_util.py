@@ -71,7 +71,7 @@ class Serve:
         except urllib.error.HTTPError as e:
             return e.code
 
-    def wait_for(self, predicate, timeout=60.0, what="condition"):
+    def wait_for(self, predicate, timeout=120.0, what="condition"):
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:

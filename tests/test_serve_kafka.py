@@ -190,7 +190,7 @@ def test_two_consumers_share_partitions_and_take_over(model, topic, tmp_path):
     def partitions(s):
         return {k for k in s.metrics() if k.startswith("vigil_consumer_lag{")}
 
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         produce(topic, [(f"pump-{i}".encode(), reading(f"pump-{i}", int(time.time()), {"flow": 1.0}))
                         for i in range(12)])
@@ -204,7 +204,7 @@ def test_two_consumers_share_partitions_and_take_over(model, topic, tmp_path):
     else:
         raise AssertionError(f"partitions not split: {pa} / {pb}")
     a.terminate()
-    b.wait_for(lambda m: len([k for k in m if k.startswith("vigil_consumer_lag{")]) == 3, timeout=60,
+    b.wait_for(lambda m: len([k for k in m if k.startswith("vigil_consumer_lag{")]) == 3, timeout=120,
                what="takeover of all partitions")
     b.terminate()
 
@@ -220,7 +220,9 @@ def test_hot_reload_good_and_refused_versions(model, topic, tmp_path):
     set_current(registry, "v1")
     serve = Serve(registry, topic, unique("g"), extra=("--reload-seconds", "0.5"), log_path=tmp_path / "s.log")
     version1 = json.loads((model / "config.json").read_text())["version"]
-    serve.wait_for(lambda m: any(f'version="{version1}"' in k for k in m), what="v1 served")
+    # the consumer has joined its group and holds partitions before models are swapped
+    serve.wait_for(lambda m: any(f'version="{version1}"' in k for k in m)
+                   and any(k.startswith("vigil_consumer_lag{") for k in m), what="v1 served, partitions assigned")
     # a good new version: retrain with another seed
     values, _ = synthetic.generate(1500, seed=5)
     synthetic.write_csv(tmp_path / "n.csv", values)
