@@ -60,6 +60,9 @@ class ServiceMetrics:
         self.dead_letters = Counter("dead_letters", "Records sent to the dead-letter topic, by reason", ["reason"], **r)
         self.asset_score = Gauge("asset_score", "Latest window score per asset", ["asset"], **r)
         self.asset_normalized = Gauge("asset_normalized_score", "Latest score / threshold per asset (1.0 = at threshold)", ["asset"], **r)
+        self.asset_alert_open = Gauge("asset_alert_open", "1 while the asset has an open alert, else 0", ["asset"], **r)
+        self.sensor_share = Gauge("asset_sensor_share", "Share (0..1) of the asset's latest window score from each sensor",
+                                  ["asset", "sensor"], **r)
         self.normalized_hist = BulkHistogram("vigil_normalized_score",
                                              "Distribution of score / threshold over all scored windows",
                                              NORMALIZED_BUCKETS, registry)
@@ -73,6 +76,7 @@ class ServiceMetrics:
         self.last_message = Gauge("last_message_timestamp_seconds", "Kafka timestamp of the last processed record", **r)
         self.assets = Gauge("assets_tracked", "Assets with a window in memory", **r)
         self.assets_evicted = Counter("assets_evicted", "Assets dropped because max_assets was reached", **r)
+        self.model_created = Gauge("model_created_timestamp_seconds", "Unix time the serving model was trained", **r)
         self.model_info = Gauge("model_info", "The serving model (value 1)", ["version", "window", "sensors", "threshold"], **r)
         self.model_reloads = Counter("model_reloads", "Model reload attempts, by result", ["result"], **r)
         self.broker_up = Gauge("broker_up", "1 while the Kafka broker is reachable", **r)
@@ -81,14 +85,27 @@ class ServiceMetrics:
         for result in ("ok", "refused"):
             self.model_reloads.labels(result)
 
-    def set_model(self, version: str, window: int, sensors: tuple[str, ...], threshold: float) -> None:
+    def set_model(self, version: str, window: int, sensors: tuple[str, ...], threshold: float,
+                  created: float | None) -> None:
         self.model_info.clear()
         self.model_info.labels(version, str(window), ",".join(sensors), f"{threshold:.6g}").set(1)
+        self.sensor_share.clear()  # the sensors may have changed
+        if created is not None:
+            self.model_created.set(created)
 
-    def forget_asset(self, asset: str) -> None:
-        for gauge in (self.asset_score, self.asset_normalized):
+    def set_shares(self, asset: str, sensors: tuple[str, ...], shares: list[float]) -> None:
+        for sensor, share in zip(sensors, shares):
+            self.sensor_share.labels(asset, sensor).set(share)
+
+    def forget_asset(self, asset: str, sensors: tuple[str, ...]) -> None:
+        for gauge in (self.asset_score, self.asset_normalized, self.asset_alert_open):
             try:
                 gauge.remove(asset)
+            except KeyError:
+                pass
+        for sensor in sensors:
+            try:
+                self.sensor_share.remove(asset, sensor)
             except KeyError:
                 pass
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 
@@ -71,7 +72,8 @@ class Pipeline:
             self.windows = AssetWindows(model.config.window, len(model.sensors), self.max_assets)
         self.threshold = np.float32(model.threshold.value)
         self.alerts.set_model(model.threshold.value, model.version)
-        self.metrics.set_model(model.version, model.config.window, model.sensors, model.threshold.value)
+        self.metrics.set_model(model.version, model.config.window, model.sensors, model.threshold.value,
+                               _created_seconds(model))
 
     def swap_model(self, model: TrainedModel) -> None:
         """Serve another (already verified) model from the next batch on.
@@ -177,9 +179,13 @@ class Pipeline:
             if event is not None:
                 result.alerts.append(event)
                 m.alert_events.labels(event.type).inc()
-        for asset, i in latest.items():
+        rows = list(latest.values())
+        shares = (scores.contributions[rows] / np.where(scores.score[rows] > 0, scores.score[rows], 1.0)[:, None]).tolist()
+        for (asset, i), asset_shares in zip(latest.items(), shares):
             m.asset_score.labels(asset).set(score_list[i])
             m.asset_normalized.labels(asset).set(normalized_list[i])
+            m.asset_alert_open.labels(asset).set(1 if self.alerts.is_open(asset) else 0)
+            m.set_shares(asset, names, asset_shares)
             reference = sources[i] if sources[i] > 0 else times[i]
             m.latency.observe(max(done - reference / 1000, 0.0))
 
@@ -190,6 +196,14 @@ class Pipeline:
         for asset in gone:
             self.windows.forget(asset)
             self.alerts.forget(asset)
-            self.metrics.forget_asset(asset)
+            self.metrics.forget_asset(asset, self.model.sensors)
         self.metrics.assets.set(len(self.windows))
         return gone
+
+
+def _created_seconds(model: TrainedModel) -> float | None:
+    """The model's creation time (config.json created_at) as unix seconds, if known."""
+    try:
+        return datetime.fromisoformat(model.metadata["created_at"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -58,6 +58,23 @@ def test_alerts_open_with_top_sensors(pipeline):
     assert 0 < result.alerts[0].top_sensors[0]["share"] <= 1
 
 
+def test_per_asset_alert_state_and_sensor_shares_are_exported(pipeline, registry):
+    pipeline.process([rec(i, "p1", i, a=50.0 if i >= 4 else 0.0) for i in range(10)], now_ms=T0)
+    assert registry.get_sample_value("vigil_asset_alert_open", {"asset": "p1"}) == 1
+    a = registry.get_sample_value("vigil_asset_sensor_share", {"asset": "p1", "sensor": "a"})
+    b = registry.get_sample_value("vigil_asset_sensor_share", {"asset": "p1", "sensor": "b"})
+    assert a > b >= 0 and a + b == pytest.approx(1.0, abs=1e-5)
+    pipeline.process([rec(10 + i, "p1", 10 + i) for i in range(8)], now_ms=T0)
+    assert registry.get_sample_value("vigil_asset_alert_open", {"asset": "p1"}) == 0
+
+
+def test_model_creation_time_is_exported(registry):
+    model = make_model()
+    model.metadata["created_at"] = "2026-11-20T10:00:00+00:00"
+    Pipeline(model, ServiceMetrics(registry), AlertPolicy())
+    assert registry.get_sample_value("vigil_model_created_timestamp_seconds") == 1_795_168_800
+
+
 def test_bad_records_become_dead_letters_and_do_not_stop_the_batch(pipeline, registry):
     records = [rec(0, "p1", 0), Record("vigil.readings", 0, 1, b"x", b"{oops", T0), rec(2, "p1", 0), rec(3, "p1", 1)]
     result = pipeline.process(records, now_ms=T0)
@@ -90,6 +107,8 @@ def test_idle_assets_are_forgotten(pipeline, registry):
     pipeline.idle_seconds = -1
     assert pipeline.expire_idle() == ["p1"]
     assert registry.get_sample_value("vigil_asset_score", {"asset": "p1"}) is None
+    assert registry.get_sample_value("vigil_asset_alert_open", {"asset": "p1"}) is None
+    assert registry.get_sample_value("vigil_asset_sensor_share", {"asset": "p1", "sensor": "a"}) is None
 
 
 def test_model_watcher_reports_a_broken_current_once(tmp_path):
