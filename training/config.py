@@ -31,6 +31,8 @@ Example FILE.toml (every key optional; unknown keys are an error):
 
     [scoring]
     weighting = "precision"  # weigh squared errors by the learned per-sensor precision, or "none"
+
+A [gate] table is read by `vigil retrain` (training.retrain.load_gate) and ignored here.
 """
 
 from __future__ import annotations
@@ -148,6 +150,8 @@ def load_config(path: str | Path | None = None, **overrides) -> TrainConfig:
         path = Path(path)
         doc = read_toml(path, ConfigError)
         for section, table in doc.items():
+            if section == "gate":
+                continue
             if section != "model" and section not in SECTIONS:
                 raise ConfigError(f"{path}: unknown section [{section}] (known: model, {', '.join(SECTIONS)})")
             if not isinstance(table, dict):

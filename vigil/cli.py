@@ -14,9 +14,15 @@ EXAMPLES = {
              "  vigil train --data history/ --registry models/ --promote",
     "score": "example:\n  vigil score --model models/pump-v1 --data today.csv --out scores.csv",
     "evaluate": "example:\n  vigil evaluate --model models/pump-v1 --data labelled/ --label-column anomaly --json eval.json",
+    "report": "examples:\n  vigil report --model models/pump-v1 --data today.csv --out report.html\n"
+              "  vigil report --model models/pump-v1 --data today.csv --out night.png \\\n"
+              "      --from 2026-11-23T00:00 --to 2026-11-23T06:00",
     "demo": "example:\n  vigil demo --workdir vigil-demo",
     "models": "examples:\n  vigil models list --registry models/\n  vigil models show 20261123T190000Z-1a2b3c4d --registry models/\n"
               "  vigil models promote 20261123T190000Z-1a2b3c4d --registry models/\n  vigil models rollback --registry models/",
+    "retrain": "examples:\n  vigil retrain --registry models/ --bootstrap-servers kafka:9092 --topic vigil.readings --since 7d\n"
+               "  vigil retrain --registry models/ --data recent/ --labels incidents/\n\n"
+               "exit status: 0 the challenger was promoted, 3 the current model was kept, 2 an error.",
     "serve": "example:\n  vigil serve --model models/pump-v1 --bootstrap-servers 127.0.0.1:9092 --topic vigil.readings\n\n"
              "Every option can also be set as VIGIL_<NAME> (e.g. VIGIL_ALERTS_TOPIC) or under [serve] in\n"
              "--config FILE.toml; precedence: flag > environment > file > default.",
@@ -174,10 +180,98 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from detector.artifact import load
+    from vigil.report import ReportError, build_report, check_format, parse_time, write_report
+
+    try:
+        check_format(args.out)
+        start, end = (None if t is None else parse_time(t) for t in (args.start, args.end))
+        model = load(args.model)
+        tables = _read(args)
+        if len(tables) > 1:
+            raise UserError(f"{args.data}: {len(tables)} CSV files; a report covers one file "
+                            f"(e.g. --data {tables[0].path})")
+        t0 = time.perf_counter()
+        report = build_report(model, tables[0], start, end)
+        write_report(report, args.out)
+    except ReportError as e:
+        raise UserError(str(e)) from None
+    _log(args, f"{len(report.alerts)} alert(s) in {report.table.rows} rows; "
+               f"scored and drawn in {time.perf_counter() - t0:.2f}s -> {args.out}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from vigil.demo import run_demo
 
     return run_demo(Path(args.workdir), quiet=args.quiet)
+
+
+def cmd_retrain(args) -> int:
+    import dataclasses
+
+    from detector.registry import load_current
+    from training.config import load_config
+    from training.retrain import config_of, load_gate, retrain
+
+    gate = load_gate(args.config, holdout_fraction=args.holdout_fraction,
+                     max_false_alarm_rate=args.max_false_alarm_rate,
+                     false_alarm_tolerance=args.false_alarm_tolerance, recall_tolerance=args.recall_tolerance)
+    current = load_current(args.registry)
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
+    config = load_config(args.config, **overrides) if args.config else \
+        dataclasses.replace(config_of(current), **overrides)
+    if (args.data is None) == (args.bootstrap_servers is None):
+        raise UserError("give exactly one source: --data FILES or --bootstrap-servers (with --topic and --since)")
+    if args.data is not None:
+        from training.recent import from_files
+
+        tables, source = from_files(args.data, current.sensors, 2 * current.config.window), {"data": args.data}
+    else:
+        tables, source = _recent_kafka(args, current)
+    labelled = []
+    if args.labels:
+        from detector.csvdata import read_path
+
+        labelled = read_path(args.labels)
+        unlabelled = [t.path for t in labelled if t.labels is None]
+        if unlabelled:
+            raise UserError(f"{unlabelled[0]}: no label column ('anomaly'); --labels needs labelled files")
+    version, promoted, report = retrain(args.registry, tables, config, gate, labelled, source,
+                                        say=lambda m: _log(args, m))
+    for name in ("current", "challenger"):
+        r = report[name]
+        line = (f"{name:<11}{r['version']:<28}false alarms {r['normal']['false_alarm_rate']:.4%} of "
+                f"{r['normal']['rows']} held-out rows ({r['normal']['episodes']} episodes)")
+        if "labelled" in r:
+            line += f", labelled events detected {r['labelled']['events_detected']}/{r['labelled']['events']}"
+        print(line)
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    if promoted:
+        print(f"promoted {version}: now current in {args.registry}")
+        return 0
+    print(f"kept {report['current']['version']}; challenger {version} registered but not promoted:")
+    for reason in report["reasons"]:
+        print(f"  {reason}")
+    return 3
+
+
+def _recent_kafka(args, current) -> tuple[list, dict]:
+    from training.recent import from_kafka
+    from vigil.durations import parse_duration
+
+    if not args.topic or not args.since:
+        raise UserError("reading from Kafka needs --topic and --since (e.g. --since 7d)")
+    try:
+        since, margin = parse_duration(args.since), parse_duration(args.exclude_margin)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    alerts_topic = None if args.no_alerts else (args.alerts_topic or args.topic.rsplit(".", 1)[0] + ".alerts")
+    options = {"bootstrap_servers": args.bootstrap_servers, "client_id": "vigil-retrain"}
+    return from_kafka(options, args.topic, alerts_topic, since, margin, current.sensors, 2 * current.config.window,
+                      say=lambda m: _log(args, m))
 
 
 def cmd_serve(args) -> int:
@@ -254,6 +348,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.set_defaults(func=cmd_evaluate)
 
+    p = command("report", "Draw what a model makes of one CSV: sensors, score against the threshold, flagged "
+                          "stretches, labelled events, and a table of alerts with their top sensors.")
+    _add_data_options(p)
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--out", required=True, help="report.html (self-contained page with the alert table) or "
+                                                "report.png (the picture only)")
+    p.add_argument("--from", dest="start", metavar="TIME", help="first time shown: ISO 8601 (naive = UTC) "
+                                                                "or epoch seconds (default: the file's start)")
+    p.add_argument("--to", dest="end", metavar="TIME", help="last time shown (default: the file's end)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_report)
+
     p = command("demo", "Generate a synthetic pump data set, train on its normal part, score it, print anomalies.")
     p.add_argument("--workdir", default="vigil-demo", help="where to write data, model and scores")
     p.add_argument("--quiet", action="store_true")
@@ -264,6 +370,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("version", nargs="?", help="the version (show, promote)")
     p.add_argument("--registry", required=True, help="registry directory")
     p.set_defaults(func=cmd_models)
+
+    p = command("retrain", "Train a challenger on recent normal data; promote it only if it beats the current "
+                           "model on held-out recent data.")
+    p.add_argument("--registry", required=True, help="model registry (its current model is the one to beat)")
+    p.add_argument("--data", help="recent data: CSV file or directory (rows labelled anomalous are left out)")
+    p.add_argument("--bootstrap-servers", help="instead of --data: read recent readings from Kafka")
+    p.add_argument("--topic", help="readings topic (with --bootstrap-servers)")
+    p.add_argument("--since", help="how far back to read, e.g. 7d, 36h (with --bootstrap-servers)")
+    p.add_argument("--alerts-topic", help="alerts whose stretches are left out (default: TOPIC's prefix + .alerts, "
+                                          "e.g. vigil.alerts for vigil.readings)")
+    p.add_argument("--exclude-margin", default="1h", help="left out before an alert opened and after it resolved "
+                                                          "(default 1h)")
+    p.add_argument("--no-alerts", action="store_true", help="do not read the alerts topic (nothing left out)")
+    p.add_argument("--labels", help="labelled CSV file or directory: the challenger must detect its events too")
+    p.add_argument("--config", help="TOML: training settings (default: the current model's) and a [gate] table")
+    p.add_argument("--holdout-fraction", type=float, help="last part of each recent series held out (default 0.2)")
+    p.add_argument("--max-false-alarm-rate", type=float, help="gate: challenger's flagged fraction of held-out rows "
+                                                               "at most this (default 0.01)")
+    p.add_argument("--false-alarm-tolerance", type=float, help="gate: and at most this much above the current "
+                                                                "model's (default 0.002)")
+    p.add_argument("--recall-tolerance", type=float, help="gate with --labels: event recall at most this much below "
+                                                           "the current model's (default 0)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: the current model's setting)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--report", help="also write the comparison report (JSON) here")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_retrain)
 
     p = command("serve", "Score sensor readings from Kafka per asset; produce alerts; export Prometheus metrics.")
     _add_serve_options(p)
@@ -277,10 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     from detector.csvdata import DataError
     from detector.settings import SettingsError
     from training.config import ConfigError
+    from training.recent import SourceError
 
     try:
         return args.func(args)
-    except (UserError, DataError, ArtifactError, ConfigError, SettingsError) as e:
+    except (UserError, DataError, ArtifactError, ConfigError, SettingsError, SourceError) as e:
         print(f"vigil {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

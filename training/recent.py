@@ -1,0 +1,190 @@
+"""Recent normal data from Kafka for retraining.
+
+The readings topic over a time range becomes one series per asset; the stretches around
+alerts that were open in that range (read from the alerts topic) are cut out, so that
+faults do not become "normal". Records are selected by their Kafka timestamp.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+
+from detector.csvdata import SensorTable
+from detector.messages import BadMessage, Decoder
+
+POLL_MS = 500
+
+
+class SourceError(Exception):
+    """The topics cannot be read (missing topic, unreachable broker)."""
+
+
+@dataclass(frozen=True)
+class Stretch:
+    """[start, end] in epoch seconds of one asset that must not be trained on."""
+
+    asset: str
+    start: float
+    end: float
+
+
+def read_records(consumer_options: dict, topic: str, since_ms: int, until_ms: int,
+                 progress: Callable[[int], None] | None = None) -> Iterator:
+    """Every record of `topic` with since_ms <= Kafka timestamp < until_ms, up to the end
+    offsets at the time of the call (the topic may keep growing meanwhile)."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.errors import KafkaError
+
+    try:
+        consumer = KafkaConsumer(enable_auto_commit=False, group_id=None, **consumer_options)
+    except KafkaError as e:
+        raise SourceError(f"cannot reach Kafka at {consumer_options.get('bootstrap_servers')}: {e}") from None
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            raise SourceError(f"topic {topic!r} does not exist on {consumer_options.get('bootstrap_servers')}")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        ends = consumer.end_offsets(tps)
+        starts = consumer.offsets_for_times({tp: since_ms for tp in tps})
+        todo = {}
+        for tp in tps:
+            found = starts.get(tp)
+            if found is not None and found.offset < ends[tp]:
+                consumer.seek(tp, found.offset)
+                todo[tp] = ends[tp]
+        count = 0
+        while todo:
+            batches = consumer.poll(timeout_ms=POLL_MS)
+            for tp, records in batches.items():
+                if tp not in todo:
+                    continue
+                for record in records:
+                    if record.offset >= todo[tp]:
+                        break
+                    if since_ms <= record.timestamp < until_ms:
+                        count += 1
+                        yield record
+                if consumer.position(tp) >= todo[tp]:
+                    del todo[tp]
+                    consumer.pause(tp)
+            if progress is not None:
+                progress(count)
+    finally:
+        consumer.close()
+
+
+def alert_stretches(records, margin_seconds: float, until_s: float) -> list[Stretch]:
+    """Stretches to leave out: from `margin` before each alert opened to `margin` after it
+    resolved (or to `until_s` when it was still open). Unparseable events are skipped."""
+    alerts: dict[str, dict] = {}
+    for record in records:
+        try:
+            event = json.loads(record.value)
+            opened = datetime.fromisoformat(event["opened_at"].replace("Z", "+00:00")).timestamp()
+            at = datetime.fromisoformat(event["time"].replace("Z", "+00:00")).timestamp()
+            alert = alerts.setdefault(event["alert_id"], {"asset": event["asset"], "start": opened, "end": None})
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if event.get("type") == "resolve":
+            alert["end"] = at
+    return [Stretch(a["asset"], a["start"] - margin_seconds,
+                    (a["end"] if a["end"] is not None else until_s) + margin_seconds) for a in alerts.values()]
+
+
+def readings_by_asset(records, sensors: tuple[str, ...]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
+    """Decode reading records into {asset: (times ms [n], values [n, sensors])}, sorted by time,
+    duplicates dropped. Returns that and the number of records that could not be decoded."""
+    decoder = Decoder(sensors)
+    times, values = defaultdict(list), defaultdict(list)
+    bad = 0
+    now_ms = int(time.time() * 1000)
+    for record in records:
+        try:
+            message = decoder.decode(record.value, record.key, now_ms)
+        except BadMessage:
+            bad += 1
+            continue
+        times[message.asset].append(message.times)
+        values[message.asset].append(message.values)
+    series = {}
+    for asset in times:
+        t = np.concatenate(times[asset])
+        v = np.concatenate(values[asset])
+        order = np.argsort(t, kind="stable")
+        t, v = t[order], v[order]
+        keep = np.concatenate([[True], np.diff(t) > 0])
+        series[asset] = (t[keep], v[keep])
+    return series, bad
+
+
+def cut_stretches(asset: str, times_ms: np.ndarray, values: np.ndarray, sensors: tuple[str, ...],
+                  stretches: list[Stretch], min_rows: int, source: str) -> list[SensorTable]:
+    """One asset's series as tables of the contiguous parts outside its stretches
+    (parts shorter than min_rows are dropped)."""
+    seconds = times_ms / 1000.0
+    excluded = np.zeros(len(seconds), bool)
+    for s in stretches:
+        if s.asset == asset:
+            excluded |= (seconds >= s.start) & (seconds <= s.end)
+    tables = []
+    edges = np.flatnonzero(np.diff(np.concatenate([[1], excluded.astype(np.int8), [1]])))
+    for start, stop in zip(edges[::2], edges[1::2]):  # runs of kept rows
+        if stop - start >= min_rows:
+            part = slice(start, stop)
+            raw = [str(ms) for ms in times_ms[part].tolist()]
+            tables.append(SensorTable(f"{source}:{asset}", raw, seconds[part], sensors, values[part], None))
+    return tables
+
+
+def from_files(path: str, sensors: tuple[str, ...], min_rows: int) -> list[SensorTable]:
+    """Recent data from CSV files; rows labelled anomalous (when there is a label column) are left out."""
+    from detector.csvdata import read_path
+    from training.evaluation import runs
+
+    tables = []
+    for t in read_path(path):
+        if t.labels is None or not t.labels.any():
+            tables.append(t)
+            continue
+        stretches = [Stretch("", float(t.time[a]), float(t.time[b - 1])) for a, b in runs(t.labels)]
+        tables += cut_stretches("", (t.time * 1000).astype(np.int64), t.select(sensors), sensors, stretches,
+                                min_rows, t.path)
+    return tables
+
+
+def from_kafka(options: dict, topic: str, alerts_topic: str | None, since_seconds: float, margin_seconds: float,
+               sensors: tuple[str, ...], min_rows: int, say: Callable[[str], None] = lambda _m: None
+               ) -> tuple[list[SensorTable], dict]:
+    """The last since_seconds of the readings topic, one series per asset, minus the stretches
+    (+- margin) of the alerts on alerts_topic (None: nothing left out). Returns (tables, summary)."""
+    until_ms = int(time.time() * 1000)
+    since_ms = until_ms - int(since_seconds * 1000)
+    stretches = []
+    if alerts_topic is not None:  # an alert opened up to a day before the range may still be open in it
+        stretches = alert_stretches(read_records(options, alerts_topic, since_ms - 86_400_000, until_ms),
+                                    margin_seconds, until_ms / 1000)
+    say(f"reading {topic}: the last {since_seconds / 3600:g} h, leaving out {len(stretches)} alert stretch(es)")
+    last = [0.0]
+
+    def progress(n: int) -> None:
+        if time.monotonic() - last[0] > 5:
+            last[0] = time.monotonic()
+            say(f"  {n} records read")
+
+    series, bad = readings_by_asset(read_records(options, topic, since_ms, until_ms, progress), sensors)
+    tables = []
+    for asset, (times_ms, values) in sorted(series.items()):
+        tables += cut_stretches(asset, times_ms, values, sensors, stretches, min_rows, topic)
+    say(f"read {sum(len(t) for t, _ in series.values())} readings of {len(series)} asset(s); "
+        f"{bad} undecodable record(s) skipped")
+    summary = {"topic": topic, "since_seconds": since_seconds, "assets": len(series),
+               "undecodable_records": bad, "alerts_topic": alerts_topic, "alert_stretches_left_out": len(stretches)}
+    return tables, summary
