@@ -97,6 +97,7 @@ class Pipeline:
             tp = (record.topic, record.partition)
             result.offsets[tp] = record.offset + 1
             replay = record.offset < replay_until.get(tp, -1)
+            messages += not replay
             try:
                 message = self.decoder.decode(record.value, record.key, now_ms)
             except BadMessage as e:
@@ -106,7 +107,6 @@ class Pipeline:
             if replay:
                 self._refill(message)
                 continue
-            messages += 1
             readings += len(message.times)
             unknown += message.unknown_sensors
             ts = message.times.tolist()
