@@ -5,8 +5,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from vigil import synthetic
 
 TRAIN_ROWS, TEST_ROWS = 8000, 3000
@@ -17,9 +15,9 @@ def run_demo(workdir: Path, quiet: bool = False) -> int:
     from detector.artifact import load, save
     from detector.csvdata import read_csv
     from detector.offline import score_table, write_scores
-    from detector.scoring import top_sensors
     from training.config import load_config
-    from training.evaluation import evaluate, runs
+    from training.evaluation import evaluate
+    from vigil.report import find_alerts
     from training.job import train_model
     from training.report import render_report
 
@@ -50,11 +48,10 @@ def run_demo(workdir: Path, quiet: bool = False) -> int:
     scores = score_table(model, table)
     print(f"anomalies found in {test_csv} (scores in {workdir / 'scores.csv'}):")
     print(f"{'from':<22}{'to':<22}{'peak score/threshold':>22}  top sensors")
-    for start, stop in runs(scores.flags):
-        peak = start + int(np.nanargmax(scores.normalized[start:stop]))
-        top = top_sensors(scores.contributions[peak:peak + 1], scores.score[peak:peak + 1], model.sensors)[0]
-        names = ", ".join(f"{name} {share:.0%}" for name, share in top)
-        print(f"{table.time_raw[start]:<22}{table.time_raw[stop - 1]:<22}{scores.normalized[peak]:>22.2f}  {names}")
+    for alert in find_alerts(scores, model.sensors):
+        names = ", ".join(f"{name} {share:.0%}" for name, share in alert.top)
+        print(f"{table.time_raw[alert.start]:<22}{table.time_raw[alert.stop - 1]:<22}"
+              f"{alert.peak_normalized:>22.2f}  {names}")
     m = evaluate(table.labels, scores.normalized, scores.flags)
     print(f"injected faults: {m['events']}, detected: {m['events_detected']}, "
           f"false-alarm episodes: {m['false_alarm_episodes']}, false-alarm rate: {m['false_alarm_rate']:.1%}")
