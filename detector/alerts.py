@@ -6,7 +6,9 @@ An asset's alert opens when k of its last n scored windows are over threshold
 resolves once the normalised score has stayed under `exit_threshold` for `resolve_after`
 consecutive windows. The alert id is derived from the asset, the time of the reading
 that opened it and the model version, so re-processing the same readings after a restart
-produces events with the same id, which consumers can use to drop duplicates.
+produces events with the same id, which consumers can use to drop duplicates. A restarted
+daemon takes up the alerts its predecessor left open (`restore`, from the alerts topic),
+so their updates and resolve keep their ids too.
 """
 
 from __future__ import annotations
@@ -65,6 +67,10 @@ def iso_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def _epoch_ms(iso: str) -> int:
+    return int(round(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000))
+
+
 class AlertTracker:
     def __init__(self, policy: AlertPolicy, threshold: float, model_version: str):
         self.policy, self.threshold, self.model_version = policy, threshold, model_version
@@ -80,6 +86,26 @@ class AlertTracker:
 
     def forget(self, asset: str) -> None:
         self._assets.pop(asset, None)
+
+    def restore(self, event: dict) -> bool:
+        """Take up an alert a previous daemon left open, from its last event on the alerts
+        topic (an open or update event), so that its updates and resolve keep its id.
+        Ignored (False) when the asset already has an open alert or the event is unusable."""
+        try:
+            asset, alert_id = event["asset"], event["alert_id"]
+            opened_ms, last_ms = _epoch_ms(event["opened_at"]), _epoch_ms(event["time"])
+            peak = float(event.get("peak_normalized_score", 0.0))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            return False
+        if event.get("type") not in ("open", "update") or not isinstance(asset, str) or not isinstance(alert_id, str):
+            return False
+        s = self._assets.get(asset)
+        if s is None:
+            s = self._assets[asset] = _State(deque(maxlen=self.policy.n))
+        elif s.alert_id is not None:
+            return False
+        s.alert_id, s.opened_ms, s.last_event_ms, s.peak, s.under = alert_id, opened_ms, last_ms, peak, 0
+        return True
 
     def set_model(self, threshold: float, model_version: str) -> None:
         self.threshold, self.model_version = threshold, model_version

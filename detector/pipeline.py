@@ -48,6 +48,7 @@ class BatchResult:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> next offset
     scored: int = 0
+    scores: list[dict] = field(default_factory=list)  # one per scored window, when Pipeline.emit_scores
 
 
 class Pipeline:
@@ -56,6 +57,8 @@ class Pipeline:
         self.metrics, self.policy = metrics, policy
         self.max_assets, self.idle_seconds = max_assets, idle_seconds
         self.max_message_bytes = max_message_bytes
+        self.open_alerts_to_restore: dict[str, dict] = {}  # asset -> last event, taken up when the asset is seen
+        self.emit_scores = False                            # fill BatchResult.scores
         self.alerts = AlertTracker(policy, model.threshold.value, model.version)
         self._install(model)
 
@@ -170,8 +173,11 @@ class Pipeline:
         latest: dict[str, int] = {}
         names = self.model.sensors
         score_list, normalized_list = scores.score.tolist(), normalized.tolist()
+        restore = self.open_alerts_to_restore
         for i, (asset, ts) in enumerate(zip(assets, times)):
             n = normalized_list[i]
+            if asset in restore:
+                self.alerts.restore(restore.pop(asset))
             latest[asset] = i
             event = self.alerts.observe(asset, ts, score_list[i], n,
                                         lambda i=i: top_sensors(scores.contributions[i:i + 1], scores.score[i:i + 1],
@@ -179,6 +185,10 @@ class Pipeline:
             if event is not None:
                 result.alerts.append(event)
                 m.alert_events.labels(event.type).inc()
+        if self.emit_scores:
+            version = self.model.version
+            result.scores.extend({"asset": a, "ts": t, "score": sc, "normalized_score": n, "model_version": version}
+                                 for a, t, sc, n in zip(assets, times, score_list, normalized_list))
         rows = list(latest.values())
         shares = (scores.contributions[rows] / np.where(scores.score[rows] > 0, scores.score[rows], 1.0)[:, None]).tolist()
         for (asset, i), asset_shares in zip(latest.items(), shares):

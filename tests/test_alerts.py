@@ -36,3 +36,22 @@ def test_blip_does_not_open():
 def test_policy_is_validated():
     with pytest.raises(ValueError):
         AlertPolicy(k=4, n=3)
+
+
+def test_a_restored_alert_keeps_its_id_through_update_and_resolve():
+    from detector.alerts import AlertPolicy, AlertTracker
+
+    tracker = AlertTracker(AlertPolicy(k=2, n=3, resolve_after=2, update_seconds=0), 1.0, "v1")
+    left_open = {"type": "update", "alert_id": "abc", "asset": "p1", "time": "2026-01-01T00:10:00.000Z",
+                 "opened_at": "2026-01-01T00:05:00.000Z", "peak_normalized_score": 4.0}
+    assert tracker.restore(left_open) and tracker.is_open("p1")
+    assert not tracker.restore(left_open | {"alert_id": "other"})  # already open: kept
+    assert not tracker.restore(left_open | {"asset": "p2", "type": "resolve"})
+    assert not tracker.restore({"asset": "p3", "alert_id": "x", "type": "open", "time": "garbage", "opened_at": ""})
+    t0 = 1_767_226_200_000  # 00:10:00
+    update = tracker.observe("p1", t0 + 1000, 5.0, 5.0, lambda: [])
+    assert update.type == "update" and update.alert_id == "abc" and update.opened_at == "2026-01-01T00:05:00.000Z"
+    assert update.peak_normalized_score == 5.0
+    assert tracker.observe("p1", t0 + 2000, 0.1, 0.1, lambda: []) is None
+    resolve = tracker.observe("p1", t0 + 3000, 0.1, 0.1, lambda: [])
+    assert resolve.type == "resolve" and resolve.alert_id == "abc"

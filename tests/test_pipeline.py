@@ -133,3 +133,19 @@ def test_model_watcher_reports_a_broken_current_once(tmp_path):
     set_current(tmp_path, "v2")
     version, model, error = watcher.poll()
     assert version == "v2" and model is not None and error is None
+
+
+def test_alerts_left_open_are_taken_up_when_the_asset_is_seen(pipeline):
+    pipeline.open_alerts_to_restore = {"p1": {"type": "open", "alert_id": "old", "asset": "p1",
+                                              "time": "2026-11-23T19:00:00.000Z", "opened_at": "2026-11-23T19:00:00.000Z",
+                                              "peak_normalized_score": 3.0}}
+    result = pipeline.process([rec(i, "p1", i, a=50.0) for i in range(6)], now_ms=T0)
+    assert [(e.type, e.alert_id) for e in result.alerts] == [("update", "old")] * 3  # no new "open"
+    assert not pipeline.open_alerts_to_restore
+
+
+def test_scores_are_listed_only_when_asked(pipeline):
+    assert pipeline.process([rec(i, "p1", i) for i in range(5)], now_ms=T0).scores == []
+    pipeline.emit_scores = True
+    scores = pipeline.process([rec(5 + i, "p1", 5 + i) for i in range(2)], now_ms=T0).scores
+    assert [s["ts"] for s in scores] == [T0 + 5000, T0 + 6000] and scores[0]["model_version"] == "v1"
