@@ -23,6 +23,26 @@ EXAMPLES = {
     "retrain": "examples:\n  vigil retrain --registry models/ --bootstrap-servers kafka:9092 --topic vigil.readings --since 7d\n"
                "  vigil retrain --registry models/ --data recent/ --labels incidents/\n\n"
                "exit status: 0 the challenger was promoted, 3 the current model was kept, 2 an error.",
+    "simulate": "examples:\n"
+                "  vigil simulate --assets 5 --duration 7d --out sim/ --fault pump-3:bearing@2d+12h "
+                "--fault pump-1:stuck/pressure@5d+1h\n"
+                "  vigil simulate --assets 5 --bootstrap-servers 127.0.0.1:9092 --fault pump-2:bearing@1m+10m\n"
+                "  vigil simulate --assets 3 --bootstrap-servers 127.0.0.1:9092 --speed max --duration 1d "
+                "--start 2026-01-01T00:00:00Z\n\n"
+                "fault SPEC: ASSET:KIND[/SENSOR]@START+DURATION, START counted from the first reading\n"
+                "  bearing     wear: vibration_x, vibration_y and temperature ramp up over the fault\n"
+                "  cavitation  pressure and flow drop, vibration_x bursts\n"
+                "  stuck       pressure and flow (or /SENSOR) stay at their value at START\n"
+                "  dropout     flow (or /SENSOR) missing: an empty CSV cell, null in Kafka\n"
+                "  step        motor_current (or /SENSOR) steps up\n"
+                "  durations: 90s, 30m, 2h, 1d, 1w, 1.5h (a bare number is seconds); e.g.\n"
+                "  --fault pump-3:bearing@2h+30m --fault pump-1:dropout/temperature@1d+10m\n"
+                "Rows inside a fault are labelled anomaly = 1. Times are simulated time: at --speed 10\n"
+                "a fault @10m starts one wall-clock minute after the start.",
+    "replay": "examples:\n  vigil replay sim/pump-3.csv --speed 10\n"
+              "  vigil replay history.csv --asset pump-7 --bootstrap-servers 127.0.0.1:9092 --speed max --rebase\n\n"
+              "Each row becomes one reading message keyed by the asset (batches at --speed max), with the\n"
+              "row's time, or with --rebase moved so that the first row is now; empty cells are sent as null.",
     "serve": "example:\n  vigil serve --model models/pump-v1 --bootstrap-servers 127.0.0.1:9092 --topic vigil.readings\n\n"
              "Every option can also be set as VIGIL_<NAME> (e.g. VIGIL_ALERTS_TOPIC) or under [serve] in\n"
              "--config FILE.toml; precedence: flag > environment > file > default.",
@@ -206,6 +226,67 @@ def cmd_demo(args) -> int:
     from vigil.demo import run_demo
 
     return run_demo(Path(args.workdir), quiet=args.quiet)
+
+
+def cmd_simulate(args) -> int:
+    from vigil.produce import clock_notes, produce_fleet
+    from vigil.simulate import DEFAULT_START, Fleet, describe_faults, plan, write_csvs
+    from vigil.specs import parse_speed, parse_start
+
+    if (args.out is None) == (args.bootstrap_servers is None):
+        raise UserError("give --out DIR (CSV files) or --bootstrap-servers HOST:PORT (live readings to Kafka)")
+    if args.out is not None and args.duration is None:
+        raise UserError("--out needs --duration (e.g. 7d)")
+    if args.out is not None and (args.rate, args.speed) != (None, None):
+        raise UserError("--rate and --speed pace Kafka output; CSV files are written as fast as possible")
+    if args.rate is not None and not args.rate > 0:
+        raise UserError(f"--rate {args.rate}: readings per second per asset must be more than 0")
+    start = parse_start(args.start) if args.start else DEFAULT_START if args.out else parse_start("now")
+    config, rows = plan(args.assets, start=start, interval=args.interval, period=args.period, seed=args.seed,
+                        faults=args.fault, duration=args.duration)
+    for line in describe_faults(config):
+        _log(args, f"simulate: {line}")
+    if args.out is not None:
+        written = write_csvs(config, rows, args.out, progress=lambda m: _log(args, m))
+        print(f"simulate: {written.describe()} -> {args.out} (ground truth in faults.json)")
+        return 0
+    speed = args.rate * config.interval if args.rate is not None else parse_speed(args.speed or "1")
+    span = None if rows is None else rows * config.interval
+    notes = clock_notes(start.timestamp(), span, speed, time.time())
+    return _produce(args, notes, lambda sink, stop: produce_fleet(Fleet(config), rows, sink, speed, stop))
+
+
+def cmd_replay(args) -> int:
+    from detector.csvdata import read_csv
+    from vigil.produce import clock_notes, replay
+    from vigil.specs import parse_speed
+
+    table = read_csv(args.file, time_column=args.time_column, label_column=args.label_column,
+                     drop_columns=tuple(c for c in args.drop_columns.split(",") if c))
+    speed = parse_speed(args.speed)
+    asset = args.asset or Path(args.file).stem
+    shift = round(time.time() - table.time[0]) if args.rebase else 0.0  # read_csv: at least one row
+    notes = clock_notes(table.time[0] + shift, table.time[-1] - table.time[0], speed, time.time())
+    return _produce(args, notes, lambda sink, stop: replay(table, asset, sink, speed, stop, shift))
+
+
+def _produce(args, notes: list[str], run) -> int:
+    """Run run(sink, stop) against Kafka; Ctrl-C or SIGTERM stops it cleanly (exit 0)."""
+    from kafka.errors import KafkaError
+
+    from vigil.produce import KafkaSink, stop_on_signals
+
+    for note in notes:
+        _log(args, f"{args.command}: note: {note}")
+    try:
+        with KafkaSink(args.bootstrap_servers, args.topic) as sink, stop_on_signals() as stop:
+            _log(args, f"{args.command}: producing to {args.topic} at {args.bootstrap_servers} (Ctrl-C stops)")
+            produced = run(sink, stop)
+    except KafkaError as e:
+        raise UserError(f"Kafka at {args.bootstrap_servers}: {e} "
+                        "(is the broker running? deploy/kafka/broker start runs a local one)") from None
+    print(f"{args.command}: {produced.describe()} -> {args.topic}")
+    return 0
 
 
 def cmd_retrain(args) -> int:
@@ -398,6 +479,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_retrain)
 
+    p = command("simulate", "Simulate a plant of pumps with injected faults: labelled CSV files, or live readings "
+                            "to Kafka.")
+    p.add_argument("--assets", type=int, default=5, help="number of pumps, named pump-1..pump-N (default 5)")
+    p.add_argument("--duration", help="simulated time, e.g. 7d (needed with --out; Kafka: until Ctrl-C by default)")
+    p.add_argument("--interval", default="1s", help="time between readings (default 1s)")
+    p.add_argument("--start", help="first reading time, ISO 8601 (naive = UTC) or 'now' "
+                                   "(default: 2026-01-01T00:00:00Z with --out, so files are reproducible; now for Kafka)")
+    p.add_argument("--period", default="1d", help="period of the plant's load cycle (default 1d)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same readings (default 0)")
+    p.add_argument("--fault", action="append", default=[], metavar="SPEC",
+                   help="inject a fault, ASSET:KIND[/SENSOR]@START+DURATION (repeatable; see below)")
+    p.add_argument("--out", metavar="DIR", help="write DIR/pump-N.csv (timestamp, sensors, anomaly) and DIR/faults.json")
+    p.add_argument("--bootstrap-servers", help="instead of --out: produce live readings to these Kafka brokers")
+    p.add_argument("--topic", default="vigil.readings", help="Kafka topic (default vigil.readings)")
+    pace = p.add_mutually_exclusive_group()
+    pace.add_argument("--rate", type=float, help="readings per second per asset (the same as --speed RATE x interval)")
+    pace.add_argument("--speed", help="time scale: 1 = real time (default), 10 or 10x, max = as fast as possible")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_simulate)
+
+    p = command("replay", "Replay a sensor CSV into Kafka as one asset's readings, at a time scale.")
+    p.add_argument("file", help="a CSV file (the format train and score read)")
+    p.add_argument("--asset", help="asset id: the message key and 'asset' (default: the file name without .csv)")
+    p.add_argument("--bootstrap-servers", default="127.0.0.1:9092", help="Kafka brokers (default 127.0.0.1:9092)")
+    p.add_argument("--topic", default="vigil.readings", help="Kafka topic (default vigil.readings)")
+    p.add_argument("--speed", default="1", help="time scale: 1 = real time (default), 10 or 10x, max = as fast as possible")
+    p.add_argument("--rebase", action="store_true", help="move the times so that the first row is now")
+    p.add_argument("--time-column", help="name of the time column (default: the first column)")
+    p.add_argument("--label-column", help="label column, not sent (default: 'anomaly' when present)")
+    p.add_argument("--drop-columns", default="", help="comma-separated columns not to send")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_replay)
+
     p = command("serve", "Score sensor readings from Kafka per asset; produce alerts; export Prometheus metrics.")
     _add_serve_options(p)
     p.set_defaults(func=cmd_serve)
@@ -411,10 +525,11 @@ def main(argv: list[str] | None = None) -> int:
     from detector.settings import SettingsError
     from training.config import ConfigError
     from training.recent import SourceError
+    from vigil.specs import SimulationError
 
     try:
         return args.func(args)
-    except (UserError, DataError, ArtifactError, ConfigError, SettingsError, SourceError) as e:
+    except (UserError, DataError, ArtifactError, ConfigError, SettingsError, SourceError, SimulationError) as e:
         print(f"vigil {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

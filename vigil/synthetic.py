@@ -1,60 +1,135 @@
-"""A small synthetic pump data set: correlated sensors with faults to find.
+"""The pump signal model: seven correlated sensors driven by a load, and the faults injected.
 
-Seven sensors driven by one shared load signal (a slow cycle plus a random walk) with
-sensor noise; faults injected at chosen rows are labelled in an `anomaly` column.
-Used by the demo and the tests; `vigil simulate` builds on the same idea.
+Each sensor is `base + gain * drive + noise * N(0, 1)`, where the drive is the pump's load
+(temperature's is a lagged, slow load). Faults change chosen rows in place and are labelled
+in an `anomaly` column. `vigil simulate` (vigil/simulate.py) runs a plant of such pumps;
+generate() below is the small single-pump data set used by `vigil demo` and the tests.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from vigil import csvformat
+
 SENSORS = ("vibration_x", "vibration_y", "motor_current", "voltage", "pressure", "temperature", "flow")
-FAULTS = ("bearing", "cavitation", "stuck", "step")
+DECIMALS = (4, 4, 3, 2, 4, 3, 3)  # digits after the point when written (CSV cells, messages)
+FAULTS = ("bearing", "cavitation", "stuck", "dropout", "step")
+# The sensors each fault changes; for stuck, dropout and step these are the defaults and
+# one sensor can be chosen instead (CHOOSABLE).
+FAULT_SENSORS = {
+    "bearing": ("vibration_x", "vibration_y", "temperature"),
+    "cavitation": ("vibration_x", "pressure", "flow"),
+    "stuck": ("pressure", "flow"),
+    "dropout": ("flow",),
+    "step": ("motor_current",),
+}
+CHOOSABLE = ("stuck", "dropout", "step")
+FAULT_NOISE = {"bearing": 1, "cavitation": 2}  # standard-normal noise columns a fault uses per row
+NOISE_COLUMNS = max(FAULT_NOISE.values())
+STEP = np.array([0.4, 0.3, 3.0, 15.0, 0.6, 5.0, 8.0])  # step fault size per sensor
+
+_COL = {name: i for i, name in enumerate(SENSORS)}
+_VIB_X, _VIB_Y, _PRESSURE, _TEMPERATURE, _FLOW = (_COL[n] for n in ("vibration_x", "vibration_y", "pressure",
+                                                                    "temperature", "flow"))
+
+
+@dataclass(frozen=True)
+class PumpParams:
+    """One pump's sensor model, per sensor [7]: sensor = base + gain * drive + noise * N(0, 1)."""
+
+    base: np.ndarray
+    gain: np.ndarray
+    noise: np.ndarray
+
+
+#                  vib_x vib_y current voltage pressure temp  flow   (mm/s RMS, A, V, bar, C, m3/h)
+NOMINAL = PumpParams(base=np.array([0.8, 0.6, 5.0, 230.0, 2.0, 55.0, 20.0]),
+                     gain=np.array([0.5, 0.4, 6.0, 0.0, 1.5, 10.0, 25.0]),
+                     noise=np.array([0.03, 0.03, 0.15, 1.5, 0.05, 0.2, 0.5]))
+
+
+def pump_params(rng: np.random.Generator) -> PumpParams:
+    """A pump like NOMINAL with its own small differences (baselines ~3 %, gains ~8 %, noise ~10 %)."""
+    def vary(x: np.ndarray, spread: float) -> np.ndarray:
+        return x * np.clip(1 + spread * rng.standard_normal(len(x)), 0.5, 1.5)
+
+    return PumpParams(vary(NOMINAL.base, 0.03), vary(NOMINAL.gain, 0.08), vary(NOMINAL.noise, 0.1))
+
+
+def readings(load: np.ndarray, slow: np.ndarray, params: PumpParams, z: np.ndarray) -> np.ndarray:
+    """Sensor values [rows, 7] from the load and the slow load [rows] and standard normals z [rows, 7]."""
+    drive = np.repeat(load[:, None], len(SENSORS), axis=1)
+    drive[:, _TEMPERATURE] = slow
+    return params.base + params.gain * drive + params.noise * z
+
+
+def fault_columns(kind: str, sensor: str | None = None) -> list[int]:
+    """The columns a fault changes: FAULT_SENSORS[kind], or `sensor` for a CHOOSABLE kind."""
+    if kind not in FAULT_SENSORS:
+        raise ValueError(f"unsupported fault kind: {kind!r} (choose from {FAULTS})")
+    if sensor is None:
+        return [_COL[name] for name in FAULT_SENSORS[kind]]
+    if kind not in CHOOSABLE:
+        raise ValueError(f"a {kind} fault always changes {', '.join(FAULT_SENSORS[kind])}; "
+                         f"only {', '.join(CHOOSABLE)} take a /SENSOR")
+    if sensor not in _COL:
+        raise ValueError(f"unknown sensor {sensor!r} (choose from {', '.join(SENSORS)})")
+    return [_COL[sensor]]
+
+
+def inject(kind: str, rows: np.ndarray, progress: np.ndarray, z: np.ndarray, cols: list[int],
+           held: np.ndarray) -> None:
+    """Apply one fault, in place, to the readings rows [n, 7] inside it.
+
+    progress: [n] 0 at the fault's first row up to 1 at its last; z: [n, NOISE_COLUMNS]
+    standard normals; cols: fault_columns(); held: [len(cols)] the readings at the fault's
+    first row (what a stuck sensor keeps showing).
+    """
+    if kind == "bearing":  # wear: vibration and temperature ramp up, vibration gets rougher
+        rows[:, _VIB_X] += 1.2 * progress + 0.1 * z[:, 0] * progress
+        rows[:, _VIB_Y] += 0.8 * progress
+        rows[:, _TEMPERATURE] += 6.0 * progress
+    elif kind == "cavitation":  # suction pressure collapses, flow drops, vibration bursts
+        rows[:, _PRESSURE] -= 0.8 + 0.3 * z[:, 0]
+        rows[:, _FLOW] -= 8.0
+        rows[:, _VIB_X] += np.abs(0.4 * z[:, 1])
+    elif kind == "stuck":
+        rows[:, cols] = held
+    elif kind == "dropout":
+        rows[:, cols] = np.nan
+    elif kind == "step":
+        rows[:, cols] += STEP[cols]
+    else:
+        raise ValueError(f"unsupported fault kind: {kind!r} (choose from {FAULTS})")
 
 
 def generate(rows: int, seed: int = 0, faults: tuple[tuple[str, int, int], ...] = (),
              cycle_seconds: float = 900.0) -> tuple[np.ndarray, np.ndarray]:
-    """Readings [rows, 7] at 1 Hz and labels [rows] (1 inside an injected fault).
+    """One nominal pump: readings [rows, 7] at 1 Hz and labels [rows] (1 inside an injected fault).
 
-    faults: (kind, first_row, length) tuples; kinds are FAULTS.
+    Its load is a fast cycle plus a bounded random walk. faults: (kind, first_row, length)
+    tuples; kinds are FAULTS, each changing its default FAULT_SENSORS.
     """
     rng = np.random.default_rng(seed)
     t = np.arange(rows, dtype=np.float64)
     walk = np.cumsum(rng.normal(0, 0.02, rows))
     walk -= np.convolve(walk, np.ones(301) / 301, mode="same")  # keep the walk bounded
     load = 0.6 + 0.25 * np.sin(2 * np.pi * t / cycle_seconds) + 0.1 * walk
-    values = np.stack([
-        0.8 + 0.5 * load + rng.normal(0, 0.03, rows),          # vibration_x (mm/s RMS)
-        0.6 + 0.4 * load + rng.normal(0, 0.03, rows),          # vibration_y
-        5.0 + 6.0 * load + rng.normal(0, 0.15, rows),          # motor_current (A)
-        230 + rng.normal(0, 1.5, rows),                         # voltage (V)
-        2.0 + 1.5 * load + rng.normal(0, 0.05, rows),          # pressure (bar)
-        55 + 10 * _lag(load, 120) + rng.normal(0, 0.2, rows),  # temperature (C), follows load slowly
-        20 + 25 * load + rng.normal(0, 0.5, rows),             # flow (m3/h)
-    ], axis=1)
+    z = np.stack([rng.standard_normal(rows) for _ in SENSORS], axis=1)
+    values = readings(load, _lag(load, 120), NOMINAL, z)
     labels = np.zeros(rows, np.int8)
     for kind, start, length in faults:
         end = min(start + length, rows)
-        ramp = np.linspace(0.0, 1.0, end - start)
-        if kind == "bearing":
-            values[start:end, 0] += 1.2 * ramp + rng.normal(0, 0.1, end - start) * ramp
-            values[start:end, 1] += 0.8 * ramp
-            values[start:end, 5] += 6.0 * ramp
-        elif kind == "cavitation":
-            values[start:end, 4] -= 0.8 + rng.normal(0, 0.3, end - start)
-            values[start:end, 6] -= 8.0
-            values[start:end, 0] += np.abs(rng.normal(0, 0.4, end - start))
-        elif kind == "stuck":
-            values[start:end, 4] = values[start, 4]
-            values[start:end, 6] = values[start, 6]
-        elif kind == "step":
-            values[start:end, 2] += 3.0
-        else:
-            raise ValueError(f"unsupported fault kind: {kind!r} (choose from {FAULTS})")
+        cols = fault_columns(kind)
+        fz = np.zeros((end - start, NOISE_COLUMNS))
+        for c in range(FAULT_NOISE.get(kind, 0)):
+            fz[:, c] = rng.standard_normal(end - start)
+        inject(kind, values[start:end], np.linspace(0.0, 1.0, end - start), fz, cols, values[start, cols])
         labels[start:end] = 1
     return values, labels
 
@@ -65,16 +140,23 @@ def _lag(signal: np.ndarray, span: int) -> np.ndarray:
     return np.convolve(padded, np.ones(span) / span, mode="valid")
 
 
+def header(labels: bool) -> bytes:
+    """The CSV header line: timestamp, the sensors, and `anomaly` when there are labels."""
+    return (",".join(["timestamp", *SENSORS] + (["anomaly"] if labels else [])) + "\n").encode()
+
+
+def csv_rows(stamps: np.ndarray, values: np.ndarray, labels: np.ndarray | None = None) -> bytes:
+    """CSV lines from csvformat.timestamps() [rows, width], readings [rows, 7] (NaN -> empty cell)
+    and labels [rows]."""
+    cells = [stamps, *(csvformat.numbers(values[:, j], d) for j, d in enumerate(DECIMALS))]
+    return csvformat.lines(cells + ([csvformat.numbers(labels, 0)] if labels is not None else []))
+
+
 def write_csv(path: str | Path, values: np.ndarray, labels: np.ndarray | None = None,
               start: datetime = datetime(2026, 1, 1, tzinfo=timezone.utc)) -> Path:
-    """Write readings (and labels) as a CSV with an ISO `timestamp` first column."""
+    """Write 1 Hz readings (and labels) as a CSV with an ISO `timestamp` first column."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = ["timestamp", *SENSORS] + (["anomaly"] if labels is not None else [])
-    with open(path, "w") as f:
-        f.write(",".join(header) + "\n")
-        for i, row in enumerate(values):
-            ts = (start + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
-            cells = [ts, *(f"{v:.5g}" for v in row)] + ([str(int(labels[i]))] if labels is not None else [])
-            f.write(",".join(cells) + "\n")
+    stamps = csvformat.timestamps(start.timestamp() + np.arange(len(values), dtype=np.float64))
+    path.write_bytes(header(labels is not None) + csv_rows(stamps, values, labels))
     return path

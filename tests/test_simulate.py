@@ -1,0 +1,465 @@
+"""`vigil simulate` and `vigil replay`: fault specs, the plant model, CSV output, Kafka output."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+import pytest
+
+from detector.csvdata import read_csv, read_path
+from detector.messages import Decoder
+from tests.kafka_util import BOOTSTRAP, ROOT, broker_reachable, unique
+from vigil import csvformat, produce, simulate, synthetic
+from vigil.cli import main
+from vigil.specs import SimulationError, parse_fault, parse_speed
+
+START = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = START.timestamp()
+
+
+def fleet(assets=1, faults=(), seed=0, interval="1s", duration="10m"):
+    config, rows = simulate.plan(assets, interval=interval, seed=seed, faults=faults, duration=duration)
+    return config, rows
+
+
+def readings(config, rows, chunks=None):
+    f = simulate.Fleet(config)
+    parts = [f.chunk(n) for n in (chunks or [rows])]
+    return np.concatenate([p.values for p in parts], axis=1), np.concatenate([p.labels for p in parts], axis=1)
+
+
+class ListSink:
+    def __init__(self):
+        self.sent = []  # (key, value, monotonic time)
+
+    def send(self, key, value):
+        self.sent.append((key, value, time.monotonic()))
+
+    def decoded(self, sensors=synthetic.SENSORS):
+        decoder = Decoder(sensors)
+        return [decoder.decode(value, key) for key, value, _ in self.sent]
+
+
+# ---------------------------------------------------------------- fault specs
+
+@pytest.mark.parametrize("text, expect", [
+    ("pump-3:bearing@2h+30m", ("pump-3", "bearing", 7200, 1800, None)),
+    ("pump-1:stuck/pressure@1.5d+45m", ("pump-1", "stuck", 129600, 2700, "pressure")),
+    ("p:dropout/temperature@90+0.5", ("p", "dropout", 90, 0.5, "temperature")),
+    ("p:STEP@0+1w", ("p", "step", 0, 7 * 86400, None)),
+])
+def test_fault_spec(text, expect):
+    f = parse_fault(text)
+    assert (f.asset, f.kind, f.start, f.duration, f.sensor) == expect and f.spec == text
+
+
+@pytest.mark.parametrize("text, message", [
+    ("pump-3", "expected ASSET:KIND[/SENSOR]@START+DURATION"),
+    ("pump-3:bearing@2h", "expected ASSET:KIND[/SENSOR]@START+DURATION"),
+    ("pump-3:bearin@2h+30m", "unknown kind 'bearin' (choose from bearing, cavitation, stuck, dropout, step)"),
+    ("pump-3:bearing/flow@2h+30m", "only stuck, dropout, step take a /SENSOR"),
+    ("pump-3:stuck/flo@2h+30m", "unknown sensor 'flo'"),
+    ("pump-3:step@2x+30m", "START: not a duration: '2x'"),
+    ("pump-3:step@2h+0", "DURATION: '0' must be more than 0"),
+])
+def test_fault_spec_errors_name_the_spec(text, message):
+    with pytest.raises(SimulationError) as info:
+        parse_fault(text)
+    assert f"--fault {text!r}" in str(info.value) and message in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"faults": ["pump-9:bearing@1m+1m"]}, "no asset 'pump-9' (simulating pump-1..pump-2)"),
+    ({"faults": ["pump-1:bearing@11m+1m"]}, "starts after the simulation ends (--duration 10m)"),
+    ({"interval": "0s"}, "--interval: '0s' must be more than 0"),
+    ({"duration": "soon"}, "--duration: not a duration: 'soon'"),
+])
+def test_plan_errors(kwargs, message):
+    with pytest.raises(SimulationError) as info:
+        fleet(assets=2, **kwargs)
+    assert message in str(info.value)
+
+
+def test_speed():
+    assert parse_speed("1") == 1 and parse_speed("10x") == 10 and parse_speed("max") is None
+    with pytest.raises(SimulationError, match="--speed 'fast'"):
+        parse_speed("fast")
+
+
+# ---------------------------------------------------------------- the plant model
+
+@pytest.mark.parametrize("spec, changed", [
+    ("bearing", {"vibration_x", "vibration_y", "temperature"}),
+    ("cavitation", {"vibration_x", "pressure", "flow"}),
+    ("stuck", {"pressure", "flow"}),
+    ("stuck/temperature", {"temperature"}),
+    ("dropout", {"flow"}),
+    ("dropout/vibration_y", {"vibration_y"}),
+    ("step", {"motor_current"}),
+    ("step/voltage", {"voltage"}),
+])
+def test_fault_changes_its_sensors_and_labels_exactly_its_rows(spec, changed):
+    clean, rows = fleet(assets=2)
+    faulty, _ = fleet(assets=2, faults=[f"pump-2:{spec}@200s+100s"])
+    base, base_labels = readings(clean, rows)
+    values, labels = readings(faulty, rows)
+    assert not base_labels.any()
+    assert np.array_equal(np.flatnonzero(labels[1]), np.arange(200, 300)) and not labels[0].any()
+    assert np.array_equal(values[0], base[0])  # the other pump is untouched
+    differs = ~np.isclose(values[1], base[1], rtol=0, atol=1e-12)  # NaN != anything
+    assert not differs[:200].any() and not differs[300:].any()
+    touched = {synthetic.SENSORS[j] for j in np.flatnonzero(differs[200:300].any(axis=0))}
+    assert touched == changed
+    inside = values[1, 200:300]
+    cols = [synthetic.SENSORS.index(s) for s in changed]
+    kind = spec.split("/")[0]
+    if kind == "dropout":
+        assert np.isnan(inside[:, cols]).all() and np.isnan(values[1]).sum() == 100
+    if kind == "stuck":
+        assert (inside[:, cols] == inside[0, cols]).all()
+    if kind == "bearing":  # a slow ramp from nothing
+        added = inside[:, cols] - base[1, 200:300][:, cols]
+        assert np.all(np.abs(added[0]) < 1e-9) and np.all(added[-10:].mean(axis=0) > 0.5)
+        assert np.all(added[40:50].mean(axis=0) < 0.6 * added[-10:].mean(axis=0))
+
+
+def test_same_seed_same_readings_any_chunking_and_plant_size():
+    config, rows = fleet(assets=3, faults=["pump-2:bearing@100s+200s", "pump-3:stuck@50s+20s"])
+    values, labels = readings(config, rows)
+    again, again_labels = readings(config, rows, chunks=[1, 99, 250, 250])
+    assert np.array_equal(values, again, equal_nan=True) and np.array_equal(labels, again_labels)
+    bigger, _ = fleet(assets=5, faults=["pump-2:bearing@100s+200s", "pump-3:stuck@50s+20s"])
+    assert np.array_equal(readings(bigger, rows)[0][:3], values)  # pump-1..3 do not depend on the plant size
+    other, _ = fleet(assets=3, seed=1)
+    assert not np.allclose(readings(other, rows)[0], values[0:1])
+    assert not np.allclose(values[0], values[1])  # each pump is its own
+
+
+def test_sensors_correlate_through_the_plant_load():
+    config, rows = fleet(assets=3, interval="60s", duration="3d")
+    values, _ = readings(config, rows)
+    current, flow = synthetic.SENSORS.index("motor_current"), synthetic.SENSORS.index("flow")
+    assert np.corrcoef(values[0, :, current], values[0, :, flow])[0, 1] > 0.9  # within a pump
+    assert np.corrcoef(values[0, :, current], values[1, :, current])[0, 1] > 0.8  # across pumps: the plant load
+    hour = (np.arange(rows) * 60 // 3600) % 24
+    assert values[:, hour == 12, current].mean() > values[:, hour == 0, current].mean() + 1.0  # daily cycle
+
+
+def test_generate_keeps_its_single_pump_data_set():
+    values, labels = synthetic.generate(600, seed=2, faults=(("cavitation", 300, 120), ("dropout", 500, 10)))
+    assert values.shape == (600, 7) and labels.sum() == 130
+    assert np.isnan(values[500:510, synthetic.SENSORS.index("flow")]).all() and np.isnan(values).sum() == 10
+
+
+# ---------------------------------------------------------------- CSV
+
+def test_csv_cells_match_python_formatting(rng):
+    values = rng.normal(0, 1, 5000) * 10.0 ** rng.integers(-4, 7, 5000)
+    values[::97] = np.nan
+    for decimals in (0, 3, 4):
+        cells = csvformat.lines([csvformat.numbers(values, decimals)]).decode().split("\n")[:-1]
+        expect = ["" if np.isnan(v) else f"{v:.{decimals}f}" for v in values]
+        expect = [e[1:] if e.startswith("-") and float(e) == 0 else e for e in expect]  # no "-0.000"
+        mismatches = [(c, e) for c, e in zip(cells, expect)  # a tie may round either way
+                      if c != e and (not c or not e or abs(float(c) - float(e)) > 1.01 * 10**-decimals)]
+        assert len(cells) == len(values) and not mismatches
+    seconds = rng.uniform(-2e9, 7e9, 2000).round(3)
+    for millis, fmt in ((False, "%Y-%m-%dT%H:%M:%SZ"), (True, "%Y-%m-%dT%H:%M:%S.%fZ")):
+        got = csvformat.lines([csvformat.timestamps(seconds, millis)]).decode().split()
+        want = [datetime.fromtimestamp(round(s, 3 if millis else 0), timezone.utc).strftime(fmt) for s in seconds]
+        assert got == [w[:-4] + "Z" if millis else w for w in want]
+
+
+def test_write_csvs_reads_back_with_ground_truth(tmp_path):
+    config, rows = fleet(assets=2, faults=["pump-1:dropout@2m+30s", "pump-2:cavitation@5m+1m"])
+    written = simulate.write_csvs(config, rows, tmp_path, chunk_rows=77)
+    values, labels = readings(config, rows)
+    tables = read_path(tmp_path)  # what vigil train reads
+    assert [t.path for t in tables] == [str(p) for p in written.files]
+    for i, t in enumerate(tables):
+        assert t.sensors == synthetic.SENSORS and t.rows == rows == 600
+        assert np.array_equal(t.time, T0 + np.arange(rows))
+        assert np.array_equal(t.labels, labels[i])
+        assert np.array_equal(np.isnan(t.values), np.isnan(values[i]))  # dropout: empty cells -> NaN
+        assert np.nanmax(np.abs(t.values - values[i]) / 10.0 ** -np.array(synthetic.DECIMALS)) <= 0.51  # rounding
+    assert np.isnan(tables[0].values[120:150, synthetic.SENSORS.index("flow")]).all()
+    truth = json.loads((tmp_path / "faults.json").read_text())
+    assert truth["rows"] == 600 and truth["assets"] == ["pump-1", "pump-2"]
+    assert truth["faults"][1] == {"spec": "pump-2:cavitation@5m+1m", "asset": "pump-2", "kind": "cavitation",
+                                  "sensors": ["vibration_x", "pressure", "flow"], "start": "2026-01-01T00:05:00Z",
+                                  "end": "2026-01-01T00:06:00Z", "first_row": 300, "end_row": 360}
+    with pytest.raises(SimulationError, match="pump-1.csv: already exists"):
+        simulate.write_csvs(config, rows, tmp_path)
+
+
+def test_csv_is_the_same_for_any_chunk_size(tmp_path):
+    config, rows = fleet(assets=1, faults=["pump-1:bearing@1m+3m"], interval="0.5s")
+    simulate.write_csvs(config, rows, tmp_path / "a", chunk_rows=1 << 16)
+    simulate.write_csvs(config, rows, tmp_path / "b", chunk_rows=333)
+    a = (tmp_path / "a" / "pump-1.csv").read_bytes()
+    assert a == (tmp_path / "b" / "pump-1.csv").read_bytes()
+    assert a.splitlines()[2].startswith(b"2026-01-01T00:00:00.500Z,")
+
+
+def test_cli_simulate_writes_files_train_reads(tmp_path, capsys):
+    out = tmp_path / "sim"
+    assert main(["simulate", "--assets", "3", "--duration", "20m", "--out", str(out), "--seed", "4",
+                 "--fault", "pump-2:bearing@5m+10m", "--fault", "pump-3:stuck/flow@1m+2m"]) == 0
+    captured = capsys.readouterr()
+    assert "wrote 3 files x 1,200 rows" in captured.out
+    assert "fault pump-2 bearing (vibration_x, vibration_y, temperature) from 2026-01-01T00:05:00Z" in captured.err
+    tables = read_path(out)
+    assert [t.rows for t in tables] == [1200] * 3 and [int(t.labels.sum()) for t in tables] == [0, 600, 120]
+    assert main(["simulate", "--assets", "3", "--duration", "20m", "--out", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--assets", "2", "--duration", "1h"], "give --out DIR (CSV files) or --bootstrap-servers"),
+    (["--out", "x"], "--out needs --duration"),
+    (["--out", "x", "--duration", "1h", "--speed", "10"], "--rate and --speed pace Kafka output"),
+    (["--out", "x", "--duration", "1h", "--fault", "pump-1:melt@1m+1m"], "unknown kind 'melt'"),
+    (["--out", "x", "--duration", "1h", "--assets", "2", "--fault", "pump-3:step@1m+1m"], "no asset 'pump-3'"),
+    (["--out", "x", "--duration", "1h", "--start", "yesterday"], "--start 'yesterday': not an ISO 8601 time"),
+    (["--bootstrap-servers", "127.0.0.1:9092", "--rate", "0"], "--rate 0.0: readings per second"),
+])
+def test_cli_simulate_errors(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["simulate", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("command", ["simulate", "replay"])
+def test_help_shows_examples(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0 and "example" in out and f"\n  vigil {command} " in out
+    if command == "simulate":
+        assert all(f"\n  {kind} " in out for kind in synthetic.FAULTS) and "ASSET:KIND[/SENSOR]@START+DURATION" in out
+
+
+# ---------------------------------------------------------------- producing (in memory)
+
+def test_live_readings_equal_the_csv(tmp_path):
+    config, rows = fleet(assets=2, faults=["pump-2:dropout/pressure@10s+5s"], duration="1500s")
+    simulate.write_csvs(config, rows, tmp_path)
+    sink = ListSink()
+    done = produce.produce_fleet(simulate.Fleet(config), rows, sink, None, threading.Event())
+    assert (done.readings, done.messages) == (3000, 4)  # batches of at most STEP_ROWS readings
+    assert (done.first, done.last) == ("2026-01-01T00:00:00Z", "2026-01-01T00:24:59Z")
+    messages = sink.decoded()
+    for asset in ("pump-1", "pump-2"):
+        got = [m for m in messages if m.asset == asset]
+        table = read_csv(tmp_path / f"{asset}.csv")
+        assert np.array_equal(np.concatenate([m.times for m in got]), np.rint(table.time * 1000).astype(np.int64))
+        assert np.array_equal(np.concatenate([m.values for m in got]), table.values, equal_nan=True)
+
+
+def test_paced_live_readings_one_per_message():
+    config, _ = fleet(assets=3)
+    sink, stop = ListSink(), threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    t0 = time.monotonic()
+    done = produce.produce_fleet(simulate.Fleet(config), None, sink, 20.0, stop)  # until stopped
+    assert time.monotonic() - t0 < 2
+    assert 3 * 4 <= done.readings == done.messages == len(sink.sent) <= 3 * 16 and done.readings % 3 == 0
+    times = [m.times[0] for m in sink.decoded() if m.asset == "pump-3"]
+    assert times == [T0 * 1000 + 1000 * i for i in range(len(times))]
+
+
+def test_replay_paced_keeps_times_and_missing_cells(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("time,a,b,anomaly\n"
+                    "2026-01-01T00:00:00Z,1.5,,0\n"
+                    "2026-01-01T00:00:01Z,0.8123,2,0\n"
+                    "2026-01-01T00:00:01.5Z,,3e-7,1\n"
+                    "2026-01-01T00:00:03Z,-4,5,1\n")
+    table = read_csv(path)
+    sink = ListSink()
+    t0 = time.monotonic()
+    done = produce.replay(table, "pump-9", sink, 10.0, threading.Event())
+    assert done.readings == done.messages == 4
+    sent_at = [t - t0 for _, _, t in sink.sent]
+    assert sent_at[-1] == pytest.approx(0.3, abs=0.25) and sent_at == sorted(sent_at)  # 3 s of data at 10x
+    assert sent_at[2] - sent_at[1] == pytest.approx(0.05, abs=0.04)
+    messages = sink.decoded(("a", "b"))
+    assert {k for k, _, _ in sink.sent} == {b"pump-9"}
+    assert [m.times[0] for m in messages] == list(np.rint(table.time * 1000).astype(np.int64))
+    assert json.loads(sink.sent[0][1])["values"] == {"a": 1.5, "b": None}
+    assert json.loads(sink.sent[1][1]) == {"asset": "pump-9", "ts": "2026-01-01T00:00:01.000Z",
+                                           "values": {"a": 0.8123, "b": 2.0}}
+    assert json.loads(sink.sent[2][1])["values"] == {"a": None, "b": 3e-7}
+
+
+def test_replay_max_batches_and_rebase(tmp_path):
+    config, rows = fleet(assets=1, duration="2500s")
+    simulate.write_csvs(config, rows, tmp_path)
+    table = read_csv(tmp_path / "pump-1.csv")
+    sink = ListSink()
+    done = produce.replay(table, "pump-1", sink, None, threading.Event(), shift=86400.0)
+    assert done.readings == 2500 and done.messages == 3 and done.first == "2026-01-02T00:00:00Z"
+    messages = sink.decoded()
+    assert np.array_equal(np.concatenate([m.times for m in messages]), (T0 + 86400 + np.arange(2500)) * 1000)
+    assert np.array_equal(np.concatenate([m.values for m in messages]), table.values, equal_nan=True)
+
+
+def test_a_stopped_run_sends_nothing_more(tmp_path):
+    config, _ = fleet(assets=2)
+    stop = threading.Event()
+    stop.set()
+    sink = ListSink()
+    assert produce.produce_fleet(simulate.Fleet(config), None, sink, 1.0, stop).readings == 0 and not sink.sent
+
+
+def test_shortest_round_trips_float32(rng):
+    x = (rng.normal(0, 1, (1000, 3)) * 10.0 ** rng.integers(-30, 30, (1000, 3))).astype(np.float32)
+    x[0, 0], x[1, 1] = np.nan, 0
+    short = produce.shortest(x)
+    assert short.shape == x.shape and np.array_equal(short.astype(np.float32), x, equal_nan=True)
+    assert produce.shortest(np.array([0.8123, 230.74], np.float32)).tolist() == [0.8123, 230.74]
+
+
+def test_clock_notes():
+    now = time.time()
+    assert produce.clock_notes(now, None, 1.0, now) == []
+    assert produce.clock_notes(now - 86400 * 7, 86400 * 7, None, now) == []
+    assert "after about 29 min" in produce.clock_notes(now, None, 50.0, now)[0]
+    assert produce.clock_notes(now, 3600, 50.0, now) == []
+    assert "before 2000" in produce.clock_notes(0.0, 10, 1.0, now)[0]
+    assert "more than a day ahead of the clock," in produce.clock_notes(now, 2 * 86400, None, now)[0]
+    assert "start more than a day ahead" in produce.clock_notes(now + 2 * 86400, 10, 1.0, now)[0]
+
+
+# ---------------------------------------------------------------- Kafka (the local broker)
+
+@pytest.fixture
+def topic():
+    if not broker_reachable():
+        pytest.fail(f"no Kafka broker at {BOOTSTRAP}: run deploy/kafka/broker start (scripts/test does)")
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    name = unique("sim")
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin.create_topics([NewTopic(name, 3, 1)])
+    admin.close()
+    return name
+
+
+def consume(topic, readings, timeout=30.0):
+    """(key, Message) of every record until `readings` readings arrived, decoded as vigil serve does."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest", group_id=None)
+    decoder, out, deadline = Decoder(synthetic.SENSORS), [], time.monotonic() + timeout
+    while sum(len(m.times) for _, m in out) < readings and time.monotonic() < deadline:
+        for batch in consumer.poll(timeout_ms=500).values():
+            out.extend((r.key, decoder.decode(r.value, r.key)) for r in batch)
+    consumer.close()
+    return out
+
+
+def by_asset(records):
+    assets = {}
+    for key, m in records:
+        assert key == m.asset.encode()
+        times, values = assets.setdefault(m.asset, ([], []))
+        times.append(m.times)
+        values.append(m.values)
+    return {a: (np.concatenate(t), np.concatenate(v)) for a, (t, v) in assets.items()}
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_simulate_to_kafka_as_fast_as_possible(topic, tmp_path, capsys):
+    argv = ["--assets", "3", "--duration", "40m", "--fault", "pump-2:dropout@30s+10s", "--seed", "7"]
+    assert main(["simulate", *argv, "--bootstrap-servers", BOOTSTRAP, "--topic", topic, "--speed", "max",
+                 "--start", "2026-01-01T00:00:00Z", "--quiet"]) == 0
+    assert "produced 7,200 readings" in capsys.readouterr().out
+    assert main(["simulate", *argv, "--out", str(tmp_path), "--quiet"]) == 0
+    got = by_asset(consume(topic, 7200))
+    assert sorted(got) == ["pump-1", "pump-2", "pump-3"]
+    for asset, (times, values) in got.items():
+        table = read_csv(tmp_path / f"{asset}.csv")
+        assert np.array_equal(times, (T0 + np.arange(2400)) * 1000)
+        assert np.array_equal(values, table.values, equal_nan=True)  # live = file, nulls included
+    assert np.isnan(got["pump-2"][1][30:40, synthetic.SENSORS.index("flow")]).all()
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_simulate_live_until_sigterm(topic):
+    env = os.environ | {"PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.Popen([sys.executable, "-m", "vigil", "simulate", "--assets", "2", "--bootstrap-servers",
+                             BOOTSTRAP, "--topic", topic, "--rate", "20", "--fault", "pump-1:step@2s+1m"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    try:
+        lines = []
+        while not any("producing to" in line for line in lines):
+            line = proc.stderr.readline()
+            assert line, f"vigil simulate ended early: {''.join(lines)}"
+            lines.append(line)
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and time.monotonic() - t0 < 10, err
+    produced = int(out.split("produced ")[1].split(" readings")[0].replace(",", ""))
+    assert produced >= 2 * 10 and "fault pump-1 step (motor_current)" in "".join(lines)
+    got = by_asset(consume(topic, produced))
+    assert sum(len(t) for t, _ in got.values()) == produced  # all flushed before the exit
+    for times, _ in got.values():
+        assert np.all(np.diff(times) == 1000) and abs(times[0] / 1000 - time.time()) < 60
+    current = synthetic.SENSORS.index("motor_current")
+    steps = got["pump-1"][1][:, current] - got["pump-2"][1][:len(got["pump-1"][1]), current]
+    assert steps[2:].mean() - steps[:2].mean() > 1.5  # the step fault from 2 s on
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
+def test_replay_csv_to_kafka(topic, tmp_path, capsys):
+    assert main(["simulate", "--assets", "1", "--duration", "31s", "--out", str(tmp_path),
+                 "--fault", "pump-1:dropout/pressure@10s+5s", "--quiet"]) == 0
+    path = tmp_path / "pump-1.csv"
+    table = read_csv(path)
+    t0 = time.monotonic()
+    assert main(["replay", str(path), "--bootstrap-servers", BOOTSTRAP, "--topic", topic, "--speed", "10",
+                 "--quiet"]) == 0
+    assert 2.5 < time.monotonic() - t0 < 15  # 30 s of readings at 10x: about 3 s
+    assert main(["replay", str(path), "--asset", "pump-x", "--bootstrap-servers", BOOTSTRAP, "--topic", topic,
+                 "--speed", "max", "--rebase", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "produced 31 readings in 31 messages" in out and "produced 31 readings in 1 messages" in out
+    got = by_asset(consume(topic, 62))
+    times, values = got["pump-1"]
+    assert np.array_equal(times, np.rint(table.time * 1000)) and np.array_equal(values, table.values, equal_nan=True)
+    assert np.isnan(values[10:15, synthetic.SENSORS.index("pressure")]).all()
+    rebased, same = got["pump-x"]
+    assert abs(rebased[0] / 1000 - time.time()) < 60 and np.array_equal(np.diff(rebased), np.diff(times))
+    assert np.array_equal(same, values, equal_nan=True)
+
+
+@pytest.mark.slow
+def test_replay_without_a_broker_says_so(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("t,a\n2026-01-01T00:00:00Z,1\n")
+    with socket.socket() as s:  # a port where nothing listens
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # a subprocess: kafka-python leaks its sockets when the producer cannot bootstrap
+    result = subprocess.run([sys.executable, "-m", "vigil", "replay", str(path), "--bootstrap-servers",
+                             f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60, cwd=ROOT,
+                            env=os.environ | {"PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"})
+    assert result.returncode == 2 and f"vigil replay: error: Kafka at 127.0.0.1:{port}:" in result.stderr
