@@ -34,7 +34,7 @@ def trained(tmp_path, normal_csv, tiny_toml):
     return out
 
 
-@pytest.mark.parametrize("command", ["train", "score", "evaluate", "demo", "serve", "models", "retrain"])
+@pytest.mark.parametrize("command", ["train", "score", "evaluate", "demo", "serve", "models", "retrain", "simulate", "replay", "report"])
 def test_help_shows_an_example(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])
@@ -159,3 +159,10 @@ def test_serve_without_a_broker_says_so(trained):
 def test_serve_needs_a_model(capsys):
     assert main(["serve"]) == 2
     assert "model: required" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_offline_demo_finds_the_injected_faults(tmp_path, capsys):
+    assert main(["demo", "--offline", "--workdir", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "injected faults: 3, detected: 3" in out and (tmp_path / "scores.csv").is_file()
