@@ -17,7 +17,9 @@ EXAMPLES = {
     "report": "examples:\n  vigil report --model models/pump-v1 --data today.csv --out report.html\n"
               "  vigil report --model models/pump-v1 --data today.csv --out night.png \\\n"
               "      --from 2026-11-23T00:00 --to 2026-11-23T06:00",
-    "demo": "example:\n  vigil demo --workdir vigil-demo",
+    "demo": "examples:\n  vigil demo                       # live: needs a Kafka broker (scripts/demo starts one)\n"
+            "  vigil demo --assets 5 --fault pump-4:bearing@2m+10m --duration 600\n"
+            "  vigil demo --offline             # no Kafka: train, score a file, list the anomalies",
     "models": "examples:\n  vigil models list --registry models/\n  vigil models show 20261123T190000Z-1a2b3c4d --registry models/\n"
               "  vigil models promote 20261123T190000Z-1a2b3c4d --registry models/\n  vigil models rollback --registry models/",
     "retrain": "examples:\n  vigil retrain --registry models/ --bootstrap-servers kafka:9092 --topic vigil.readings --since 7d\n"
@@ -223,9 +225,17 @@ def cmd_report(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from vigil.demo import run_demo
+    if args.offline:
+        from vigil.demo import run_demo
 
-    return run_demo(Path(args.workdir), quiet=args.quiet)
+        return run_demo(Path(args.workdir), quiet=args.quiet)
+    from vigil.live_demo import DemoError, run_live_demo
+
+    try:
+        return run_live_demo(Path(args.workdir), args.bootstrap_servers, args.assets, args.history, args.fault,
+                             args.metrics_addr, args.duration)
+    except DemoError as e:
+        raise UserError(str(e)) from None
 
 
 def cmd_simulate(args) -> int:
@@ -441,9 +451,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_report)
 
-    p = command("demo", "Generate a synthetic pump data set, train on its normal part, score it, print anomalies.")
-    p.add_argument("--workdir", default="vigil-demo", help="where to write data, model and scores")
-    p.add_argument("--quiet", action="store_true")
+    p = command("demo", "The whole loop live: simulate a week of pump history, train and register a model, serve it, "
+                        "stream live readings with a fault and print the alerts.")
+    p.add_argument("--workdir", default="vigil-demo", help="where to write data, models and logs")
+    p.add_argument("--bootstrap-servers", default="127.0.0.1:9092", help="Kafka (default 127.0.0.1:9092)")
+    p.add_argument("--assets", type=int, default=3, help="pumps to simulate (default 3)")
+    p.add_argument("--history", default="7d", help="normal history to train on (default 7d)")
+    p.add_argument("--fault", help="fault to inject live (default pump-2:cavitation@1m+5m; see vigil simulate --help)")
+    p.add_argument("--metrics-addr", default="127.0.0.1:9108", help="vigil serve's metrics address")
+    p.add_argument("--duration", type=float, help="stop after this many seconds (default: at Ctrl-C)")
+    p.add_argument("--offline", action="store_true", help="the small demo without Kafka: train, score, list anomalies")
+    p.add_argument("--quiet", action="store_true", help="(--offline) no progress output")
     p.set_defaults(func=cmd_demo)
 
     p = command("models", "List, inspect, promote and roll back model versions in a registry.")
