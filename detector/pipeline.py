@@ -7,6 +7,7 @@ returns and commits the offsets only after that.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ import numpy as np
 
 from detector.alerts import AlertEvent, AlertPolicy, AlertTracker
 from detector.artifact import TrainedModel
-from detector.messages import MAX_MESSAGE_BYTES, BadMessage, Decoder
+from detector.messages import MAX_MESSAGE_BYTES, BadMessage, Decoder, Message
 from detector.metrics import ServiceMetrics
 from detector.scoring import top_sensors
 from detector.windows import AssetWindows
@@ -86,13 +87,15 @@ class Pipeline:
 
     def process(self, records: Sequence[Record], replay_until: dict[tuple[str, int], int] | None = None,
                 now_ms: int | None = None) -> BatchResult:
-        """Process records in order. Records with offset < replay_until[(topic, partition)]
-        only refill windows (history re-read after an assignment): no scores, alerts or dead letters."""
+        """Process records in order. Records with offset < replay_until[(topic, partition)] are
+        history re-read after an assignment: their readings (those newer than the asset's
+        window) refill windows and are scored silently, to bring the alert state (k of n,
+        open alerts) to where it was; they produce no events, dead letters or metrics."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         replay_until = replay_until or {}
         m = self.metrics
         result = BatchResult()
-        assets, times, windows, sources = [], [], [], []
+        assets, times, windows, sources, silent = [], [], [], [], []
         messages = readings = unknown = 0
         last_timestamp = -1
         evicted = self.windows.evicted
@@ -108,16 +111,19 @@ class Pipeline:
                     result.dead_letters.append(DeadLetter(record, e.reason, e.detail))
                 continue
             if replay:
-                self._refill(message)
-                continue
-            readings += len(message.times)
-            unknown += message.unknown_sensors
+                message = self._unseen(message)
+                if message is None:
+                    continue
+            else:
+                readings += len(message.times)
+                unknown += message.unknown_sensors
             ts = message.times.tolist()
             try:  # extend() refuses a first reading not newer than the asset's last one
                 self._check_batch_order(message)
                 full = self.windows.extend(message.asset, ts, message.values)
             except BadMessage as e:
-                result.dead_letters.append(DeadLetter(record, e.reason, e.detail))
+                if not replay:
+                    result.dead_letters.append(DeadLetter(record, e.reason, e.detail))
                 continue
             if len(full):
                 k = len(full)
@@ -125,7 +131,9 @@ class Pipeline:
                 times.extend(ts[-k:])
                 windows.append(full)
                 sources.extend([record.timestamp_ms] * k)
-            last_timestamp = max(last_timestamp, record.timestamp_ms)
+                silent.extend([replay] * k)
+            if not replay:
+                last_timestamp = max(last_timestamp, record.timestamp_ms)
         m.messages.inc(messages)
         m.readings.inc(readings)
         if unknown:
@@ -135,7 +143,7 @@ class Pipeline:
         if last_timestamp > 0:
             m.last_message.set(last_timestamp / 1000)
         if windows:
-            self._score(assets, times, np.concatenate(windows), sources, result)
+            self._score(assets, times, np.concatenate(windows), sources, silent, result)
         for dl in result.dead_letters:
             m.dead_letters.labels(dl.reason).inc()
         m.assets.set(len(self.windows))
@@ -153,22 +161,36 @@ class Pipeline:
                 reason = "duplicate_time" if times[i + 1] == times[i] else "out_of_order"
                 raise BadMessage(reason, f"asset {message.asset!r}: readings {i} and {i + 1} of the batch are not in time order")
 
-    def _refill(self, message) -> None:
+    def _unseen(self, message: Message) -> Message | None:
+        """The readings of a re-read message that are newer than the asset's window, if any."""
         last = self.windows.last_time(message.asset)
-        for ts, row in zip(message.times.tolist(), message.values):
-            if last is None or ts > last:
-                self.windows.add(message.asset, ts, row)
-                last = ts
+        if last is None:
+            return message
+        keep = message.times > last
+        if not keep.any():
+            return None
+        return dataclasses.replace(message, times=message.times[keep], values=message.values[keep])
 
-    def _score(self, assets, times, windows, sources, result: BatchResult) -> None:
+    def _score(self, assets, times, windows, sources, silent, result: BatchResult) -> None:
         m = self.metrics
         t0 = time.perf_counter()
         scores = self.scorer(windows)
         m.batch_seconds.observe(time.perf_counter() - t0)
         done = time.time()
         normalized = scores.score / self.threshold
-        result.scored = len(windows)
-        m.scored.inc(len(windows))
+        if any(silent):  # re-read history: only the alert state learns from it
+            live = ~np.asarray(silent)
+            self._observe_silently([a for a, s in zip(assets, silent) if s], [t for t, s in zip(times, silent) if s],
+                                   scores.score[~live].tolist(), normalized[~live].tolist())
+            if not live.any():
+                return
+            assets = [a for a, s in zip(assets, silent) if not s]
+            times = [t for t, s in zip(times, silent) if not s]
+            sources = [x for x, s in zip(sources, silent) if not s]
+            scores = type(scores)(*(getattr(scores, f.name)[live] for f in dataclasses.fields(scores)))
+            normalized = normalized[live]
+        result.scored = len(assets)
+        m.scored.inc(len(assets))
         m.normalized_hist.observe_many(normalized)
         latest: dict[str, int] = {}
         names = self.model.sensors
@@ -198,6 +220,13 @@ class Pipeline:
             m.set_shares(asset, names, asset_shares)
             reference = sources[i] if sources[i] > 0 else times[i]
             m.latency.observe(max(done - reference / 1000, 0.0))
+
+    def _observe_silently(self, assets, times, score_list, normalized_list) -> None:
+        restore = self.open_alerts_to_restore
+        for asset, ts, score, n in zip(assets, times, score_list, normalized_list):
+            if asset in restore:
+                self.alerts.restore(restore.pop(asset))
+            self.alerts.observe(asset, ts, score, n, lambda: [])
 
     def expire_idle(self) -> list[str]:
         """Drop assets without a reading for idle_seconds (windows, alert state, labels);

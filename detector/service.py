@@ -26,6 +26,7 @@ from prometheus_client import CollectorRegistry
 
 from detector.alerts import AlertPolicy
 from detector.artifact import ArtifactError, TrainedModel
+from detector.kafka_client import client_options, preflight
 from detector.metrics import Health, ServiceMetrics, serve_http
 from detector.pipeline import BatchResult, Pipeline, Record
 from detector.registry import current_version, is_registry, load_current, load_model_or_registry
@@ -113,14 +114,17 @@ class Service:
         signal.signal(signal.SIGINT, self.stop)
 
     def connect(self) -> None:
+        """Raises KafkaAccessError (refused certificate or credentials, wrong protocol for the
+        listener) before anything starts, KafkaError when the brokers cannot be reached."""
         s = self.settings
+        preflight(s.kafka, s.bootstrap_servers)
         self.http = serve_http(s.metrics_addr, self.registry, self.health)
-        self.producer = KafkaProducer(bootstrap_servers=s.bootstrap_servers, acks="all", linger_ms=5,
-                                      retries=2147483647, max_in_flight_requests_per_connection=5,
-                                      client_id="vigil-serve")
-        self.consumer = KafkaConsumer(bootstrap_servers=s.bootstrap_servers, group_id=s.group,
-                                      enable_auto_commit=False, auto_offset_reset="earliest",
-                                      max_poll_records=s.batch_size, client_id="vigil-serve")
+        self.producer = KafkaProducer(**client_options(
+            s.kafka, bootstrap_servers=s.bootstrap_servers, acks="all", linger_ms=5, retries=2147483647,
+            max_in_flight_requests_per_connection=5, client_id="vigil-serve"))
+        self.consumer = KafkaConsumer(**client_options(
+            s.kafka, bootstrap_servers=s.bootstrap_servers, group_id=s.group, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=s.batch_size, client_id="vigil-serve"))
         self.consumer.subscribe([s.topic], listener=_Rebalance(self))
         self.health.broker_ok = True
         self.metrics.broker_up.set(1)

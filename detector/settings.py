@@ -3,6 +3,12 @@
 Every field of ServeSettings is settable each way: `--alerts-topic X`,
 `VIGIL_ALERTS_TOPIC=X`, or `alerts_topic = "X"` under [serve] in the file given by
 `--config` (or VIGIL_CONFIG). Settings are read once, here, at start-up.
+
+Kafka security (KafkaSecurity) is the same for every command: VIGIL_KAFKA_* variables
+(security_from_env); `vigil serve` also takes them as its kafka_* settings. Secrets are never
+settings: the SASL password comes from VIGIL_KAFKA_PASSWORD or the file named by
+kafka_sasl_password_file, an encrypted key's password from VIGIL_KAFKA_SSL_KEY_PASSWORD or
+kafka_ssl_key_password_file. No flag or TOML key carries a secret.
 """
 
 from __future__ import annotations
@@ -11,12 +17,120 @@ import dataclasses
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+PASSWORD_ENV = "VIGIL_KAFKA_PASSWORD"
+KEY_PASSWORD_ENV = "VIGIL_KAFKA_SSL_KEY_PASSWORD"
 
 
 class SettingsError(ValueError):
     """A bad setting; the message names where it came from."""
+
+
+@dataclass(frozen=True)
+class KafkaSecurity:
+    """How Vigil's Kafka clients encrypt and authenticate (detector.kafka_client turns it into
+    client options). Messages name each field as the setting kafka_<field>."""
+
+    security_protocol: str = "PLAINTEXT"    # PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    ssl_cafile: str = ""                    # CA bundle (PEM) for the brokers' certificates; "" = system CAs
+    ssl_certfile: str = ""                  # client certificate (PEM) for brokers that require one
+    ssl_keyfile: str = ""                   # its private key (PEM), unless in ssl_certfile
+    ssl_check_hostname: bool = True         # the broker's certificate must name the host connected to
+    ssl_key_password_file: str = ""         # the key's password, if encrypted (or VIGIL_KAFKA_SSL_KEY_PASSWORD)
+    sasl_mechanism: str = ""                # PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512
+    sasl_username: str = ""
+    sasl_password_file: str = ""            # the password (or VIGIL_KAFKA_PASSWORD), e.g. a mounted secret
+    password: str = field(default="", repr=False, metadata={"secret": True})
+    ssl_key_password: str = field(default="", repr=False, metadata={"secret": True})
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol.upper() in ("SSL", "SASL_SSL")
+
+    @property
+    def sasl(self) -> bool:
+        return self.security_protocol.upper() in ("SASL_PLAINTEXT", "SASL_SSL")
+
+    def validate(self) -> KafkaSecurity:
+        protocol = self.security_protocol.upper()
+        if protocol not in KAFKA_PROTOCOLS:
+            raise SettingsError(f"kafka_security_protocol: must be one of {', '.join(KAFKA_PROTOCOLS)}, "
+                                f"got {self.security_protocol!r}")
+        given = [n for n in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_key_password_file") if getattr(self, n)]
+        if given and not self.tls:
+            raise SettingsError(f"kafka_{given[0]}: only used with kafka_security_protocol SSL or SASL_SSL, "
+                                f"not {protocol}")
+        given = [n for n in ("sasl_mechanism", "sasl_username", "sasl_password_file") if getattr(self, n)]
+        if given and not self.sasl:
+            raise SettingsError(f"kafka_{given[0]}: only used with kafka_security_protocol SASL_SSL or "
+                                f"SASL_PLAINTEXT, not {protocol}")
+        if self.password and not self.sasl:
+            raise SettingsError(f"{PASSWORD_ENV} is set but kafka_security_protocol is {protocol} (no SASL)")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path and not os.access(path, os.R_OK):
+                raise SettingsError(f"kafka_{name}: {path}: {'unreadable' if Path(path).is_file() else 'no such file'}")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise SettingsError("kafka_ssl_keyfile: needs kafka_ssl_certfile (the client certificate)")
+        if self.ssl_key_password and not self.ssl_certfile:
+            raise SettingsError("kafka_ssl_key_password_file / VIGIL_KAFKA_SSL_KEY_PASSWORD: no key to decrypt "
+                                "(kafka_ssl_certfile is not set)")
+        if self.sasl:
+            if self.sasl_mechanism.upper() not in SASL_MECHANISMS:
+                raise SettingsError(f"kafka_sasl_mechanism: must be one of {', '.join(SASL_MECHANISMS)} with "
+                                    f"{protocol}, got {self.sasl_mechanism!r}")
+            if not self.sasl_username:
+                raise SettingsError(f"kafka_sasl_username: required with SASL ({self.sasl_mechanism.upper()})")
+            if not self.password:
+                raise SettingsError(f"the password of Kafka user {self.sasl_username!r} is missing: set "
+                                    f"{PASSWORD_ENV} or kafka_sasl_password_file")
+        return self
+
+
+KAFKA_FIELDS = tuple(f.name for f in fields(KafkaSecurity) if not f.metadata.get("secret"))
+
+
+def _secret(env: Mapping[str, str], var: str, path: str, setting: str) -> str:
+    """A secret from the environment variable `var` or the file `path` (one of them)."""
+    if env.get(var) and path:
+        raise SettingsError(f"{setting}: set either {var} or {setting}, not both")
+    if not path:
+        return env.get(var, "")
+    try:
+        value = Path(path).read_text().rstrip("\r\n")  # files often end in a newline, secrets do not
+    except (OSError, UnicodeDecodeError) as e:
+        raise SettingsError(f"{setting}: cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
+    if not value:
+        raise SettingsError(f"{setting}: {path} is empty")
+    return value
+
+
+def kafka_security(values: Mapping[str, object], env: Mapping[str, str]) -> KafkaSecurity:
+    """KafkaSecurity from its settings (by field name, without secrets) and the secrets from the
+    environment or the files the settings name; validated."""
+    security = KafkaSecurity(**values)
+    return dataclasses.replace(
+        security,
+        password=_secret(env, PASSWORD_ENV, security.sasl_password_file, "kafka_sasl_password_file"),
+        ssl_key_password=_secret(env, KEY_PASSWORD_ENV, security.ssl_key_password_file,
+                                 "kafka_ssl_key_password_file"),
+    ).validate()
+
+
+def security_from_env(env: Mapping[str, str] | None = None) -> KafkaSecurity:
+    """Every command's Kafka security: VIGIL_KAFKA_<FIELD> variables (VIGIL_KAFKA_SECURITY_PROTOCOL,
+    VIGIL_KAFKA_SSL_CAFILE, ...) plus VIGIL_KAFKA_PASSWORD / VIGIL_KAFKA_SSL_KEY_PASSWORD."""
+    env = os.environ if env is None else env
+    values = {}
+    for name in KAFKA_FIELDS:
+        var = f"VIGIL_KAFKA_{name.upper()}"
+        if var in env:
+            values[name] = _convert(f"kafka_{name}", env[var], f"environment {var}")
+    return kafka_security(values, env)
 
 
 @dataclass(frozen=True)
@@ -41,6 +155,23 @@ class ServeSettings:
     update_seconds: float = 10.0            # at most one update event per alert per this much time
     reload_seconds: float = 5.0             # how often a registry's `current` file is checked
     log_level: str = "info"
+    # Kafka security: KafkaSecurity's fields; the secrets only from the environment or files
+    kafka_security_protocol: str = KafkaSecurity.security_protocol
+    kafka_ssl_cafile: str = ""
+    kafka_ssl_certfile: str = ""
+    kafka_ssl_keyfile: str = ""
+    kafka_ssl_check_hostname: bool = KafkaSecurity.ssl_check_hostname
+    kafka_ssl_key_password_file: str = ""
+    kafka_sasl_mechanism: str = ""
+    kafka_sasl_username: str = ""
+    kafka_sasl_password_file: str = ""
+    kafka_password: str = field(default="", repr=False, metadata={"secret": True})
+    kafka_ssl_key_password: str = field(default="", repr=False, metadata={"secret": True})
+
+    @property
+    def kafka(self) -> KafkaSecurity:
+        return KafkaSecurity(**{name: getattr(self, f"kafka_{name}") for name in KAFKA_FIELDS},
+                             password=self.kafka_password, ssl_key_password=self.kafka_ssl_key_password)
 
     def validate(self) -> ServeSettings:
         if not self.model:
@@ -54,10 +185,16 @@ class ServeSettings:
             raise SettingsError(f"exit_threshold: must be in (0, 1], got {self.exit_threshold}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise SettingsError(f"log_level: must be debug, info, warning or error, got {self.log_level!r}")
+        self.kafka.validate()
         return self
 
 
-FIELDS = {f.name: f for f in fields(ServeSettings)}
+FIELDS = {f.name: f for f in fields(ServeSettings) if not f.metadata.get("secret")}
+SECRETS = {"kafka_password": (PASSWORD_ENV, "kafka_sasl_password_file"),
+           "kafka_ssl_key_password": (KEY_PASSWORD_ENV, "kafka_ssl_key_password_file")}
+
+
+BOOLEANS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
 
 
 def read_toml(path: Path, error: type[ValueError]) -> dict:
@@ -72,6 +209,11 @@ def read_toml(path: Path, error: type[ValueError]) -> dict:
 
 def _convert(name: str, raw, where: str):
     kind = type(getattr(ServeSettings(), name))
+    if kind is bool:
+        text = raw.strip().lower() if isinstance(raw, str) else None
+        if isinstance(raw, bool) or text in BOOLEANS:
+            return raw if isinstance(raw, bool) else BOOLEANS[text]
+        raise SettingsError(f"{where}: {name}: expected true or false, got {raw!r}")
     if isinstance(raw, str) and kind is not str:
         try:
             return kind(raw)
@@ -94,6 +236,10 @@ def load_settings(flags: Mapping[str, object], env: Mapping[str, str] | None = N
         path = Path(config)
         doc = read_toml(path, SettingsError)
         for key, raw in doc.get("serve", {}).items():
+            if key in SECRETS:
+                var, setting = SECRETS[key]
+                raise SettingsError(f"{path}: serve.{key}: a secret is never read from the config file: "
+                                    f"set {var}, or name a file holding it in {setting}")
             if key not in FIELDS:
                 raise SettingsError(f"{path}: serve.{key}: unknown key")
             values[key] = _convert(key, raw, str(path))
@@ -104,4 +250,7 @@ def load_settings(flags: Mapping[str, object], env: Mapping[str, str] | None = N
     for name, raw in flags.items():
         if raw is not None and name in FIELDS:
             values[name] = _convert(name, raw, f"--{name.replace('_', '-')}")
-    return dataclasses.replace(ServeSettings(), **values).validate()
+    settings = dataclasses.replace(ServeSettings(), **values)
+    security = kafka_security({name: getattr(settings, f"kafka_{name}") for name in KAFKA_FIELDS}, env)
+    return dataclasses.replace(settings, kafka_password=security.password,
+                               kafka_ssl_key_password=security.ssl_key_password).validate()

@@ -41,9 +41,10 @@ def reading(asset: str, i: int, values: dict) -> bytes:
 
 
 class Serve:
-    """A `vigil serve` subprocess with its own metrics port."""
+    """A `vigil serve` subprocess with its own metrics port; `extra` flags and `env` variables
+    override the defaults (e.g. another --bootstrap-servers, VIGIL_KAFKA_PASSWORD)."""
 
-    def __init__(self, model, topic, group, extra=(), log_path=None):
+    def __init__(self, model, topic, group, extra=(), log_path=None, env=None):
         self.port = free_port()
         self.topics = {"topic": topic, "alerts": topic + ".alerts", "dlq": topic + ".dlq"}
         cmd = [sys.executable, "-m", "vigil", "serve", "--model", str(model), "--bootstrap-servers", BOOTSTRAP,
@@ -51,7 +52,7 @@ class Serve:
                "--dlq-topic", self.topics["dlq"], "--metrics-addr", f"127.0.0.1:{self.port}",
                "--max-wait-ms", "50", "--log-level", "warning", *extra]
         self.log = open(log_path or os.devnull, "w")
-        env = os.environ | {"PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
+        env = os.environ | {"PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"} | (env or {})
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
 
     def metrics(self) -> dict[str, float]:

@@ -93,6 +93,22 @@ def test_replayed_records_only_refill_windows(pipeline, registry):
     assert registry.get_sample_value("vigil_readings_consumed_total") == 2
 
 
+def test_replayed_history_rebuilds_the_alert_state_silently(registry):
+    """A restarted daemon re-reads history: an alert open before the restart continues under
+    its id, and one that was about to open (k of n) opens where it would have."""
+    policy = AlertPolicy(k=2, n=3, resolve_after=2, update_seconds=0)
+    records = [rec(i, "p1", i, a=50.0 if i >= 4 else 0.0) for i in range(8)]
+    uninterrupted = Pipeline(make_model(), ServiceMetrics(CollectorRegistry()), policy).process(records, now_ms=T0)
+    restarted = Pipeline(make_model(), ServiceMetrics(registry), policy)
+    for cut in (4, 5, 6):  # history re-read up to the committed offset `cut`, then live records
+        result = restarted.process(records, replay_until={("vigil.readings", 0): cut}, now_ms=T0)
+        live = [e for e in uninterrupted.alerts if e.time >= result.alerts[0].time] if result.alerts else []
+        assert [(e.type, e.alert_id, e.time) for e in result.alerts] == [(e.type, e.alert_id, e.time) for e in live]
+        assert result.alerts and not result.dead_letters
+        restarted = Pipeline(make_model(), ServiceMetrics(CollectorRegistry()), policy)
+    assert registry.get_sample_value("vigil_readings_consumed_total") == 4  # only live records count
+
+
 def test_model_swap_keeps_windows_and_updates_info(pipeline, registry):
     pipeline.process([rec(i, "p1", i) for i in range(4)], now_ms=T0)
     pipeline.swap_model(make_model(threshold=5.0, version="v2"))

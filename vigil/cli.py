@@ -360,7 +360,14 @@ def _recent_kafka(args, current) -> tuple[list, dict]:
     except ValueError as e:
         raise UserError(str(e)) from None
     alerts_topic = None if args.no_alerts else (args.alerts_topic or args.topic.rsplit(".", 1)[0] + ".alerts")
-    options = {"bootstrap_servers": args.bootstrap_servers, "client_id": "vigil-retrain"}
+    from detector.kafka_client import KafkaAccessError, client_options, preflight, security_from_env
+
+    security = security_from_env()  # VIGIL_KAFKA_*, as for every command
+    try:
+        preflight(security, args.bootstrap_servers)
+    except KafkaAccessError as e:
+        raise UserError(str(e)) from None
+    options = client_options(security, bootstrap_servers=args.bootstrap_servers, client_id="vigil-retrain")
     return from_kafka(options, args.topic, alerts_topic, since, margin, current.sensors, 2 * current.config.window,
                       say=lambda m: _log(args, m))
 
@@ -374,12 +381,15 @@ def cmd_serve(args) -> int:
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from kafka.errors import KafkaError
 
+    from detector.kafka_client import KafkaAccessError
     from detector.service import Service
 
     service = Service(settings)
     service.install_signal_handlers()
     try:
         service.connect()
+    except KafkaAccessError as e:  # found before anything started: nothing to close
+        raise UserError(str(e)) from None
     except OSError as e:
         service.close()
         raise UserError(f"cannot serve metrics on {settings.metrics_addr}: {e}") from None
@@ -399,7 +409,8 @@ def _add_serve_options(p: argparse.ArgumentParser) -> None:
     for name, f in FIELDS.items():
         default = getattr(defaults, name)
         kind = type(default)
-        p.add_argument(f"--{name.replace('_', '-')}", type=kind, default=None, metavar=kind.__name__.upper(),
+        p.add_argument(f"--{name.replace('_', '-')}", type=str if kind is bool else kind, default=None,
+                       metavar=kind.__name__.upper(),
                        help=f"(default: {default!r})" if name != "model" else "model directory or model registry")
 
 
