@@ -24,9 +24,9 @@ from kafka.admin import NewTopic
 
 from detector.kafka_client import KafkaAccessError, client_options, preflight
 from detector.settings import FIELDS, KafkaSecurity, SettingsError, load_settings, security_from_env
+from detector.topics import read_records
 from tests.kafka_util import ROOT, Serve, free_port, unique
 from tests.test_serve_kafka import fault_stream, model  # noqa: F401 (model is a fixture)
-from training.recent import read_records
 from vigil.cli import main
 
 kafka_broker = [pytest.mark.kafka, pytest.mark.slow]
@@ -98,7 +98,7 @@ def broker(tmp_path_factory):
 
 
 def round_trip(security: KafkaSecurity, bootstrap: str) -> list[bytes]:
-    """Create a topic, produce three records and read them back with vigil retrain's reader,
+    """Create a topic, produce three records and read them back with detector.topics' reader (vigil retrain's),
     every client built with client_options."""
     topic = unique("secured")
     admin = KafkaAdminClient(**client_options(security, bootstrap_servers=bootstrap))
