@@ -5,18 +5,24 @@
       params.msgpack   flax msgpack serialisation of the VAE parameters (never pickle)
       SHA256SUMS       "<sha256>  <file>" for both files above; checked on every load
 
-Saving writes into a temporary sibling directory and renames it into place, so a reader
-never sees a half-written artifact.
+Saving writes into a hidden temporary sibling `.tmp-<name>.<random>` and renames it into
+place, so a reader never sees a half-written artifact; a failed save (disk full, no
+permission) removes the temporary directory and raises ArtifactError naming the cause.
+A directory holds only what its manifest lists: an unlisted file is refused too.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import math
 import os
 import platform
+import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata as importlib_metadata
@@ -33,10 +39,25 @@ from detector.threshold import Persistence, Threshold
 
 SCHEMA_VERSION = 1
 CONFIG_FILE, PARAMS_FILE, MANIFEST_FILE = "config.json", "params.msgpack", "SHA256SUMS"
+TMP_PREFIX = ".tmp-"            # save()'s temporary directories: .tmp-<name>.<random>
+STALE_TMP_SECONDS = 3600.0      # a temporary directory this old is left over from a crash
+_TMP_NAME = re.compile(r"\.tmp-.+\.[a-z0-9_]{8}")
+_OS_REASONS = {errno.ENOSPC: "disk full (no space left on device)", errno.EDQUOT: "disk quota exceeded",
+               errno.EFBIG: "file too large (a file-size limit, or a full disk)", errno.EACCES: "permission denied",
+               errno.EPERM: "permission denied", errno.EROFS: "read-only file system",
+               errno.ENOTDIR: "not a directory (a parent of it is a file)", errno.EEXIST: "exists and is not a directory"}
 
 
 class ArtifactError(ValueError):
-    """A model directory that cannot be used; the message says what is wrong."""
+    """A model directory that cannot be used (or written); the message says what is wrong."""
+
+
+def os_reason(e: OSError, path: str | os.PathLike | None = None) -> str:
+    """'disk full (no space left on device) writing PATH': what went wrong, for a one-line error.
+    path: what was being written (default: the error's file name, if any)."""
+    reason = _OS_REASONS.get(e.errno) or e.strerror or str(e)
+    where = path or e.filename
+    return f"{reason} writing {where}" if path else f"{reason}: {where}" if where else reason
 
 
 @dataclass
@@ -123,40 +144,105 @@ def save(model: TrainedModel, directory: str | os.PathLike, extra: dict[str, byt
         "persistence": model.persistence.to_dict(),
         "libraries": library_versions(),
     } | {k: v for k, v in model.metadata.items() if k not in ("libraries", "created_at")}
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    tmp = writing = None
     try:
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=False) + "\n")
-        (tmp / PARAMS_FILE).write_bytes(params)
-        for name, content in extra.items():
-            (tmp / name).write_bytes(content)
-        files = [CONFIG_FILE, PARAMS_FILE, *extra]
-        sums = "".join(f"{_sha256(tmp / name)}  {name}\n" for name in files)
-        (tmp / MANIFEST_FILE).write_text(sums)
-        for name in (*files, MANIFEST_FILE):
-            with open(tmp / name, "rb") as f:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(directory.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{directory.name}.", dir=directory.parent))
+        contents = {CONFIG_FILE: (json.dumps(config, indent=2, sort_keys=False) + "\n").encode(),
+                    PARAMS_FILE: params, **extra}
+        contents[MANIFEST_FILE] = "".join(f"{hashlib.sha256(c).hexdigest()}  {n}\n"
+                                          for n, c in contents.items()).encode()
+        for writing, content in contents.items():
+            with open(tmp / writing, "wb") as f:
+                f.write(content)
+                f.flush()
                 os.fsync(f.fileno())
+        writing = None
         os.chmod(tmp, 0o755)
-        os.rename(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        os.rename(tmp, directory)  # fails if directory appeared meanwhile (non-empty)
+        tmp = None
+        fsync_directory(directory.parent)
+    except OSError as e:
+        if directory.exists() and tmp is not None:
+            raise ArtifactError(f"{directory}: already exists; choose a new directory for the model") from None
+        raise ArtifactError(f"{directory}: cannot save the model: {os_reason(e, writing)}; nothing was saved") from None
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 
-def verify(directory: str | os.PathLike) -> None:
-    """Check the manifest: both files listed, present, and with the recorded SHA-256."""
+def check_writable(directory: str | os.PathLike) -> None:
+    """Create directory (and parents) if needed and check that a model can be written into it;
+    raises ArtifactError naming the cause. Call it before a long training run."""
     directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}check.", dir=directory))
+    except OSError as e:
+        raise ArtifactError(f"{directory}: cannot write models here: {os_reason(e)}") from None
+
+
+def temporaries(directory: str | os.PathLike) -> list[Path]:
+    """save()'s temporary directories in directory: being written now, or left by a crash."""
+    try:
+        return sorted(p for p in Path(directory).iterdir() if _TMP_NAME.fullmatch(p.name) and p.is_dir())
+    except OSError:
+        return []
+
+
+def remove_stale_temporaries(directory: str | os.PathLike, older_than: float = STALE_TMP_SECONDS) -> list[Path]:
+    """Remove temporary directories older than older_than seconds (left over from a crash
+    mid-save; a save in progress takes seconds). Returns what was removed."""
+    now, removed = time.time(), []
+    for path in temporaries(directory):
+        try:
+            if now - path.stat().st_mtime > older_than:
+                shutil.rmtree(path)
+                removed.append(path)
+        except OSError:
+            pass  # another process removed it, or it cannot be: harmless, it is never loaded
+    return removed
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make a rename in directory durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def verify(directory: str | os.PathLike) -> None:
+    """Check the manifest: config and params listed, every listed file present with its
+    recorded SHA-256, and no unlisted file beside them (hidden files aside)."""
+    directory = Path(directory)
+    try:
+        _verify(directory)
+    except OSError as e:
+        raise ArtifactError(f"{directory}: cannot be read: {os_reason(e)}") from None
+
+
+def _verify(directory: Path) -> None:
     if not directory.is_dir():
         raise ArtifactError(f"{directory}: not a model directory (it does not exist or is not a directory)")
     manifest = directory / MANIFEST_FILE
     if not manifest.is_file():
-        raise ArtifactError(f"{directory}: no {MANIFEST_FILE} manifest; not a complete Vigil model")
+        hint = ("; it looks like a model registry: give one of its version directories"
+                if os.path.lexists(directory / "current") else "")
+        raise ArtifactError(f"{directory}: no {MANIFEST_FILE} manifest; not a complete Vigil model{hint}")
     expected = {}
     for number, line in enumerate(manifest.read_text(errors="replace").splitlines(), 1):
         digest, _, name = line.partition("  ")
-        if len(digest) != 64 or not name:
-            raise ArtifactError(f"{manifest}, line {number}: malformed manifest entry {line!r}")
+        if len(digest) != 64 or not name or "/" in name or "\0" in name or name.startswith("."):
+            raise ArtifactError(f"{manifest}, line {number}: malformed manifest entry {line[:200]!r}")
         expected[name] = digest
     for name in (CONFIG_FILE, PARAMS_FILE):
         if name not in expected:
@@ -167,6 +253,11 @@ def verify(directory: str | os.PathLike) -> None:
             raise ArtifactError(f"{path}: missing (listed in {MANIFEST_FILE})")
         if _sha256(path) != digest:
             raise ArtifactError(f"{path}: SHA-256 does not match {MANIFEST_FILE}; the file is corrupted or was modified")
+    unlisted = sorted(p.name for p in directory.iterdir()
+                      if p.name not in expected and p.name != MANIFEST_FILE and not p.name.startswith("."))
+    if unlisted:
+        raise ArtifactError(f"{directory / unlisted[0]}: not listed in {MANIFEST_FILE}; a model directory holds "
+                            "only the files its manifest lists (remove it, or save the model again)")
 
 
 def _require(config: dict, key: str, path: Path):
@@ -179,28 +270,50 @@ def load(directory: str | os.PathLike) -> TrainedModel:
     """Load and verify a model artifact; raises ArtifactError saying what is wrong."""
     directory = Path(directory)
     verify(directory)
+    try:
+        return _load(directory)
+    except OSError as e:
+        raise ArtifactError(f"{directory}: cannot be read: {os_reason(e)}") from None
+
+
+def _load(directory: Path) -> TrainedModel:
     path = directory / CONFIG_FILE
     try:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ArtifactError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise ArtifactError(f"{path}: not a model description (a JSON object)")
     schema = _require(config, "schema_version", path)
     if not isinstance(schema, int) or schema > SCHEMA_VERSION:
         raise ArtifactError(
             f"{path}: schema version {schema!r} is newer than this Vigil understands ({SCHEMA_VERSION}); upgrade Vigil"
         )
     try:
-        sensors = tuple(str(s) for s in _require(config, "sensors", path))
+        sensors = _require(config, "sensors", path)
+        if not isinstance(sensors, list) or not sensors or not all(isinstance(s, str) and s for s in sensors):
+            raise ArtifactError(f"{path}: 'sensors' must be a non-empty list of sensor names")
+        twice = sorted({s for s in sensors if sensors.count(s) > 1})
+        if twice:
+            raise ArtifactError(f"{path}: sensors listed twice: {twice}")
+        sensors = tuple(sensors)
         model_config = ModelConfig.from_dict(_require(config, "model", path))
+        if config.get("window", model_config.window) != model_config.window:
+            raise ArtifactError(f"{path}: window {config['window']!r} does not match the model's window "
+                                f"{model_config.window}")
         scaler = Scaler.from_dict(_require(config, "scaler", path))
+        if not (np.isfinite(scaler.center).all() and np.isfinite(scaler.scale).all() and (scaler.scale > 0).all()):
+            raise ArtifactError(f"{path}: scaler has a non-finite center or a scale that is not > 0")
         threshold = Threshold.from_dict(_require(config, "threshold", path))
+        if not (math.isfinite(threshold.value) and threshold.value > 0):
+            raise ArtifactError(f"{path}: threshold {threshold.value} is not a finite number > 0")
         persistence = Persistence(**_require(config, "persistence", path))
         weighting = _require(config, "scoring", path)["weighting"]
+        abstract = nnx.eval_shape(lambda: VAE(model_config, len(sensors), rngs=nnx.Rngs(0)))
     except (TypeError, KeyError, ValueError) as e:
         if isinstance(e, ArtifactError):
             raise
         raise ArtifactError(f"{path}: invalid model description: {e}") from None
-    abstract = nnx.eval_shape(lambda: VAE(model_config, len(sensors), rngs=nnx.Rngs(0)))
     graphdef, state = nnx.split(abstract)
     params_path = directory / PARAMS_FILE
     try:
@@ -211,7 +324,13 @@ def load(directory: str | os.PathLike) -> TrainedModel:
     got = jax.tree.map(lambda a: tuple(np.shape(a)), restored)
     if expected != got:
         raise ArtifactError(f"{params_path}: parameters do not match the architecture in {CONFIG_FILE}")
-    nnx.replace_by_pure_dict(state, jax.tree.map(np.asarray, restored))
+    try:
+        restored = jax.tree.map(lambda a: np.asarray(a, np.float32), restored)
+    except (TypeError, ValueError) as e:
+        raise ArtifactError(f"{params_path}: parameters are not numbers: {e}") from None
+    if not all(np.isfinite(a).all() for a in jax.tree.leaves(restored)):
+        raise ArtifactError(f"{params_path}: parameters contain NaN or infinity")
+    nnx.replace_by_pure_dict(state, restored)
     vae = nnx.merge(graphdef, state)
     known = {"schema_version", "version", "sensors", "window", "model", "scaler", "scoring", "threshold", "persistence"}
     metadata = {k: v for k, v in config.items() if k not in known}
@@ -220,3 +339,28 @@ def load(directory: str | os.PathLike) -> TrainedModel:
                             str(config.get("version", "")), metadata)
     except ValueError as e:
         raise ArtifactError(f"{path}: {e}") from None
+
+
+def describe_change(serving: TrainedModel, new: TrainedModel) -> list[tuple[str, str]]:
+    """What replacing the serving model by new changes for the daemon, as (level, message)
+    pairs, level "info" or "warning". Other sensors or another window are allowed (every
+    asset's window starts afresh); a new model sharing no sensor with the serving one
+    probably belongs to other equipment, and gets a warning."""
+    notes = []
+    if new.sensors != serving.sensors:
+        shared = set(new.sensors) & set(serving.sensors)
+        if not shared:
+            notes.append(("warning", f"model {new.version} shares no sensor with {serving.version} "
+                                     f"({', '.join(new.sensors)} vs {', '.join(serving.sensors)}): readings of "
+                                     "the old sensors are ignored and the new ones seen as missing; is it the right "
+                                     "model?"))
+        else:
+            dropped, added = sorted(set(serving.sensors) - shared), sorted(set(new.sensors) - shared)
+            notes.append(("info", f"model {new.version} uses other sensors than {serving.version}"
+                                  + (f"; no longer used: {', '.join(dropped)}" if dropped else "")
+                                  + (f"; new: {', '.join(added)}" if added else "")))
+    if new.config.window != serving.config.window:
+        notes.append(("info", f"model {new.version} has window {new.config.window} (was {serving.config.window})"))
+    if notes:
+        notes.append(("info", "every asset's window starts afresh: no scores until it is full again"))
+    return notes

@@ -75,7 +75,7 @@ def _log(args, message: str) -> None:
 
 
 def cmd_train(args) -> int:
-    from detector.artifact import save
+    from detector.artifact import check_writable, save
     from training.config import load_config
     from training.job import train_model
     from training.report import render_report
@@ -87,6 +87,7 @@ def cmd_train(args) -> int:
         raise UserError("--promote needs --registry")
     if args.out is not None and Path(args.out).exists():
         raise UserError(f"{args.out}: already exists; choose a new directory for the model")
+    check_writable(Path(args.registry) if args.registry is not None else Path(args.out).parent)  # before training
     tables = _read(args)
     rows = sum(len(t.time) for t in tables)
     _log(args, f"training on {rows} rows from {len(tables)} file(s), {len(tables[0].sensors)} sensors, "
@@ -99,7 +100,6 @@ def cmd_train(args) -> int:
     if args.registry is not None:
         from detector.artifact import new_version
 
-        Path(args.registry).mkdir(parents=True, exist_ok=True)
         model.version = model.version or new_version(model)
         out = save(model, Path(args.registry) / model.version, extra=render_report(report))
     else:
@@ -121,29 +121,43 @@ def cmd_models(args) -> int:
     import json
 
     from detector import registry as reg
+    from detector.artifact import ArtifactError, describe_change, load, verify
 
     if args.action == "list":
+        registry = Path(args.registry)
+        names = reg.versions(registry)
         try:
-            current = reg.current_version(args.registry)
-        except Exception:
-            current = None
-        names = reg.versions(args.registry)
+            current, problem = reg.current_version(registry), None
+            if current not in names:
+                problem = (f"{registry / reg.CURRENT} names version {current!r}, "
+                           f"but {registry / current} is not a model version")
+        except ArtifactError as e:
+            current, problem = None, str(e)
         if not names:
             print(f"{args.registry}: no model versions yet (vigil train --registry {args.registry})")
         for name in names:
-            config = json.loads((Path(args.registry) / name / "config.json").read_text())
-            training = config.get("training", {})
-            print(f"{'*' if name == current else ' '} {name}  created {config.get('created_at', '?')}  "
-                  f"{len(config.get('sensors', []))} sensors  window {config.get('window')}  "
-                  f"threshold {config['threshold']['value']:.4g} ({config['threshold']['method']})  "
-                  f"trained on {training.get('rows', '?')} rows")
+            try:  # a broken version is listed as such, it does not stop the listing
+                verify(registry / name)
+                config = json.loads((registry / name / "config.json").read_text())
+                training, threshold = config.get("training", {}), config["threshold"]
+                about = (f"created {config.get('created_at', '?')}  {len(config.get('sensors', []))} sensors  "
+                         f"window {config.get('window')}  threshold {threshold['value']:.4g} ({threshold['method']})  "
+                         f"trained on {training.get('rows', '?')} rows")
+            except (ArtifactError, ValueError, KeyError, TypeError) as e:
+                about = f"BROKEN: {e}"
+            print(f"{'*' if name == current else ' '} {name}  {about}")
+        if problem and os.path.lexists(registry / reg.CURRENT):
+            print(f"vigil models: warning: {problem}", file=sys.stderr)
+        elif problem and names:
+            print("vigil models: note: no current model yet (vigil models promote VERSION)", file=sys.stderr)
+        for path in reg.leftovers(registry):
+            print(f"vigil models: note: {path}: left by an interrupted save or promotion (or one in progress); "
+                  "never loaded, safe to delete when no vigil train or retrain is running", file=sys.stderr)
         return 0
     if args.action == "show":
         if not args.version:
             raise UserError("show needs a VERSION")
-        from detector.artifact import load
-
-        model = load(Path(args.registry) / args.version)
+        model = load(Path(args.registry) / reg.check_version_name(args.version))
         print(json.dumps({"version": model.version, "sensors": list(model.sensors), "window": model.config.window,
                           "model": model.config.to_dict(), "threshold": model.threshold.to_dict(),
                           "persistence": model.persistence.to_dict(), **model.metadata}, indent=2))
@@ -151,8 +165,14 @@ def cmd_models(args) -> int:
     if args.action == "promote":
         if not args.version:
             raise UserError("promote needs a VERSION")
-        reg.promote(args.registry, args.version)
+        try:
+            serving = reg.load_current(args.registry)
+        except ArtifactError:
+            serving = None  # nothing (usable) to compare with
+        model = reg.promote(args.registry, args.version)
         print(f"promoted {args.version}: now current in {args.registry}")
+        for level, message in describe_change(serving, model) if serving is not None else ():
+            print(f"vigil models: {'warning' if level == 'warning' else 'note'}: {message}", file=sys.stderr)
         return 0
     version = reg.rollback(args.registry)
     print(f"rolled back: {version} is current again in {args.registry}")
