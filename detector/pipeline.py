@@ -65,10 +65,10 @@ class Pipeline:
 
     def _install(self, model: TrainedModel) -> None:
         previous = getattr(self, "model", None)
-        self.model = model
-        self.scorer = model.scorer()
-        for size in self.scorer.buckets:  # compile every batch shape before serving
-            self.scorer(np.zeros((size, model.config.window, len(model.sensors)), np.float32))
+        scorer = model.scorer()
+        for size in scorer.buckets:  # compile every batch shape before serving; a failure changes nothing
+            scorer(np.zeros((size, model.config.window, len(model.sensors)), np.float32))
+        self.model, self.scorer = model, scorer
         self.decoder = Decoder(model.sensors, self.max_message_bytes)
         same_shape = previous is not None and previous.sensors == model.sensors and \
             previous.config.window == model.config.window

@@ -25,12 +25,13 @@ from kafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry
 
 from detector.alerts import AlertPolicy
-from detector.artifact import ArtifactError, TrainedModel
+from detector.artifact import ArtifactError, TrainedModel, describe_change
 from detector.kafka_client import client_options, preflight
 from detector.metrics import Health, ServiceMetrics, serve_http
 from detector.pipeline import BatchResult, Pipeline, Record
 from detector.registry import current_version, is_registry, load_current, load_model_or_registry
 from detector.settings import ServeSettings
+from detector.topics import SourceError, read_records
 
 log = logging.getLogger("vigil.serve")
 LAG_INTERVAL = 5.0
@@ -100,6 +101,7 @@ class Service:
                              settings.resolve_after, settings.update_seconds)
         self.pipeline = Pipeline(model, self.metrics, policy, settings.max_assets, settings.idle_seconds,
                                  settings.max_message_bytes)
+        self.pipeline.emit_scores = bool(settings.scores_topic)
         self.health.model_loaded = True
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
@@ -124,7 +126,9 @@ class Service:
             max_in_flight_requests_per_connection=5, client_id="vigil-serve"))
         self.consumer = KafkaConsumer(**client_options(
             s.kafka, bootstrap_servers=s.bootstrap_servers, group_id=s.group, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=s.batch_size, client_id="vigil-serve"))
+            auto_offset_reset="earliest", max_poll_records=s.batch_size, client_id="vigil-serve",
+            session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=max(s.session_timeout_ms // 4, 100)))
+        self.pipeline.open_alerts_to_restore = self.alerts_left_open()
         self.consumer.subscribe([s.topic], listener=_Rebalance(self))
         self.health.broker_ok = True
         self.metrics.broker_up.set(1)
@@ -176,6 +180,28 @@ class Service:
             self.consumer = self.producer = self.http = None
             log.info("stopped")
 
+    def alerts_left_open(self) -> dict[str, dict]:
+        """The last event of each asset's alert that is open on the alerts topic (opened within
+        alert_lookback_seconds and not resolved): a previous daemon's, to be taken up."""
+        s = self.settings
+        now_ms = int(time.time() * 1000)
+        options = client_options(s.kafka, bootstrap_servers=s.bootstrap_servers, client_id="vigil-serve-restore")
+        last: dict[str, dict] = {}
+        try:
+            for record in read_records(options, s.alerts_topic, now_ms - int(s.alert_lookback_seconds * 1000), now_ms + 1):
+                try:
+                    event = json.loads(record.value)
+                    last[event["asset"]] = event
+                except (ValueError, KeyError, TypeError):
+                    continue
+        except SourceError as e:
+            log.info("no alerts to take up: %s", e)
+            return {}
+        left_open = {asset: e for asset, e in last.items() if e.get("type") in ("open", "update")}
+        if left_open:
+            log.info("taking up %d alert(s) left open on %s", len(left_open), s.alerts_topic)
+        return left_open
+
     # -- one batch ---------------------------------------------------------------------------
     def handle(self, records: list[Record]) -> BatchResult:
         result = self.pipeline.process(records, self._replay_until)
@@ -189,7 +215,10 @@ class Service:
                        ("vigil.source", f"{r.topic}/{r.partition}/{r.offset}".encode()),
                        *[(k, v) for k, v in r.headers if isinstance(k, str) and isinstance(v, bytes)]]
             self.producer.send(s.dlq_topic, key=r.key, value=r.value if r.value is not None else b"", headers=headers)
-        if result.alerts or result.dead_letters:
+        if s.scores_topic:
+            for score in result.scores:
+                self.producer.send(s.scores_topic, key=score["asset"].encode(), value=json.dumps(score).encode())
+        if result.alerts or result.dead_letters or result.scores:
             self.producer.flush()
         last_ts = {(r.topic, r.partition): r.timestamp_ms for r in records}
         for (topic, partition), offset in result.offsets.items():
@@ -250,13 +279,15 @@ class Service:
     def check_reload(self) -> None:
         version, model, error = self.watcher.poll()
         if model is not None:
-            old = self.pipeline.model
-            if model.sensors != old.sensors:
-                missing = sorted(set(old.sensors) - set(model.sensors))
-                log.info("model %s uses sensors %s (was %s)", version, model.sensors, old.sensors)
-                if missing:
-                    log.info("readings' sensors %s are no longer used", missing)
-            self.pipeline.swap_model(model)
+            for level, message in describe_change(self.pipeline.model, model):
+                (log.warning if level == "warning" else log.info)("hot reload: %s", message)
+            try:
+                self.pipeline.swap_model(model)
+            except Exception as e:  # e.g. compiling the new model failed: keep serving the old one
+                self.metrics.model_reloads.labels("refused").inc()
+                log.error("hot reload refused for version %s: %s; still serving %s", version, e,
+                          self.pipeline.model.version)
+                return
             self.metrics.model_reloads.labels("ok").inc()
             log.info("hot reload: now serving model %s (threshold %.5g)", model.version, model.threshold.value)
         elif error is not None:

@@ -141,6 +141,7 @@ class ServeSettings:
     group: str = "vigil"
     alerts_topic: str = "vigil.alerts"
     dlq_topic: str = "vigil.dlq"
+    scores_topic: str = ""                  # if set: every window's score is produced here (asset, ts, score)
     metrics_addr: str = "127.0.0.1:9108"
     batch_size: int = 5000                  # records per micro-batch at most
     max_wait_ms: int = 100                  # longest wait to fill a micro-batch
@@ -148,12 +149,14 @@ class ServeSettings:
     max_assets: int = 100_000               # per-asset state cap; the longest-idle asset is dropped beyond it
     idle_seconds: float = 3600.0            # assets without readings this long are forgotten (labels removed)
     rewind_seconds: float = 600.0           # history re-read on assignment to refill windows
+    session_timeout_ms: int = 10_000        # a consumer that stops heartbeating loses its partitions after this
     alert_k: int = 3                        # alert opens when k of the last n windows are over threshold
     alert_n: int = 5
     exit_threshold: float = 0.8             # ... and resolves after resolve_after windows under this
     resolve_after: int = 30
     update_seconds: float = 10.0            # at most one update event per alert per this much time
     reload_seconds: float = 5.0             # how often a registry's `current` file is checked
+    alert_lookback_seconds: float = 86400.0 # at start-up, alerts opened this far back and not resolved are taken up
     log_level: str = "info"
     # Kafka security: KafkaSecurity's fields; the secrets only from the environment or files
     kafka_security_protocol: str = KafkaSecurity.security_protocol
@@ -176,7 +179,8 @@ class ServeSettings:
     def validate(self) -> ServeSettings:
         if not self.model:
             raise SettingsError("model: required (--model, VIGIL_MODEL or model = ... under [serve])")
-        for name in ("batch_size", "max_wait_ms", "max_assets", "max_message_bytes", "alert_k", "alert_n", "resolve_after"):
+        for name in ("batch_size", "max_wait_ms", "max_assets", "max_message_bytes", "alert_k", "alert_n", "resolve_after",
+                     "session_timeout_ms"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name}: must be >= 1, got {getattr(self, name)}")
         if self.alert_k > self.alert_n:
