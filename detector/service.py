@@ -20,7 +20,7 @@ from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry
 
@@ -35,6 +35,8 @@ from detector.topics import SourceError, read_records
 
 log = logging.getLogger("vigil.serve")
 LAG_INTERVAL = 5.0
+BLOCK_MS = 5000  # longest a Kafka call may block the loop (then: broker unreachable, try again)
+RECONNECT_MAX_MS = 2000  # back-off between reconnection attempts stays short: resume soon after an outage
 IDLE_SWEEP_INTERVAL = 60.0
 
 
@@ -93,6 +95,7 @@ class Service:
         self._stop = threading.Event()
         self._processed: dict[TopicPartition, OffsetAndMetadata] = {}
         self._replay_until: dict[tuple[str, int], int] = {}
+        self._broker_lost_at = 0.0
         self.assigned_pending: set[TopicPartition] = set()
         model = load_model_or_registry(settings.model)
         self.watcher = (ModelWatcher(Path(settings.model), current_version(settings.model), settings.reload_seconds)
@@ -123,15 +126,16 @@ class Service:
         self.http = serve_http(s.metrics_addr, self.registry, self.health)
         self.producer = KafkaProducer(**client_options(
             s.kafka, bootstrap_servers=s.bootstrap_servers, acks="all", linger_ms=5, retries=2147483647,
-            max_in_flight_requests_per_connection=5, client_id="vigil-serve"))
+            max_in_flight_requests_per_connection=5, client_id="vigil-serve", max_block_ms=BLOCK_MS,
+            reconnect_backoff_max_ms=RECONNECT_MAX_MS))
         self.consumer = KafkaConsumer(**client_options(
             s.kafka, bootstrap_servers=s.bootstrap_servers, group_id=s.group, enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=s.batch_size, client_id="vigil-serve",
-            session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=max(s.session_timeout_ms // 4, 100)))
+            session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=max(s.session_timeout_ms // 4, 100),
+            reconnect_backoff_max_ms=RECONNECT_MAX_MS))
         self.pipeline.open_alerts_to_restore = self.alerts_left_open()
         self.consumer.subscribe([s.topic], listener=_Rebalance(self))
-        self.health.broker_ok = True
-        self.metrics.broker_up.set(1)
+        self._broker(True)
         log.info("serving model %s from %s on topic %s (group %s); metrics on http://%s/metrics",
                  self.pipeline.model.version, s.model, s.topic, s.group, s.metrics_addr)
 
@@ -139,13 +143,25 @@ class Service:
         """The loop; returns after stop() once the last batch is committed and clients closed."""
         if self.consumer is None:
             self.connect()
-        next_lag = next_sweep = time.monotonic()
+        next_lag = next_sweep = next_commit = time.monotonic()
         try:
             while not self._stop.is_set():
                 self.health.beat()
-                batch = self.consumer.poll(timeout_ms=self.settings.max_wait_ms, max_records=self.settings.batch_size)
+                try:
+                    batch = self.consumer.poll(timeout_ms=self.settings.max_wait_ms,
+                                               max_records=self.settings.batch_size)
+                except KafkaError as e:
+                    self._broker(False, f"poll failed: {e}")
+                    time.sleep(1)
+                    continue
                 if self.assigned_pending:
-                    rewound = self.rewind(self.assigned_pending)
+                    try:
+                        rewound = self.rewind(self.assigned_pending)
+                    except KafkaError as e:  # retried on the next round; this batch is read again then
+                        self._broker(False, f"cannot rewind newly assigned partitions: {e}")
+                        for tp, rs in batch.items():
+                            self.consumer.seek(tp, rs[0].offset)
+                        continue
                     self.assigned_pending = set()
                     batch = {tp: rs for tp, rs in batch.items() if tp not in rewound}  # re-read after the seek
                 records = [Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp,
@@ -153,6 +169,9 @@ class Service:
                 if records:
                     self.handle(records)
                 now = time.monotonic()
+                if self._processed and now >= next_commit:  # offsets a failed commit left behind
+                    self.commit()
+                    next_commit = now + 1.0
                 if now >= next_lag:
                     self.update_lag()
                     next_lag = now + LAG_INTERVAL
@@ -194,7 +213,7 @@ class Service:
                     last[event["asset"]] = event
                 except (ValueError, KeyError, TypeError):
                     continue
-        except SourceError as e:
+        except (SourceError, KafkaError) as e:
             log.info("no alerts to take up: %s", e)
             return {}
         left_open = {asset: e for asset, e in last.items() if e.get("type") in ("open", "update")}
@@ -206,20 +225,17 @@ class Service:
     def handle(self, records: list[Record]) -> BatchResult:
         result = self.pipeline.process(records, self._replay_until)
         s = self.settings
-        for event in result.alerts:
-            self.producer.send(s.alerts_topic, key=event.asset.encode(),
-                               value=json.dumps(event.to_json_dict()).encode())
+        out = [(s.alerts_topic, e.asset.encode(), json.dumps(e.to_json_dict()).encode(), None) for e in result.alerts]
         for dl in result.dead_letters:
             r = dl.record
             headers = [("vigil.reason", dl.reason.encode()), ("vigil.detail", dl.detail[:500].encode()),
                        ("vigil.source", f"{r.topic}/{r.partition}/{r.offset}".encode()),
                        *[(k, v) for k, v in r.headers if isinstance(k, str) and isinstance(v, bytes)]]
-            self.producer.send(s.dlq_topic, key=r.key, value=r.value if r.value is not None else b"", headers=headers)
+            out.append((s.dlq_topic, r.key, r.value if r.value is not None else b"", headers))
         if s.scores_topic:
-            for score in result.scores:
-                self.producer.send(s.scores_topic, key=score["asset"].encode(), value=json.dumps(score).encode())
-        if result.alerts or result.dead_letters or result.scores:
-            self.producer.flush()
+            out += [(s.scores_topic, x["asset"].encode(), json.dumps(x).encode(), None) for x in result.scores]
+        if out and not self.deliver(out):
+            return result  # stopped while the broker was away: not committed, so these records are re-read
         last_ts = {(r.topic, r.partition): r.timestamp_ms for r in records}
         for (topic, partition), offset in result.offsets.items():
             self._processed[TopicPartition(topic, partition)] = OffsetAndMetadata(
@@ -227,12 +243,66 @@ class Service:
         self.commit()
         return result
 
+    def deliver(self, messages: list[tuple]) -> bool:
+        """Produce (topic, key, value, headers) messages until every one is acknowledged. While
+        the broker is away this keeps trying (reporting not-ready) instead of dropping any;
+        returns False only when asked to stop before they could be delivered."""
+        pending = messages
+        while pending:
+            sent = []
+            for topic, key, value, headers in pending:
+                try:
+                    sent.append(((topic, key, value, headers), self.producer.send(topic, key=key, value=value,
+                                                                                 headers=headers)))
+                except KafkaError as e:  # no metadata within max_block_ms: the broker is away
+                    self._broker(False, f"cannot produce to {topic}: {e}")
+                    sent.append(((topic, key, value, headers), None))
+            while True:
+                try:
+                    self.producer.flush(timeout=BLOCK_MS / 1000)
+                    break
+                except KafkaError:
+                    self._broker(False, "the producer cannot deliver")
+                    self.health.beat()  # alive, waiting for the broker
+                    if self._stop.is_set():
+                        return False
+            pending = [m for m, future in sent if future is None or future.failed()]
+            if pending:
+                self._broker(False, f"{len(pending)} message(s) not delivered; retrying")
+                self.health.beat()
+                if self._stop.wait(1.0):
+                    return False
+        return True
+
     def commit(self) -> None:
-        """Commit the offsets (and last record time) of everything processed so far."""
+        """Commit the offsets (and last record time) of everything processed so far. When the
+        broker is away the offsets are kept and committed later (run() retries)."""
         if not self._processed or self.consumer is None:
             return
-        self.consumer.commit(dict(self._processed))
+        try:
+            self.consumer.commit(dict(self._processed), timeout_ms=BLOCK_MS)
+        except CommitFailedError as e:
+            log.warning("offsets not committed, the group rebalanced meanwhile (%s); the records since the "
+                        "last commit will be processed again (their alert events keep their ids)", e)
+        except KafkaError as e:
+            self._broker(False, f"cannot commit offsets: {e}")
+            return
+        else:
+            self._broker(True)
         self._processed.clear()
+
+    def _broker(self, up: bool, why: str = "") -> None:
+        """Record whether the broker is reachable: /readyz, vigil_broker_up, one log line per change."""
+        if up == self.health.broker_ok:
+            return
+        self.health.broker_ok = up
+        self.metrics.broker_up.set(1 if up else 0)
+        if up:
+            if self._broker_lost_at:
+                log.info("Kafka is reachable again after %.0f s", time.monotonic() - self._broker_lost_at)
+        else:
+            self._broker_lost_at = time.monotonic()
+            log.warning("Kafka unreachable (%s); not ready until it is back, nothing is dropped", why)
 
     def rewind(self, assigned) -> set[TopicPartition]:
         """Seek each newly assigned partition back by rewind_seconds of record time before the
@@ -240,7 +310,7 @@ class Service:
         Returns the partitions that were moved."""
         seek_to, moved = {}, set()
         for tp in assigned:
-            committed = self.consumer.committed(tp, metadata=True)
+            committed = self.consumer.committed(tp, metadata=True, timeout_ms=BLOCK_MS)
             if committed is None or committed.offset is None or committed.offset <= 0:
                 continue
             try:
@@ -252,7 +322,7 @@ class Service:
             seek_to[tp] = (committed.offset, max(ts - int(self.settings.rewind_seconds * 1000), 0))
         if not seek_to:
             return moved
-        found = self.consumer.offsets_for_times({tp: t for tp, (_, t) in seek_to.items()})
+        found = self.consumer.offsets_for_times({tp: t for tp, (_, t) in seek_to.items()}, timeout_ms=BLOCK_MS)
         for tp, (committed, _) in seek_to.items():
             start = found.get(tp)
             offset = committed if start is None else min(start.offset, committed)
@@ -269,12 +339,14 @@ class Service:
             assigned = self.consumer.assignment()
             if not assigned:
                 return
-            ends = self.consumer.end_offsets(list(assigned))
+            ends = self.consumer.end_offsets(list(assigned), timeout_ms=BLOCK_MS)
             for tp in assigned:
                 position = self.consumer.position(tp)
                 self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(ends.get(tp, position) - position, 0))
         except KafkaError as e:
-            log.warning("could not read consumer lag: %s", e)
+            self._broker(False, f"cannot read the end offsets: {e}")
+        else:
+            self._broker(True)
 
     def check_reload(self) -> None:
         version, model, error = self.watcher.poll()

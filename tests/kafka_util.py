@@ -45,7 +45,7 @@ class Serve:
     override the defaults (e.g. another --bootstrap-servers, VIGIL_KAFKA_PASSWORD)."""
 
     def __init__(self, model, topic, group, extra=(), log_path=None, env=None):
-        self.port = free_port()
+        self.port, self.group = free_port(), group
         self.topics = {"topic": topic, "alerts": topic + ".alerts", "dlq": topic + ".dlq"}
         cmd = [sys.executable, "-m", "vigil", "serve", "--model", str(model), "--bootstrap-servers", BOOTSTRAP,
                "--topic", topic, "--group", group, "--alerts-topic", self.topics["alerts"],

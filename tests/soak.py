@@ -28,6 +28,13 @@ from tests.kafka_util import BOOTSTRAP, T0, Serve, reading, unique
 from vigil import synthetic
 
 FAULT_EVERY = 5  # every 5th asset gets a fault
+POLICY = {"k": 3, "n": 5, "resolve_after": 10, "update_seconds": 10.0}
+
+
+def serve_flags(topics: dict) -> list[str]:
+    """`vigil serve` flags of these runs: the alert policy of POLICY, a scores topic to count."""
+    return ["--scores-topic", topics["scores"], "--batch-size", "500", "--alert-k", "3", "--alert-n", "5",
+            "--resolve-after", "10", "--update-seconds", "10", "--rewind-seconds", "3600"]
 
 
 @dataclass
@@ -96,16 +103,16 @@ def reference_alerts(model_dir: Path, messages, policy_args: dict) -> tuple[set,
     return opened, resolved
 
 
-def _topics(name: str, partitions: int) -> dict[str, str]:
+def make_topics(name: str, partitions: int, bootstrap: str = BOOTSTRAP) -> dict[str, str]:
     topics = {"topic": name, "alerts": name + ".alerts", "dlq": name + ".dlq", "scores": name + ".scores"}
-    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     admin.create_topics([NewTopic(t, partitions if k == "topic" else 1, 1) for k, t in topics.items()])
     admin.close()
     return topics
 
 
-def _read_all(topic: str) -> list:
-    c = KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=None, enable_auto_commit=False)
+def read_all(topic: str, bootstrap: str = BOOTSTRAP) -> list:
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     tps = [TopicPartition(topic, p) for p in c.partitions_for_topic(topic)]
     c.assign(tps)
     c.seek_to_beginning()
@@ -118,13 +125,29 @@ def _read_all(topic: str) -> list:
     return out
 
 
-def _committed_and_end(topic: str, group: str) -> tuple[int, int]:
-    c = KafkaConsumer(bootstrap_servers=BOOTSTRAP, group_id=group, enable_auto_commit=False)
+def committed_and_end(topic: str, group: str, bootstrap: str = BOOTSTRAP) -> tuple[int, int]:
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic))]
     ends = c.end_offsets(tps)
     committed = sum(c.committed(tp) or 0 for tp in tps)
     c.close()
     return committed, sum(ends.values())
+
+
+def produce_paced(messages, topic: str, rate: float, done: threading.Event, bootstrap: str = BOOTSTRAP) -> None:
+    """Send (key, value) messages at `rate` per second; the producer rides out a broker outage
+    (it blocks and retries rather than dropping); sets `done` at the end."""
+    p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_block_ms=300_000,
+                      delivery_timeout_ms=600_000, request_timeout_ms=30_000, reconnect_backoff_max_ms=2000)
+    t0 = time.monotonic()
+    for n, (key, value) in enumerate(messages):
+        p.send(topic, key=key, value=value)
+        ahead = n / rate - (time.monotonic() - t0)
+        if ahead > 0.05:
+            time.sleep(ahead)
+    p.flush()
+    p.close()
+    done.set()
 
 
 def run_soak(model_dir: Path, workdir: Path, assets: int, per_asset: int, kills: int, rate: float,
@@ -135,33 +158,18 @@ def run_soak(model_dir: Path, workdir: Path, assets: int, per_asset: int, kills:
     takes about 15 s: start-up and the group's rebalance)."""
     t_start = time.monotonic()
     rnd = random.Random(seed)
-    window = json.loads((model_dir / "config.json").read_text())["window"]
-    policy = {"k": 3, "n": 5, "resolve_after": 10, "update_seconds": 10.0}
-    topics = _topics(unique("soak"), partitions=3)
+    policy = POLICY
+    topics = make_topics(unique("soak"), partitions=3)
     group = unique("soak-group")
     messages = fleet_messages(assets, per_asset, seed)
-    extra = ["--scores-topic", topics["scores"], "--batch-size", "500", "--alert-k", "3", "--alert-n", "5",
-             "--resolve-after", "10", "--update-seconds", "10", "--rewind-seconds", "3600"]
+    extra = serve_flags(topics)
 
     def start(i: int) -> Serve:
         return Serve(model_dir, topics["topic"], group, extra, log_path=workdir / f"serve-{i}.log")
 
     done = threading.Event()
-
-    def produce():
-        p = KafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", linger_ms=5)
-        t0 = time.monotonic()
-        for n, (key, value) in enumerate(messages):
-            p.send(topics["topic"], key=key, value=value)
-            ahead = n / rate - (time.monotonic() - t0)
-            if ahead > 0.05:
-                time.sleep(ahead)
-        p.flush()
-        p.close()
-        done.set()
-
+    producer = threading.Thread(target=produce_paced, args=(messages, topics["topic"], rate, done), daemon=True)
     serve = start(0)
-    producer = threading.Thread(target=produce, daemon=True)
     producer.start()
     for i in range(kills):  # each kill at a random moment while the daemon is consuming
         serve.wait_for(lambda m: m.get("vigil_messages_consumed_total", 0) > 0, what="the daemon to consume")
@@ -174,25 +182,34 @@ def run_soak(model_dir: Path, workdir: Path, assets: int, per_asset: int, kills:
     say(f"soak: {len(messages)} readings produced; waiting for the daemon to catch up")
     deadline = time.monotonic() + 300
     while True:
-        committed, end = _committed_and_end(topics["topic"], group)
+        committed, end = committed_and_end(topics["topic"], group)
         if committed == end or time.monotonic() > deadline:
             break
         time.sleep(1)
     serve.terminate(timeout=30)
 
+    result = check(model_dir, topics, messages, assets, per_asset, policy, committed, end)
+    result.kills, result.seconds = kills, time.monotonic() - t_start
+    return result
+
+
+def check(model_dir: Path, topics: dict, messages, assets: int, per_asset: int, policy: dict, committed: int,
+          end: int, bootstrap: str = BOOTSTRAP) -> SoakResult:
+    """Compare what the daemon produced (scores and alerts topics) with what it should have."""
+    window = json.loads((model_dir / "config.json").read_text())["window"]
     scores = Counter()
-    for r in _read_all(topics["scores"]):
+    for r in read_all(topics["scores"], bootstrap):
         s = json.loads(r.value)
         scores[(s["asset"], s["ts"])] += 1
     expected = {(f"pump-{a + 1}", T0 + i * 1000) for a in range(assets) for i in range(window - 1, per_asset)}
-    events = [json.loads(r.value) for r in _read_all(topics["alerts"])]
+    events = [json.loads(r.value) for r in read_all(topics["alerts"], bootstrap)]
     keys = Counter((e["alert_id"], e["type"], e["time"]) for e in events)
     ref_opened, ref_resolved = reference_alerts(model_dir, messages, policy)
     return SoakResult(
-        readings=len(messages), assets=assets, kills=kills,
+        readings=len(messages), assets=assets, kills=0,
         scored_once_or_more=len(expected & scores.keys()), expected_scored=len(expected),
         duplicate_scores=sum(1 for k, c in scores.items() if c > 1), committed=committed, end=end,
         reference_alerts=ref_opened, alerts_opened={e["alert_id"] for e in events if e["type"] == "open"},
         reference_resolved=ref_resolved, alerts_resolved={e["alert_id"] for e in events if e["type"] == "resolve"},
-        duplicate_alert_events=sum(c - 1 for c in keys.values()), seconds=time.monotonic() - t_start)
+        duplicate_alert_events=sum(c - 1 for c in keys.values()))
 

@@ -399,6 +399,8 @@ def cmd_serve(args) -> int:
 
     settings = load_settings({name: getattr(args, name, None) for name in FIELDS}, config=args.config)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if settings.log_level.lower() != "debug":  # while a broker is away the client logs every retry; we log once
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
     from kafka.errors import KafkaError
 
     from detector.kafka_client import KafkaAccessError
