@@ -229,6 +229,20 @@ def test_retrain_reads_the_same_settings_and_fails_clearly(broker, model, tmp_pa
 
 @pytest.mark.kafka
 @pytest.mark.slow
+@pytest.mark.parametrize("right, code", [(True, 0), (False, 2)])
+def test_simulate_produces_over_sasl_ssl(broker, tmp_path, monkeypatch, capsys, right, code):
+    password = broker.passwords["alice"] if right else "wrong"
+    for name, value in {"SECURITY_PROTOCOL": "SASL_SSL", "SSL_CAFILE": str(broker.certs / "ca.crt"),
+                        "SASL_MECHANISM": "PLAIN", "SASL_USERNAME": "alice", "PASSWORD": password}.items():
+        monkeypatch.setenv(f"VIGIL_KAFKA_{name}", value)
+    assert main(["simulate", "--assets", "2", "--duration", "30s", "--speed", "max", "--bootstrap-servers",
+                 broker.sasl_ssl, "--topic", "simulated", "--quiet"]) == code
+    err = capsys.readouterr().err
+    assert ("refused the SASL credentials of user 'alice'" in err) == (code == 2), err
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
 def test_preflight_names_a_protocol_that_does_not_fit_the_listener(broker):
     with pytest.raises(KafkaAccessError, match="closed the connection during a metadata request.*SSL"):
         preflight(broker.ssl_security(ssl_certfile="", ssl_keyfile="", ssl_cafile=str(broker.certs / "ca.crt")),

@@ -304,6 +304,7 @@ def _produce(args, notes: list[str], run) -> int:
     """Run run(sink, stop) against Kafka; Ctrl-C or SIGTERM stops it cleanly (exit 0)."""
     from kafka.errors import KafkaError
 
+    from detector.kafka_client import KafkaAccessError
     from vigil.produce import KafkaSink, stop_on_signals
 
     for note in notes:
@@ -312,6 +313,8 @@ def _produce(args, notes: list[str], run) -> int:
         with KafkaSink(args.bootstrap_servers, args.topic) as sink, stop_on_signals() as stop:
             _log(args, f"{args.command}: producing to {args.topic} at {args.bootstrap_servers} (Ctrl-C stops)")
             produced = run(sink, stop)
+    except KafkaAccessError as e:  # refused credentials or certificate: one line, no retries
+        raise UserError(str(e)) from None
     except KafkaError as e:
         raise UserError(f"Kafka at {args.bootstrap_servers}: {e} "
                         "(is the broker running? deploy/kafka/broker start runs a local one)") from None

@@ -49,11 +49,17 @@ class KafkaSink:
     def __init__(self, bootstrap_servers: str, topic: str):
         from kafka import KafkaProducer
 
+        from detector.kafka_client import client_options, preflight
+        from detector.settings import security_from_env
+
+        security = security_from_env()  # TLS / SASL from VIGIL_KAFKA_* like every other command
+        preflight(security, bootstrap_servers)
         self.topic = topic
         self.sent = self.failed = 0
         self.error: BaseException | None = None
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap_servers.split(","), acks="all", linger_ms=5,
-                                       bootstrap_timeout_ms=10_000, max_block_ms=10_000, client_id="vigil-producer")
+        self._producer = KafkaProducer(**client_options(
+            security, bootstrap_servers=bootstrap_servers.split(","), acks="all", linger_ms=5,
+            bootstrap_timeout_ms=10_000, max_block_ms=10_000, client_id="vigil-producer"))
 
     def send(self, key: bytes, value: bytes) -> None:
         self._producer.send(self.topic, key=key, value=value).add_errback(self._failed)
