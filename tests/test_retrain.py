@@ -4,8 +4,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from detector.csvdata import SensorTable, read_csv
+from detector.csvdata import SensorTable
 from detector.registry import current_version, versions
+from tests.test_cli import TINY
 from training.config import ConfigError
 from training.recent import Stretch, alert_stretches, cut_stretches, readings_by_asset
 from training.retrain import Gate, decide, load_gate, split_holdout
@@ -13,17 +14,6 @@ from vigil import synthetic
 from vigil.cli import main
 from vigil.durations import parse_duration
 
-TINY = """
-[model]
-window = 8
-hidden = [16]
-latent = 4
-[training]
-epochs = 6
-batch_size = 32
-max_steps_per_epoch = 20
-patience = 3
-"""
 SENSORS = ("a", "b")
 
 
