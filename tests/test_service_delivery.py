@@ -1,0 +1,89 @@
+"""How the daemon delivers and commits while the broker is away, with in-memory stand-ins
+for the Kafka producer and consumer (tests/test_outage.py does it with a real broker)."""
+
+import pytest
+from kafka.errors import CommitFailedError, KafkaTimeoutError
+from prometheus_client import CollectorRegistry
+
+from detector.artifact import save
+from detector.service import Service
+from detector.settings import ServeSettings
+from tests.test_pipeline import make_model
+
+
+class Future:
+    def __init__(self, ok):
+        self.ok = ok
+
+    def failed(self):
+        return not self.ok
+
+
+class FlakyProducer:
+    """Refuses `outage` sends (no metadata), then fails `lost` deliveries, then delivers."""
+
+    def __init__(self, outage=0, lost=0):
+        self.outage, self.lost, self.delivered = outage, lost, []
+
+    def send(self, topic, key=None, value=None, headers=None):
+        if self.outage:
+            self.outage -= 1
+            raise KafkaTimeoutError("Failed to update metadata after 5.0 secs.")
+        if self.lost:
+            self.lost -= 1
+            return Future(False)
+        self.delivered.append((topic, key, value))
+        return Future(True)
+
+    def flush(self, timeout=None):
+        pass
+
+
+class FlakyConsumer:
+    def __init__(self, errors):
+        self.errors, self.committed = list(errors), []
+
+    def commit(self, offsets, timeout_ms=None):
+        if self.errors:
+            raise self.errors.pop(0)
+        self.committed.append(dict(offsets))
+
+
+@pytest.fixture
+def service(tmp_path, monkeypatch):
+    save(make_model(), tmp_path / "model")
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    return Service(ServeSettings(model=str(tmp_path / "model")), CollectorRegistry())
+
+
+def test_messages_are_sent_again_until_delivered_and_the_broker_is_reported(service):
+    service.producer = FlakyProducer(outage=2, lost=1)
+    service._stop.wait = lambda timeout: False  # no real waiting between rounds
+    messages = [("alerts", b"p1", b"open", None), ("alerts", b"p2", b"open", None), ("dlq", b"p3", b"x", None)]
+    assert service.deliver(messages)
+    assert sorted(service.producer.delivered) == sorted(m[:3] for m in messages)  # each one, once
+    assert service.registry.get_sample_value("vigil_broker_up") == 0 and not service.health.broker_ok
+
+
+def test_stop_while_the_broker_is_away_delivers_nothing_and_says_so(service):
+    service.producer = FlakyProducer(outage=10**9)
+    service.stop()
+    assert not service.deliver([("alerts", b"p1", b"open", None)])
+
+
+def test_offsets_are_kept_until_the_broker_is_back(service):
+    service.consumer = FlakyConsumer([KafkaTimeoutError("commit timed out")])
+    service._processed = {"tp": 5}
+    service.commit()
+    assert service._processed == {"tp": 5} and not service.health.broker_ok
+    service._processed["tp"] = 9
+    service.commit()
+    assert service.consumer.committed == [{"tp": 9}] and not service._processed
+    assert service.health.broker_ok and service.registry.get_sample_value("vigil_broker_up") == 1
+
+
+def test_a_rebalance_during_the_outage_costs_a_re_read_not_the_process(service, caplog):
+    service.consumer = FlakyConsumer([CommitFailedError("kicked out of the group")])
+    service._processed = {"tp": 5}
+    service.commit()
+    assert not service._processed and "processed again" in caplog.text
