@@ -3,14 +3,16 @@
 The test Prometheus runs from its own temporary directory on a free port (never the packaged
 service or port 9090), scrapes and evaluates every second, and loads a copy of
 deploy/prometheus/rules in which every `for:` is shortened to FAST_FOR: production waits
-minutes before paging, this test cannot. Readings go to Kafka directly (no `vigil simulate`):
-three pumps run normally, then pump-1 develops cavitation and stays faulty, so its detector
-alert opens and stays open and VigilAssetAnomaly must become `firing`.
+minutes before paging, this test cannot. The readings come from `vigil simulate`: a model is
+trained on a simulated day of three pumps, then 20 simulated minutes are streamed in which
+pump-1 develops cavitation after 10 minutes and stays faulty, so its detector alert opens
+and stays open and VigilAssetAnomaly must become `firing` (for pump-1 only).
 """
 
 import json
 import shutil
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -23,15 +25,19 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from tests.deploy_files import DEPLOY, RULES, promql_expressions, rules
-from tests.kafka_util import BOOTSTRAP, Serve, broker_reachable, free_port, unique
-from tests.test_serve_kafka import fault_stream, model, produce  # noqa: F401 (model is a fixture)
+from tests.kafka_util import BOOTSTRAP, ROOT, Serve, broker_reachable, free_port, unique
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.prometheus]
 
 PROMETHEUS = shutil.which("prometheus")
 FAST_FOR = "3s"
-ROWS, FAULT_AT = 600, 300  # per pump; pump-1's fault runs from row FAULT_AT to the end
 ASSETS = ("pump-1", "pump-2", "pump-3")
+FAULT = "pump-1:cavitation@10m+10m"  # the last 10 of the 20 simulated minutes
+
+
+def vigil(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "vigil", *args], check=True, capture_output=True, cwd=ROOT,
+                   env={"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin"})
 
 
 class Prometheus:
@@ -133,15 +139,17 @@ class Stack:
         raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{self.diagnostics()}")
 
 
-def streams():
-    """Each pump's readings as (key, value) pairs: pump-1 turns faulty at FAULT_AT, the others stay normal."""
-    return {"pump-1": fault_stream("pump-1", rows=ROWS, fault=(("cavitation", FAULT_AT, ROWS - FAULT_AT),)),
-            "pump-2": fault_stream("pump-2", rows=ROWS, fault=()),
-            "pump-3": fault_stream("pump-3", rows=ROWS, fault=(), seed=4)}
+@pytest.fixture(scope="module")
+def sim_model(tmp_path_factory):
+    """A model of the simulated plant: trained on a simulated day (every hour of the load cycle)."""
+    d = tmp_path_factory.mktemp("sim-model")
+    vigil("simulate", "--assets", str(len(ASSETS)), "--duration", "1d", "--out", str(d / "history"), "--quiet")
+    vigil("train", "--data", str(d / "history"), "--out", str(d / "model"), "--epochs", "30", "--quiet")
+    return d / "model"
 
 
 @pytest.fixture(scope="module")
-def stack(model, tmp_path_factory):  # noqa: F811 (model: the fixture imported above)
+def stack(sim_model, tmp_path_factory):
     if PROMETHEUS is None:
         pytest.skip("no prometheus binary: scripts/test installs Debian's prometheus package")
     if not broker_reachable():
@@ -151,7 +159,7 @@ def stack(model, tmp_path_factory):  # noqa: F811 (model: the fixture imported a
     admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     admin.create_topics([NewTopic(topic, 3, 1), NewTopic(topic + ".alerts", 1, 1), NewTopic(topic + ".dlq", 1, 1)])
     admin.close()
-    serve = Serve(model, topic, unique("g"), log_path=workdir / "serve.log")
+    serve = Serve(sim_model, topic, unique("g"), log_path=workdir / "serve.log")
     prometheus = Prometheus(workdir, serve.port)
     try:
         prometheus.wait_ready()
@@ -163,32 +171,29 @@ def stack(model, tmp_path_factory):  # noqa: F811 (model: the fixture imported a
 
 @pytest.fixture(scope="module")
 def faulted(stack):
-    """Normal readings for all pumps, seen by Prometheus; then pump-1's fault, until the alert fires."""
+    """`vigil simulate` streams 20 minutes of the three pumps, pump-1 faulty in the second half;
+    then wait until the alert fires."""
     s, topic = stack
-    pumps = streams()
-    produce(topic, [m for asset in ASSETS for m in pumps[asset][:FAULT_AT]])
-    s.wait(lambda: len(s.prometheus.query("vigil_asset_normalized_score")) == len(ASSETS)
-           and s.prometheus.query(f"sum(vigil_readings_scored_total) >= {len(ASSETS) * (FAULT_AT - 7)}"),
-           "Prometheus to scrape the scores of the normal readings")
-    time.sleep(4)  # a few evaluations on normal data: longer than FAST_FOR
-    normal_alerts = [a for a in s.prometheus.alerts() if a["labels"]["alertname"] == "VigilAssetAnomaly"]
-    produce(topic, [m for asset in ASSETS for m in pumps[asset][FAULT_AT:]])
+    start = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1200))
+    vigil("simulate", "--assets", str(len(ASSETS)), "--bootstrap-servers", BOOTSTRAP, "--topic", topic,
+          "--speed", "max", "--duration", "20m", "--start", start, "--fault", FAULT, "--quiet")
     t0 = time.monotonic()
     firing = s.wait(lambda: [a for a in s.prometheus.alerts() if a["labels"]["alertname"] == "VigilAssetAnomaly"
                              and a["state"] == "firing"], "VigilAssetAnomaly to fire for pump-1")
-    return normal_alerts, firing, time.monotonic() - t0
+    return firing, time.monotonic() - t0
 
 
 def test_anomaly_alert_fires_in_prometheus(stack, faulted):
     s, _ = stack
-    normal_alerts, firing, seconds = faulted
-    assert normal_alerts == [], f"anomaly alert on normal data: {normal_alerts}"
+    firing, seconds = faulted
     assert [a["labels"]["asset"] for a in firing] == ["pump-1"], s.diagnostics()
+    healthy = s.prometheus.query('max_over_time(ALERTS{alertname="VigilAssetAnomaly", asset!="pump-1"}[10m])')
+    assert healthy == [], f"anomaly alert on a healthy pump: {healthy}"
     (alert,) = firing
     assert alert["labels"]["severity"] == "warning" and alert["labels"]["team"] == "maintenance"
     assert alert["annotations"]["summary"] == "Asset pump-1: anomaly open for 5 minutes"
     assert float(alert["value"]) > 1.0  # the normalised score
-    print(f"VigilAssetAnomaly firing {seconds:.1f} s after the fault readings were produced")
+    print(f"VigilAssetAnomaly firing {seconds:.1f} s after vigil simulate finished")
     states = {(a["labels"]["alertname"], a["state"]) for a in s.prometheus.alerts()}
     for name in ("VigilDetectorDown", "VigilDetectorAbsent", "VigilBrokerUnreachable"):
         assert not any(n == name for n, _ in states), f"{name} is active: {states}{s.diagnostics()}"
@@ -226,4 +231,4 @@ def test_every_promql_expression_evaluates(stack, faulted):
     # and the recorded series the dashboards use exist once data flows
     for record in ("asset:vigil_asset_normalized_score:max", "asset:vigil_asset_alert_open:max",
                    "job:vigil_readings_scored:rate1m", "job_topic:vigil_consumer_lag:sum"):
-        assert s.prometheus.query(record), f"{record}: no samples{s.diagnostics()}"
+        s.wait(lambda: s.prometheus.query(record), f"samples of {record}", timeout=30)
