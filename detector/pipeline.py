@@ -172,45 +172,41 @@ class Pipeline:
         return dataclasses.replace(message, times=message.times[keep], values=message.values[keep])
 
     def _score(self, assets, times, windows, sources, silent, result: BatchResult) -> None:
+        """Score the windows; every row feeds the alert state, only live rows (not silent:
+        re-read history) produce events, scores and metrics."""
         m = self.metrics
         t0 = time.perf_counter()
         scores = self.scorer(windows)
         m.batch_seconds.observe(time.perf_counter() - t0)
         done = time.time()
         normalized = scores.score / self.threshold
-        if any(silent):  # re-read history: only the alert state learns from it
-            live = ~np.asarray(silent)
-            self._observe_silently([a for a, s in zip(assets, silent) if s], [t for t, s in zip(times, silent) if s],
-                                   scores.score[~live].tolist(), normalized[~live].tolist())
-            if not live.any():
-                return
-            assets = [a for a, s in zip(assets, silent) if not s]
-            times = [t for t, s in zip(times, silent) if not s]
-            sources = [x for x, s in zip(sources, silent) if not s]
-            scores = type(scores)(*(getattr(scores, f.name)[live] for f in dataclasses.fields(scores)))
-            normalized = normalized[live]
-        result.scored = len(assets)
-        m.scored.inc(len(assets))
-        m.normalized_hist.observe_many(normalized)
+        live = np.logical_not(silent)
+        result.scored = int(live.sum())
+        m.scored.inc(result.scored)
+        m.normalized_hist.observe_many(normalized[live])
         latest: dict[str, int] = {}
         names = self.model.sensors
         score_list, normalized_list = scores.score.tolist(), normalized.tolist()
         restore = self.open_alerts_to_restore
         for i, (asset, ts) in enumerate(zip(assets, times)):
-            n = normalized_list[i]
             if asset in restore:
                 self.alerts.restore(restore.pop(asset))
-            latest[asset] = i
-            event = self.alerts.observe(asset, ts, score_list[i], n,
+            event = self.alerts.observe(asset, ts, score_list[i], normalized_list[i],
                                         lambda i=i: top_sensors(scores.contributions[i:i + 1], scores.score[i:i + 1],
                                                                 names)[0])
+            if silent[i]:
+                continue
+            latest[asset] = i
             if event is not None:
                 result.alerts.append(event)
                 m.alert_events.labels(event.type).inc()
         if self.emit_scores:
             version = self.model.version
             result.scores.extend({"asset": a, "ts": t, "score": sc, "normalized_score": n, "model_version": version}
-                                 for a, t, sc, n in zip(assets, times, score_list, normalized_list))
+                                 for a, t, sc, n, quiet in zip(assets, times, score_list, normalized_list, silent)
+                                 if not quiet)
+        if not latest:
+            return
         rows = list(latest.values())
         shares = (scores.contributions[rows] / np.where(scores.score[rows] > 0, scores.score[rows], 1.0)[:, None]).tolist()
         for (asset, i), asset_shares in zip(latest.items(), shares):
@@ -220,13 +216,6 @@ class Pipeline:
             m.set_shares(asset, names, asset_shares)
             reference = sources[i] if sources[i] > 0 else times[i]
             m.latency.observe(max(done - reference / 1000, 0.0))
-
-    def _observe_silently(self, assets, times, score_list, normalized_list) -> None:
-        restore = self.open_alerts_to_restore
-        for asset, ts, score, n in zip(assets, times, score_list, normalized_list):
-            if asset in restore:
-                self.alerts.restore(restore.pop(asset))
-            self.alerts.observe(asset, ts, score, n, lambda: [])
 
     def expire_idle(self) -> list[str]:
         """Drop assets without a reading for idle_seconds (windows, alert state, labels);

@@ -5,8 +5,10 @@ commit the offsets of the processed records. Offsets are committed only after
 everything the records caused has been flushed (at-least-once). On a rebalance the
 processed offsets are committed before partitions are given up; on assignment each
 partition is rewound by `rewind_seconds` so that every asset's window is full again
-before scoring resumes (the re-read records only refill windows). SIGTERM/SIGINT:
-stop polling, finish the batch, commit, close.
+before scoring resumes (the re-read records refill windows and the alert state, silently).
+While the broker is away nothing is dropped: outgoing messages are sent again until
+acknowledged, offsets are committed once it is back, /readyz says not ready.
+SIGTERM/SIGINT: stop polling, finish the batch, commit, close.
 """
 
 from __future__ import annotations
