@@ -67,7 +67,8 @@ def iso_ms(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _epoch_ms(iso: str) -> int:
+def epoch_ms(iso: str) -> int:
+    """The inverse of iso_ms: an event's time as epoch milliseconds."""
     return int(round(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000))
 
 
@@ -93,7 +94,7 @@ class AlertTracker:
         Ignored (False) when the asset already has an open alert or the event is unusable."""
         try:
             asset, alert_id = event["asset"], event["alert_id"]
-            opened_ms, last_ms = _epoch_ms(event["opened_at"]), _epoch_ms(event["time"])
+            opened_ms, last_ms = epoch_ms(event["opened_at"]), epoch_ms(event["time"])
             peak = float(event.get("peak_normalized_score", 0.0))
         except (KeyError, TypeError, ValueError, AttributeError):
             return False

@@ -291,3 +291,16 @@ def evaluate(
         "mean_detection_delay_seconds": delay_seconds,
         "false_alarm_episodes": false_episodes,
     }
+
+
+def evaluate_model(model, tables) -> dict[str, float | int | None]:
+    """evaluate() for a model on labelled tables (detector.csvdata.SensorTable), each scored as
+    its own series."""
+    from detector.offline import score_tables
+
+    results = list(score_tables(model, tables))
+    return evaluate(np.concatenate([t.labels for t, _ in results]),
+                    np.concatenate([s.normalized for _, s in results]),
+                    np.concatenate([s.flags for _, s in results]),
+                    timestamps=np.concatenate([t.time for t, _ in results]),
+                    segments=np.cumsum([0] + [t.rows for t, _ in results[:-1]]))

@@ -12,10 +12,10 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 import numpy as np
 
+from detector.alerts import epoch_ms
 from detector.csvdata import SensorTable
 from detector.messages import BadMessage, Decoder
 from detector.topics import SourceError, read_records  # noqa: F401 (SourceError: part of this API)
@@ -36,8 +36,7 @@ def alert_stretches(records, margin_seconds: float, until_s: float) -> list[Stre
     for record in records:
         try:
             event = json.loads(record.value)
-            opened = datetime.fromisoformat(event["opened_at"].replace("Z", "+00:00")).timestamp()
-            at = datetime.fromisoformat(event["time"].replace("Z", "+00:00")).timestamp()
+            opened, at = epoch_ms(event["opened_at"]) / 1000, epoch_ms(event["time"]) / 1000
             alert = alerts.setdefault(event["alert_id"], {"asset": event["asset"], "start": opened, "end": None})
         except (ValueError, KeyError, TypeError, AttributeError):
             continue

@@ -25,7 +25,7 @@ from detector.csvdata import DataError, SensorTable
 from detector.offline import score_tables
 from detector.registry import load_current, promote
 from training.config import ConfigError, TrainConfig
-from training.evaluation import evaluate, runs
+from training.evaluation import evaluate_model, runs
 from training.job import train_model
 from training.report import render_report
 
@@ -100,15 +100,6 @@ def false_alarms(model: TrainedModel, tables: Sequence[SensorTable]) -> dict:
             "episodes": episodes, "episodes_per_day": episodes / (seconds / 86400) if seconds > 0 else None}
 
 
-def detection(model: TrainedModel, tables: Sequence[SensorTable]) -> dict:
-    """Event-wise detection on labelled tables (training.evaluation.evaluate)."""
-    results = list(score_tables(model, tables))
-    starts = np.cumsum([0] + [t.rows for t, _ in results[:-1]])
-    return evaluate(np.concatenate([t.labels for t, _ in results]),
-                    np.concatenate([s.normalized for _, s in results]),
-                    np.concatenate([s.flags for _, s in results]), segments=starts)
-
-
 def decide(current: dict, challenger: dict, gate: Gate) -> list[str]:
     """Reasons to keep the current model; empty = promote the challenger."""
     reasons = []
@@ -133,9 +124,9 @@ def retrain(registry: str | Path, tables: Sequence[SensorTable], config: TrainCo
     """Run the job (see the module docstring). Returns (challenger version, promoted?, report)."""
     registry = Path(registry)
     current = load_current(registry)
-    missing = sorted(set(current.sensors) - set(tables[0].sensors)) if tables else []
     if not tables:
         raise DataError("no recent data to train on (after leaving out the stretches around alerts)")
+    missing = sorted(set(current.sensors) - set(tables[0].sensors))
     if missing:
         raise DataError(f"{tables[0].path}: the current model's sensors {missing} are missing")
     train, held = split_holdout(tables, gate.holdout_fraction, config.model.window)
@@ -152,7 +143,7 @@ def retrain(registry: str | Path, tables: Sequence[SensorTable], config: TrainCo
     for name, model in (("current", current), ("challenger", challenger)):
         results[name] = {"version": model.version or "(new)", "normal": false_alarms(model, held)}
         if labelled:
-            results[name]["labelled"] = detection(model, labelled)
+            results[name]["labelled"] = evaluate_model(model, labelled)
     reasons = decide(results["current"], results["challenger"], gate)
     challenger.version = new_version(challenger)
     results["challenger"]["version"] = challenger.version

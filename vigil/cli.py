@@ -192,26 +192,15 @@ def cmd_score(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    import numpy as np
-
     from detector.artifact import load
-    from detector.offline import score_tables
-    from training.evaluation import evaluate
+    from training.evaluation import evaluate_model
 
     model = load(args.model)
     tables = _read(args)
     missing = [t.path for t in tables if t.labels is None]
     if missing:
         raise UserError(f"{missing[0]}: no label column; pass --label-column NAME")
-    results = list(score_tables(model, tables))
-    starts = np.cumsum([0] + [len(t.time) for t, _ in results[:-1]])
-    metrics = evaluate(
-        np.concatenate([t.labels for t, _ in results]),
-        np.concatenate([s.normalized for _, s in results]),
-        np.concatenate([s.flags for _, s in results]),
-        timestamps=np.concatenate([t.time for t, _ in results]),
-        segments=starts,
-    )
+    metrics = evaluate_model(model, tables)
     metrics = {"model": model.version, "data": args.data, **metrics}
     width = max(len(k) for k in metrics)
     for key, value in metrics.items():
