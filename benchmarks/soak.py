@@ -19,11 +19,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.kafka_util import train_tiny_model  # noqa: E402
 from tests.soak import run_soak  # noqa: E402
-from vigil import synthetic  # noqa: E402
-from vigil.cli import main as vigil  # noqa: E402
 
-TINY = "[model]\nwindow = 8\nhidden = [16]\nlatent = 4\n[training]\nepochs = 8\nmax_steps_per_epoch = 30\n"
 
 
 def main() -> None:
@@ -38,11 +36,7 @@ def main() -> None:
     rate = args.rate or args.readings / (15 * args.kills)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        synthetic.write_csv(tmp / "normal.csv", synthetic.generate(1500, seed=1)[0])
-        (tmp / "tiny.toml").write_text(TINY)
-        assert vigil(["train", "--data", str(tmp / "normal.csv"), "--out", str(tmp / "model"),
-                      "--config", str(tmp / "tiny.toml"), "--quiet"]) == 0
-        result = run_soak(tmp / "model", tmp, args.assets, args.readings // args.assets, args.kills, rate, args.seed)
+        result = run_soak(train_tiny_model(tmp), tmp, args.assets, args.readings // args.assets, args.kills, rate, args.seed)
     summary = result.summary()
     width = max(map(len, summary))
     for key, value in summary.items():

@@ -17,6 +17,21 @@ ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_795_460_400_000
 
 
+TINY = "[model]\nwindow = 8\nhidden = [16]\nlatent = 4\n[training]\nepochs = 8\nmax_steps_per_epoch = 30\n"
+
+
+def train_tiny_model(directory: Path) -> Path:
+    """A small model of normal synthetic pumps (seconds to train), written to directory/model."""
+    from vigil import synthetic
+    from vigil.cli import main
+
+    synthetic.write_csv(directory / "normal.csv", synthetic.generate(1500, seed=1)[0])
+    (directory / "tiny.toml").write_text(TINY)
+    assert main(["train", "--data", str(directory / "normal.csv"), "--out", str(directory / "model"),
+                 "--config", str(directory / "tiny.toml"), "--quiet"]) == 0
+    return directory / "model"
+
+
 def broker_reachable() -> bool:
     host, port = BOOTSTRAP.rsplit(":", 1)
     try:

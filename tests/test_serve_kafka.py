@@ -8,13 +8,12 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 
-from tests.kafka_util import BOOTSTRAP, T0, Serve, broker_reachable, reading, unique
+from tests.kafka_util import BOOTSTRAP, T0, TINY, Serve, broker_reachable, reading, train_tiny_model, unique
 from vigil import synthetic
 from vigil.cli import main
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-TINY = "[model]\nwindow = 8\nhidden = [16]\nlatent = 4\n[training]\nepochs = 8\nmax_steps_per_epoch = 30\n"
 NORMAL = {"pump-1": 0, "pump-2": 0}
 
 
@@ -26,13 +25,7 @@ def broker():
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    d = tmp_path_factory.mktemp("serve-model")
-    values, _ = synthetic.generate(1500, seed=1)
-    synthetic.write_csv(d / "normal.csv", values)
-    (d / "tiny.toml").write_text(TINY)
-    assert main(["train", "--data", str(d / "normal.csv"), "--out", str(d / "model"),
-                 "--config", str(d / "tiny.toml"), "--quiet"]) == 0
-    return d / "model"
+    return train_tiny_model(tmp_path_factory.mktemp("serve-model"))
 
 
 @pytest.fixture(autouse=True)
