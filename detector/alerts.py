@@ -111,6 +111,14 @@ class AlertTracker:
     def set_model(self, threshold: float, model_version: str) -> None:
         self.threshold, self.model_version = threshold, model_version
 
+    def observe_quiet(self, asset: str, windows: int) -> None:
+        """Feed `windows` scored windows, none over threshold, of an asset without an open alert:
+        the same as observe() on each (which could produce no event), in one step."""
+        s = self._assets.get(asset)
+        if s is None:
+            s = self._assets[asset] = _State(deque(maxlen=self.policy.n))
+        s.recent.extend((False,) * min(windows, self.policy.n))
+
     def observe(self, asset: str, ts_ms: int, score: float, normalized: float,
                 top: Callable[[], list[tuple[str, float]]]) -> AlertEvent | None:
         """Feed one scored window; returns the event it causes, if any.

@@ -20,8 +20,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from itertools import chain
+from operator import itemgetter
 
 import numpy as np
+import orjson
 
 # Bounds on what a plausible reading looks like; outside them a message is dead-lettered.
 MAX_MESSAGE_BYTES = 1 << 20
@@ -49,6 +52,18 @@ class BadMessage(ValueError):
 
 
 @dataclass(frozen=True)
+class Decoded:
+    """The readings of a sequence of records, in record order (one record's are contiguous)."""
+
+    record: np.ndarray            # [n] int64: index of the record each reading came from
+    assets: list[str]             # [n]
+    times: np.ndarray             # [n] int64 epoch milliseconds
+    values: np.ndarray            # [n, sensors] float32, NaN = missing
+    unknown: np.ndarray           # [records] int64: sensors ignored in each record
+    errors: dict[int, BadMessage]  # record index -> why it was refused
+
+
+@dataclass(frozen=True)
 class Message:
     """A decoded message: readings of one asset in message order.
 
@@ -65,8 +80,16 @@ def _reject_constant(name: str):
     raise BadMessage("non_finite", f"{name} is not a number JSON allows")
 
 
-# One decoder for all messages (json.loads would build one per call); NaN/Infinity tokens are refused.
+# The exact decoder, for what orjson refuses: it names NaN/Infinity tokens (refused) and
+# accepts what JSON allows beyond orjson (integers over 64 bits, lone surrogates).
 _JSON = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def _loads(value: bytes):
+    try:
+        return orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return _JSON.decode(value.decode("utf-8"))
 
 
 def _raise_magnitude(v) -> None:
@@ -105,6 +128,10 @@ class Decoder:
         self.sensors = tuple(sensors)
         self.index = {name: i for i, name in enumerate(self.sensors)}
         self.max_bytes = max_bytes
+        get = itemgetter(*self.sensors)
+        # a reading's values in model order; KeyError when a sensor is absent
+        self._row_of = get if len(self.sensors) > 1 else (lambda values: (get(values),))
+        self._valid_assets: set[str] = set()
 
     def _bad_value(self, values: dict) -> BadMessage:
         """The error for the first unacceptable value of a reading (slow path)."""
@@ -139,7 +166,7 @@ class Decoder:
         if len(value) > self.max_bytes:
             raise BadMessage("oversized", f"{len(value)} bytes > {self.max_bytes}")
         try:
-            doc = _JSON.decode(value.decode("utf-8"))
+            doc = _loads(value)
         except BadMessage:
             raise
         except (ValueError, RecursionError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
@@ -177,4 +204,104 @@ class Decoder:
             if bad.any():
                 _raise_magnitude(values[bad][0])
             values = values.astype(np.float32)
-        return Message(asset, np.array(times, np.int64), values, unknown)
+        times = np.array(times, np.int64)
+        if times.size > 1:
+            backwards = np.diff(times) <= 0
+            if backwards.any():
+                i = int(np.argmax(backwards))
+                reason = "duplicate_time" if times[i + 1] == times[i] else "out_of_order"
+                raise BadMessage(reason, f"asset {asset!r}: readings {i} and {i + 1} of the batch are not in time order")
+        return Message(asset, times, values, unknown)
+
+    def decode_batch(self, values: Sequence[bytes | None], keys: Sequence[bytes | None],
+                     now_ms: int | None = None) -> Decoded:
+        """Decode many records: the same readings and errors as decode() on each, faster.
+
+        The common shape (one reading, epoch-millisecond time, every model sensor a number or
+        null) is checked for the whole batch at once; any other record goes through decode()."""
+        if now_ms is None:
+            now_ms = int(datetime.now(timezone.utc).timestamp() * 1000)
+        fast, assets, times, rows, sizes, slow = [], [], [], [], [], []
+        loads, row_of, max_bytes = orjson.loads, self._row_of, self.max_bytes
+        for i, value in enumerate(values):
+            try:
+                doc = loads(value)
+                readings = doc["values"]
+                row = row_of(readings)
+                asset, ts = doc["asset"], doc["ts"]
+                if "readings" in doc or len(value) > max_bytes:
+                    raise ValueError
+            except Exception:  # anything unusual: decode() says exactly what, or decodes it
+                slow.append(i)
+                continue
+            fast.append(i)
+            assets.append(asset)
+            times.append(ts)
+            rows.append(row)
+            sizes.append(len(readings))
+        ok, times, rows = self._check_fast(assets, times, rows, [keys[i] for i in fast], now_ms)
+        if not ok.all():
+            slow = sorted(slow + [fast[j] for j in np.flatnonzero(~ok).tolist()])
+            keep = np.flatnonzero(ok)
+            fast = [fast[j] for j in keep.tolist()]
+            assets = [assets[j] for j in keep.tolist()]
+            times, rows, sizes = times[keep], rows[keep], np.asarray(sizes, np.int64)[keep]
+        unknown = np.zeros(len(values), np.int64)
+        unknown[fast] = np.asarray(sizes, np.int64) - len(self.sensors)
+        errors: dict[int, BadMessage] = {}
+        messages: list[tuple[int, Message]] = []
+        for i in slow:
+            try:
+                messages.append((i, self.decode(values[i], keys[i], now_ms)))
+            except BadMessage as e:
+                errors[i] = e
+        record = np.asarray(fast, np.int64)
+        if messages:  # merge the decode() readings in, in record order
+            counts = [len(m.times) for _, m in messages]
+            record = np.concatenate([record, np.repeat([i for i, _ in messages], counts)])
+            order = np.argsort(record, kind="stable")
+            record = record[order]
+            times = np.concatenate([times, *[m.times for _, m in messages]])[order]
+            rows = np.concatenate([rows, *[m.values for _, m in messages]])[order]
+            merged = assets + [m.asset for _, m in messages for _ in m.times]
+            assets = [merged[j] for j in order.tolist()]
+            for i, m in messages:
+                unknown[i] = m.unknown_sensors
+        return Decoded(record, assets, times, rows, unknown, errors)
+
+    def _check_fast(self, assets: list, times: list, rows: list, keys: list, now_ms: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Which fast-path readings are acceptable as they are: (ok [n] bool, times [n] int64,
+        values [n, sensors] float32); the others go through decode()."""
+        n = len(assets)
+        ok = np.ones(n, bool)
+        if set(map(type, assets)) != {str}:
+            ok &= np.array([type(a) is str for a in assets], bool)
+        valid = self._valid_assets
+        for a in set(a for a, good in zip(assets, ok) if good) - valid if n else ():
+            if 0 < len(a) <= MAX_ASSET_LENGTH and a.isprintable():
+                if len(valid) >= 100_000:  # a cache, not a registry: bounded under floods of ids
+                    valid.clear()
+                valid.add(a)
+        ok &= np.array([good and a in valid and (k is None or k == a.encode()) for a, k, good in zip(assets, keys, ok)], bool)
+        if set(map(type, times)) - {int}:
+            ok &= np.array([type(t) is int for t in times], bool)
+            times = [t if good else 0 for t, good in zip(times, ok)]
+        try:
+            stamps = np.array(times, np.int64)
+        except OverflowError:
+            ok &= np.array([-(1 << 63) <= t < (1 << 63) for t in times], bool)
+            stamps = np.array([t if good else 0 for t, good in zip(times, ok)], np.int64)
+        ok &= (stamps >= EARLIEST_MS) & (stamps <= now_ms + MAX_FUTURE_MS)
+        if not set(map(type, chain.from_iterable(rows))) <= _NUMBER_TYPES:
+            ok &= np.array([set(map(type, row)) <= _NUMBER_TYPES for row in rows], bool)
+            rows = [row if good else (None,) * len(self.sensors) for row, good in zip(rows, ok)]
+        try:
+            values = np.array(rows, np.float64).reshape(n, len(self.sensors))  # None -> NaN (missing)
+        except OverflowError:  # integers beyond float range
+            ok &= np.array([all(v is None or abs(v) <= MAX_ABS_VALUE for v in row) for row in rows], bool)
+            values = np.array([row if good else (None,) * len(self.sensors) for row, good in zip(rows, ok)],
+                              np.float64).reshape(n, len(self.sensors))
+        ok &= ~(np.abs(values) > MAX_ABS_VALUE).any(axis=1)  # NaN compares False: missing is fine
+        values[~ok] = 0.0  # refused rows are dropped; they must not overflow float32 meanwhile
+        return ok, stamps, values.astype(np.float32)

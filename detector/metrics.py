@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
@@ -49,6 +49,75 @@ class BulkHistogram(Collector):
                                     sum_value=total)
 
 
+class AssetGauges(Collector):
+    """The latest score, normalised score, alert state and sensor shares of each asset,
+    set a whole batch at a time (numpy) and exposed as the gauges vigil_asset_score,
+    vigil_asset_normalized_score, vigil_asset_alert_open and vigil_asset_sensor_share."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.sensors: tuple[str, ...] = ()
+        self._row: dict[str, int] = {}  # asset -> row of the arrays
+        self._free: list[int] = []
+        self._values = np.zeros((0, 3))  # score, normalised score, alert open
+        self._shares = np.zeros((0, 0))
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def set_sensors(self, sensors: tuple[str, ...]) -> None:
+        """A model with these sensors serves from now on: the shares start afresh."""
+        with self._lock:
+            if sensors != self.sensors:
+                self.sensors = tuple(sensors)
+                self._shares = np.zeros((len(self._values), len(sensors)))
+
+    def update(self, assets: list[str], score: np.ndarray, normalized: np.ndarray, alert_open: np.ndarray,
+               shares: np.ndarray) -> None:
+        """Set the gauges of distinct `assets` (shares: [len(assets), sensors])."""
+        with self._lock:
+            rows = np.fromiter(map(self._row_for, assets), np.int64, len(assets))
+            self._values[rows] = np.stack([score, normalized, alert_open], axis=1)
+            self._shares[rows] = shares
+
+    def _row_for(self, asset: str) -> int:
+        row = self._row.get(asset)
+        if row is None:
+            if not self._free:
+                old = len(self._values)
+                size = max(64, 2 * old)
+                self._values = np.concatenate([self._values, np.zeros((size - old, 3))])
+                self._shares = np.concatenate([self._shares, np.zeros((size - old, len(self.sensors)))])
+                self._free = list(range(size - 1, old - 1, -1))
+            row = self._row[asset] = self._free.pop()
+        return row
+
+    def forget(self, asset: str) -> None:
+        with self._lock:
+            row = self._row.pop(asset, None)
+            if row is not None:
+                self._free.append(row)
+
+    def collect(self):
+        with self._lock:
+            assets = list(self._row)
+            rows = list(self._row.values())
+            values, shares, sensors = self._values[rows].tolist(), self._shares[rows].tolist(), self.sensors
+        families = [GaugeMetricFamily("vigil_asset_score", "Latest window score per asset", labels=["asset"]),
+                    GaugeMetricFamily("vigil_asset_normalized_score",
+                                      "Latest score / threshold per asset (1.0 = at threshold)", labels=["asset"]),
+                    GaugeMetricFamily("vigil_asset_alert_open", "1 while the asset has an open alert, else 0",
+                                      labels=["asset"])]
+        share = GaugeMetricFamily("vigil_asset_sensor_share",
+                                  "Share (0..1) of the asset's latest window score from each sensor",
+                                  labels=["asset", "sensor"])
+        for asset, row, asset_shares in zip(assets, values, shares):
+            for family, value in zip(families, row):
+                family.add_metric([asset], value)
+            for sensor, value in zip(sensors, asset_shares):
+                share.add_metric([asset, sensor], value)
+        yield from families
+        yield share
+
+
 class ServiceMetrics:
     def __init__(self, registry: CollectorRegistry):
         self.registry = registry
@@ -58,11 +127,7 @@ class ServiceMetrics:
         self.scored = Counter("readings_scored", "Readings whose window was scored", **r)
         self.unknown_sensors = Counter("unknown_sensors", "Sensor values ignored because the model does not know the sensor", **r)
         self.dead_letters = Counter("dead_letters", "Records sent to the dead-letter topic, by reason", ["reason"], **r)
-        self.asset_score = Gauge("asset_score", "Latest window score per asset", ["asset"], **r)
-        self.asset_normalized = Gauge("asset_normalized_score", "Latest score / threshold per asset (1.0 = at threshold)", ["asset"], **r)
-        self.asset_alert_open = Gauge("asset_alert_open", "1 while the asset has an open alert, else 0", ["asset"], **r)
-        self.sensor_share = Gauge("asset_sensor_share", "Share (0..1) of the asset's latest window score from each sensor",
-                                  ["asset", "sensor"], **r)
+        self.per_asset = AssetGauges(registry)
         self.normalized_hist = BulkHistogram("vigil_normalized_score",
                                              "Distribution of score / threshold over all scored windows",
                                              NORMALIZED_BUCKETS, registry)
@@ -70,8 +135,8 @@ class ServiceMetrics:
         self.alert_events = Counter("alert_events", "Alert events produced, by type", ["type"], **r)
         self.batch_seconds = Histogram("scoring_batch_duration_seconds", "Time to score one micro-batch",
                                        buckets=LATENCY_BUCKETS, **r)
-        self.latency = Histogram("end_to_end_latency_seconds", "Reading time (or Kafka timestamp) to scored",
-                                 buckets=LATENCY_BUCKETS, **r)
+        self.latency = BulkHistogram("vigil_end_to_end_latency_seconds", "Reading time (or Kafka timestamp) to scored",
+                                     LATENCY_BUCKETS, registry)
         self.lag = Gauge("consumer_lag", "Records behind the end of each assigned partition", ["topic", "partition"], **r)
         self.last_message = Gauge("last_message_timestamp_seconds", "Kafka timestamp of the last processed record", **r)
         self.assets = Gauge("assets_tracked", "Assets with a window in memory", **r)
@@ -89,25 +154,12 @@ class ServiceMetrics:
                   created: float | None) -> None:
         self.model_info.clear()
         self.model_info.labels(version, str(window), ",".join(sensors), f"{threshold:.6g}").set(1)
-        self.sensor_share.clear()  # the sensors may have changed
+        self.per_asset.set_sensors(sensors)
         if created is not None:
             self.model_created.set(created)
 
-    def set_shares(self, asset: str, sensors: tuple[str, ...], shares: list[float]) -> None:
-        for sensor, share in zip(sensors, shares):
-            self.sensor_share.labels(asset, sensor).set(share)
-
-    def forget_asset(self, asset: str, sensors: tuple[str, ...]) -> None:
-        for gauge in (self.asset_score, self.asset_normalized, self.asset_alert_open):
-            try:
-                gauge.remove(asset)
-            except KeyError:
-                pass
-        for sensor in sensors:
-            try:
-                self.sensor_share.remove(asset, sensor)
-            except KeyError:
-                pass
+    def forget_asset(self, asset: str) -> None:
+        self.per_asset.forget(asset)
 
 
 class Health:

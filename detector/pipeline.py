@@ -7,32 +7,31 @@ returns and commits the offsets only after that.
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 import numpy as np
 
 from detector.alerts import AlertEvent, AlertPolicy, AlertTracker
 from detector.artifact import TrainedModel
-from detector.messages import MAX_MESSAGE_BYTES, BadMessage, Decoder, Message
+from detector.messages import MAX_MESSAGE_BYTES, BadMessage, Decoded, Decoder
 from detector.metrics import ServiceMetrics
 from detector.scoring import top_sensors
 from detector.windows import AssetWindows
 
 
-@dataclass(frozen=True)
-class Record:
-    """What the pipeline needs of a Kafka record."""
+class Record(NamedTuple):
+    """What the pipeline needs of a Kafka record (kafka-python's ConsumerRecord has these fields too)."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
-    timestamp_ms: int = -1
+    timestamp: int = -1  # Kafka timestamp, ms
     headers: tuple = ()
 
 
@@ -92,130 +91,144 @@ class Pipeline:
         window) refill windows and are scored silently, to bring the alert state (k of n,
         open alerts) to where it was; they produce no events, dead letters or metrics."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        replay_until = replay_until or {}
         m = self.metrics
         result = BatchResult()
-        assets, times, windows, sources, silent = [], [], [], [], []
-        messages = readings = unknown = 0
-        last_timestamp = -1
+        result.offsets = {(r.topic, r.partition): r.offset + 1 for r in records}
+        if replay_until:
+            replay = np.array([r.offset < replay_until.get((r.topic, r.partition), -1) for r in records], bool)
+        else:
+            replay = np.zeros(len(records), bool)
+        live = ~replay
+        decoded = self.decoder.decode_batch([r.value for r in records], [r.key for r in records], now_ms)
+        refused = dict(decoded.errors)
+        keep = self._in_order(decoded, replay, refused)
         evicted = self.windows.evicted
-        for record in records:
-            tp = (record.topic, record.partition)
-            result.offsets[tp] = record.offset + 1
-            replay = record.offset < replay_until.get(tp, -1)
-            messages += not replay
-            try:
-                message = self.decoder.decode(record.value, record.key, now_ms)
-            except BadMessage as e:
-                if not replay:
-                    result.dead_letters.append(DeadLetter(record, e.reason, e.detail))
-                continue
-            if replay:
-                message = self._unseen(message)
-                if message is None:
-                    continue
-            else:
-                readings += len(message.times)
-                unknown += message.unknown_sensors
-            ts = message.times.tolist()
-            try:  # extend() refuses a first reading not newer than the asset's last one
-                self._check_batch_order(message)
-                full = self.windows.extend(message.asset, ts, message.values)
-            except BadMessage as e:
-                if not replay:
-                    result.dead_letters.append(DeadLetter(record, e.reason, e.detail))
-                continue
-            if len(full):
-                k = len(full)
-                assets.extend([message.asset] * k)
-                times.extend(ts[-k:])
-                windows.append(full)
-                sources.extend([record.timestamp_ms] * k)
-                silent.extend([replay] * k)
-            if not replay:
-                last_timestamp = max(last_timestamp, record.timestamp_ms)
-        m.messages.inc(messages)
-        m.readings.inc(readings)
+        if keep.all():
+            assets, times, values, source = decoded.assets, decoded.times, decoded.values, decoded.record
+        else:
+            kept = np.flatnonzero(keep)
+            assets = [decoded.assets[i] for i in kept.tolist()]
+            times, values, source = decoded.times[kept], decoded.values[kept], decoded.record[kept]
+        rows, windows = self.windows.append(assets, times, values)
+        m.messages.inc(int(live.sum()))
+        m.readings.inc(int(live[decoded.record].sum()))
+        unknown = int(decoded.unknown[live].sum())
         if unknown:
             m.unknown_sensors.inc(unknown)
         if self.windows.evicted != evicted:
             m.assets_evicted.inc(self.windows.evicted - evicted)
+        last_timestamp = max((r.timestamp for r, quiet in zip(records, replay.tolist()) if not quiet), default=-1)
         if last_timestamp > 0:
             m.last_message.set(last_timestamp / 1000)
-        if windows:
-            self._score(assets, times, np.concatenate(windows), sources, silent, result)
-        for dl in result.dead_letters:
-            m.dead_letters.labels(dl.reason).inc()
+        if len(rows):
+            self._score(records, [assets[i] for i in rows.tolist()], times[rows], source[rows], windows,
+                        replay, result)
+        for i in sorted(refused):
+            if not replay[i]:
+                e = refused[i]
+                result.dead_letters.append(DeadLetter(records[i], e.reason, e.detail))
+                m.dead_letters.labels(e.reason).inc()
         m.assets.set(len(self.windows))
         m.open_alerts.set(self.alerts.open_alerts)
         return result
 
-    @staticmethod
-    def _check_batch_order(message) -> None:
-        """Readings within one message must be strictly increasing in time."""
-        times = message.times
-        if times.size > 1:
-            backwards = np.diff(times) <= 0
-            if backwards.any():
-                i = int(np.argmax(backwards))
-                reason = "duplicate_time" if times[i + 1] == times[i] else "out_of_order"
-                raise BadMessage(reason, f"asset {message.asset!r}: readings {i} and {i + 1} of the batch are not in time order")
+    def _in_order(self, decoded: Decoded, replay: np.ndarray, refused: dict[int, BadMessage]) -> np.ndarray:
+        """Which readings to keep: every asset's readings must come after its previous ones. A
+        live message whose first reading does not is refused (added to `refused`); of a re-read
+        message, only the readings newer than the asset's window are kept."""
+        n = len(decoded.times)
+        keep = np.ones(n, bool)
+        if n == 0:
+            return keep
+        assets = decoded.assets
+        distinct = dict.fromkeys(assets)
+        code = {a: i for i, a in enumerate(distinct)}
+        codes = np.fromiter(map(code.__getitem__, assets), np.int64, n)
+        last = self.windows.last_times(list(distinct))
+        order = np.argsort(codes, kind="stable")
+        c, t = codes[order], decoded.times[order]
+        previous = np.empty_like(t)
+        previous[1:] = t[:-1]
+        first = np.r_[True, c[1:] != c[:-1]]
+        previous[first] = last[c[first]]
+        bad = t <= previous
+        if not bad.any():  # the usual case
+            return keep
+        # the assets with a reading out of order: their messages one by one, in record order
+        flagged = np.flatnonzero(np.isin(codes, c[bad]))
+        lasts = dict(zip(distinct, last.tolist()))
+        record = decoded.record[flagged]
+        bounds = np.flatnonzero(np.r_[True, record[1:] != record[:-1], True]).tolist()
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            span = flagged[a:b]
+            i, asset = int(record[a]), assets[span[0]]
+            ts, before = decoded.times[span], lasts[asset]
+            if ts[0] > before:
+                lasts[asset] = int(ts[-1])
+            elif replay[i]:
+                keep[span[ts <= before]] = False
+                lasts[asset] = max(before, int(ts[-1]))
+            else:
+                keep[span] = False
+                reason = "duplicate_time" if ts[0] == before else "out_of_order"
+                refused[i] = BadMessage(reason, f"asset {asset!r}: reading at {ts[0]} ms after one at {before} ms")
+        return keep
 
-    def _unseen(self, message: Message) -> Message | None:
-        """The readings of a re-read message that are newer than the asset's window, if any."""
-        last = self.windows.last_time(message.asset)
-        if last is None:
-            return message
-        keep = message.times > last
-        if not keep.any():
-            return None
-        return dataclasses.replace(message, times=message.times[keep], values=message.values[keep])
-
-    def _score(self, assets, times, windows, sources, silent, result: BatchResult) -> None:
-        """Score the windows; every row feeds the alert state, only live rows (not silent:
-        re-read history) produce events, scores and metrics."""
+    def _score(self, records: Sequence[Record], assets: list[str], times: np.ndarray, source: np.ndarray,
+               windows: np.ndarray, replay: np.ndarray, result: BatchResult) -> None:
+        """Score the windows (grouped by asset, each asset's in time order; source: their
+        records); every window feeds the alert state, only live ones (not re-read history)
+        produce events, scores and metrics."""
         m = self.metrics
         t0 = time.perf_counter()
         scores = self.scorer(windows)
         m.batch_seconds.observe(time.perf_counter() - t0)
         done = time.time()
         normalized = scores.score / self.threshold
-        live = np.logical_not(silent)
+        silent = replay[source]
+        live = ~silent
         result.scored = int(live.sum())
         m.scored.inc(result.scored)
         m.normalized_hist.observe_many(normalized[live])
-        latest: dict[str, int] = {}
-        names = self.model.sensors
-        score_list, normalized_list = scores.score.tolist(), normalized.tolist()
-        restore = self.open_alerts_to_restore
-        for i, (asset, ts) in enumerate(zip(assets, times)):
-            if asset in restore:
-                self.alerts.restore(restore.pop(asset))
-            event = self.alerts.observe(asset, ts, score_list[i], normalized_list[i],
+        n = len(assets)
+        starts = [0] + [i for i in range(1, n) if assets[i] != assets[i - 1]]
+        ends = starts[1:] + [n]
+        hot = np.logical_or.reduceat(normalized > 1.0, starts).tolist()
+        names, restore, tracker = self.model.sensors, self.open_alerts_to_restore, self.alerts
+        score_list = normalized_list = time_list = None
+        for s, e, over in zip(starts, ends, hot):
+            asset = assets[s]
+            if restore and asset in restore:
+                tracker.restore(restore.pop(asset))
+            if not over and not tracker.is_open(asset):
+                tracker.observe_quiet(asset, e - s)
+                continue
+            if score_list is None:
+                score_list, normalized_list, time_list = scores.score.tolist(), normalized.tolist(), times.tolist()
+            for i in range(s, e):
+                event = tracker.observe(asset, time_list[i], score_list[i], normalized_list[i],
                                         lambda i=i: top_sensors(scores.contributions[i:i + 1], scores.score[i:i + 1],
                                                                 names)[0])
-            if silent[i]:
-                continue
-            latest[asset] = i
-            if event is not None:
-                result.alerts.append(event)
-                m.alert_events.labels(event.type).inc()
+                if event is not None and not silent[i]:
+                    result.alerts.append(event)
+                    m.alert_events.labels(event.type).inc()
         if self.emit_scores:
             version = self.model.version
-            result.scores.extend({"asset": a, "ts": t, "score": sc, "normalized_score": n, "model_version": version}
-                                 for a, t, sc, n, quiet in zip(assets, times, score_list, normalized_list, silent)
-                                 if not quiet)
-        if not latest:
+            result.scores.extend({"asset": a, "ts": t, "score": sc, "normalized_score": z, "model_version": version}
+                                 for a, t, sc, z, quiet in zip(assets, times.tolist(), scores.score.tolist(),
+                                                               normalized.tolist(), silent.tolist()) if not quiet)
+        latest = np.asarray(ends) - 1
+        latest = latest[live[latest]]  # re-read windows come before live ones
+        if not len(latest):
             return
-        rows = list(latest.values())
-        shares = (scores.contributions[rows] / np.where(scores.score[rows] > 0, scores.score[rows], 1.0)[:, None]).tolist()
-        for (asset, i), asset_shares in zip(latest.items(), shares):
-            m.asset_score.labels(asset).set(score_list[i])
-            m.asset_normalized.labels(asset).set(normalized_list[i])
-            m.asset_alert_open.labels(asset).set(1 if self.alerts.is_open(asset) else 0)
-            m.set_shares(asset, names, asset_shares)
-            reference = sources[i] if sources[i] > 0 else times[i]
-            m.latency.observe(max(done - reference / 1000, 0.0))
+        latest_assets = [assets[i] for i in latest.tolist()]
+        score = scores.score[latest]
+        shares = scores.contributions[latest] / np.where(score > 0, score, 1.0)[:, None]
+        m.per_asset.update(latest_assets, score, normalized[latest],
+                           np.array([tracker.is_open(a) for a in latest_assets], np.float64), shares)
+        sent = np.array([records[i].timestamp for i in source[latest].tolist()], np.float64)
+        reference = np.where(sent > 0, sent, times[latest]) / 1000
+        m.latency.observe_many(np.maximum(done - reference, 0.0))
 
     def expire_idle(self) -> list[str]:
         """Drop assets without a reading for idle_seconds (windows, alert state, labels);
@@ -224,7 +237,7 @@ class Pipeline:
         for asset in gone:
             self.windows.forget(asset)
             self.alerts.forget(asset)
-            self.metrics.forget_asset(asset, self.model.sensors)
+            self.metrics.forget_asset(asset)
         self.metrics.assets.set(len(self.windows))
         return gone
 

@@ -85,11 +85,22 @@ class Scorer:
         self._score_windows = jax.jit(score_windows)
         self._score_block = jax.jit(score_block)
 
-    def _bucket(self, n: int) -> int:
-        for b in self.buckets:
-            if n <= b:
-                return b
-        return self.buckets[-1]
+    def _chunks(self, n: int) -> list[int]:
+        """Bucket sizes that hold n windows with little padding: the largest bucket while it
+        fills, then for the rest the smallest bucket that holds it, or several of the next
+        smaller one when that pads less (904 windows: 4 x 256, not 4096)."""
+        sizes, rest, largest = [], n, self.buckets[-1]
+        while rest >= largest:
+            sizes.append(largest)
+            rest -= largest
+        if rest:
+            fit = next(b for b in self.buckets if b >= rest)
+            smaller = [b for b in self.buckets if b < fit]
+            if smaller and -(-rest // smaller[-1]) * smaller[-1] < fit:
+                sizes += [smaller[-1]] * -(-rest // smaller[-1])
+            else:
+                sizes.append(fit)
+        return sizes
 
     def __call__(self, raw: np.ndarray) -> Scores:
         """raw: [n, window, sensors] -> Scores of n windows."""
@@ -99,19 +110,18 @@ class Scorer:
                 f"expected windows of shape [n, {self.window}, {self.sensors}], got {list(raw.shape)}"
             )
         n = raw.shape[0]
-        scores, contributions = [], []
-        for start in range(0, n, self.buckets[-1]):
-            chunk = raw[start:start + self.buckets[-1]]
-            size = self._bucket(len(chunk))
-            if len(chunk) < size:
-                pad = np.full((size - len(chunk), self.window, self.sensors), np.nan, np.float32)
-                chunk = np.concatenate([chunk, pad])
-            s, c = self._score_windows(self._state, chunk)
-            k = min(size, n - start)
-            scores.append(np.asarray(s)[:k])
-            contributions.append(np.asarray(c)[:k])
-        if not scores:
+        pending, start = [], 0
+        for size in self._chunks(n):  # dispatched first: the computations queue up while we go on
+            chunk = raw[start:start + size]
+            k = len(chunk)
+            if k < size:
+                chunk = np.concatenate([chunk, np.full((size - k, self.window, self.sensors), np.nan, np.float32)])
+            pending.append((self._score_windows(self._state, chunk), k))
+            start += size
+        if not pending:
             return Scores(np.empty(0, np.float32), np.empty((0, self.sensors), np.float32))
+        scores = [np.asarray(s)[:k] for (s, _), k in pending]
+        contributions = [np.asarray(c)[:k] for (_, c), k in pending]
         return Scores(np.concatenate(scores), np.concatenate(contributions))
 
     def score_series(self, values: np.ndarray, block: int | None = None) -> Scores:

@@ -166,8 +166,7 @@ class Service:
                         continue
                     self.assigned_pending = set()
                     batch = {tp: rs for tp, rs in batch.items() if tp not in rewound}  # re-read after the seek
-                records = [Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp,
-                                  tuple(r.headers or ())) for rs in batch.values() for r in rs]
+                records = [r for rs in batch.values() for r in rs]  # ConsumerRecords have Record's fields
                 if records:
                     self.handle(records)
                 now = time.monotonic()
@@ -232,13 +231,13 @@ class Service:
             r = dl.record
             headers = [("vigil.reason", dl.reason.encode()), ("vigil.detail", dl.detail[:500].encode()),
                        ("vigil.source", f"{r.topic}/{r.partition}/{r.offset}".encode()),
-                       *[(k, v) for k, v in r.headers if isinstance(k, str) and isinstance(v, bytes)]]
+                       *[(k, v) for k, v in (r.headers or ()) if isinstance(k, str) and isinstance(v, bytes)]]
             out.append((s.dlq_topic, r.key, r.value if r.value is not None else b"", headers))
         if s.scores_topic:
             out += [(s.scores_topic, x["asset"].encode(), json.dumps(x).encode(), None) for x in result.scores]
         if out and not self.deliver(out):
             return result  # stopped while the broker was away: not committed, so these records are re-read
-        last_ts = {(r.topic, r.partition): r.timestamp_ms for r in records}
+        last_ts = {(r.topic, r.partition): r.timestamp for r in records}
         for (topic, partition), offset in result.offsets.items():
             self._processed[TopicPartition(topic, partition)] = OffsetAndMetadata(
                 offset, json.dumps({"ts": last_ts[(topic, partition)]}), -1)
