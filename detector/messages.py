@@ -283,7 +283,9 @@ class Decoder:
                 if len(valid) >= 100_000:  # a cache, not a registry: bounded under floods of ids
                     valid.clear()
                 valid.add(a)
-        ok &= np.array([good and a in valid and (k is None or k == a.encode()) for a, k, good in zip(assets, keys, ok)], bool)
+        if not (ok.all() and set(assets) <= valid and list(map(str.encode, assets)) == list(keys)):
+            ok &= np.array([good and a in valid and (k is None or k == a.encode())
+                            for a, k, good in zip(assets, keys, ok)], bool)
         if set(map(type, times)) - {int}:
             ok &= np.array([type(t) is int for t in times], bool)
             times = [t if good else 0 for t, good in zip(times, ok)]

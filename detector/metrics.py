@@ -133,7 +133,8 @@ class ServiceMetrics:
                                              NORMALIZED_BUCKETS, registry)
         self.open_alerts = Gauge("alerts_open", "Alerts currently open", **r)
         self.alert_events = Counter("alert_events", "Alert events produced, by type", ["type"], **r)
-        self.batch_seconds = Histogram("scoring_batch_duration_seconds", "Time to score one micro-batch",
+        self.batch_seconds = Histogram("scoring_batch_duration_seconds",
+                                       "Time from handing a micro-batch to the scorer until its scores are read",
                                        buckets=LATENCY_BUCKETS, **r)
         self.latency = BulkHistogram("vigil_end_to_end_latency_seconds", "Reading time (or Kafka timestamp) to scored",
                                      LATENCY_BUCKETS, registry)

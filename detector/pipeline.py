@@ -8,7 +8,7 @@ returns and commits the offsets only after that.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NamedTuple
@@ -19,7 +19,7 @@ from detector.alerts import AlertEvent, AlertPolicy, AlertTracker
 from detector.artifact import TrainedModel
 from detector.messages import MAX_MESSAGE_BYTES, BadMessage, Decoded, Decoder
 from detector.metrics import ServiceMetrics
-from detector.scoring import top_sensors
+from detector.scoring import Scores, top_sensors
 from detector.windows import AssetWindows
 
 
@@ -49,6 +49,20 @@ class BatchResult:
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> next offset
     scored: int = 0
     scores: list[dict] = field(default_factory=list)  # one per scored window, when Pipeline.emit_scores
+
+
+@dataclass
+class Submitted:
+    """A batch decoded and handed to the scorer, waiting for finish()."""
+
+    records: Sequence[Record]
+    replay: np.ndarray           # [records] bool: re-read history
+    result: BatchResult          # offsets and dead letters so far
+    assets: list[str]            # of each window: grouped by asset, each asset's in time order
+    times: np.ndarray            # [windows] int64: time of the window's last reading
+    source: np.ndarray           # [windows] index of the record of the window's last reading
+    scores: Callable[[], Scores] | None
+    submitted: float             # time.perf_counter() when handed to the scorer
 
 
 class Pipeline:
@@ -90,10 +104,19 @@ class Pipeline:
         history re-read after an assignment: their readings (those newer than the asset's
         window) refill windows and are scored silently, to bring the alert state (k of n,
         open alerts) to where it was; they produce no events, dead letters or metrics."""
+        return self.finish(self.submit(records, replay_until, now_ms))
+
+    def submit(self, records: Sequence[Record], replay_until: dict[tuple[str, int], int] | None = None,
+               now_ms: int | None = None) -> Submitted:
+        """The first half of process(): decode, refill windows, hand the windows to the scorer.
+        The scorer works while the caller goes on (e.g. polls the next batch); finish() then
+        takes the scores. Batches must be finished in the order they were submitted, and the
+        model must not be swapped in between."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         m = self.metrics
         result = BatchResult()
-        result.offsets = {(r.topic, r.partition): r.offset + 1 for r in records}
+        last = {(r.topic, r.partition): r for r in records}  # each partition's last record
+        result.offsets = {tp: r.offset + 1 for tp, r in last.items()}
         if replay_until:
             replay = np.array([r.offset < replay_until.get((r.topic, r.partition), -1) for r in records], bool)
         else:
@@ -117,20 +140,25 @@ class Pipeline:
             m.unknown_sensors.inc(unknown)
         if self.windows.evicted != evicted:
             m.assets_evicted.inc(self.windows.evicted - evicted)
-        last_timestamp = max((r.timestamp for r, quiet in zip(records, replay.tolist()) if not quiet), default=-1)
+        last_timestamp = max((r.timestamp for r in last.values() if r.offset >= (replay_until or {}).get(
+            (r.topic, r.partition), -1)), default=-1)
         if last_timestamp > 0:
             m.last_message.set(last_timestamp / 1000)
-        if len(rows):
-            self._score(records, [assets[i] for i in rows.tolist()], times[rows], source[rows], windows,
-                        replay, result)
         for i in sorted(refused):
             if not replay[i]:
                 e = refused[i]
                 result.dead_letters.append(DeadLetter(records[i], e.reason, e.detail))
                 m.dead_letters.labels(e.reason).inc()
         m.assets.set(len(self.windows))
-        m.open_alerts.set(self.alerts.open_alerts)
-        return result
+        return Submitted(records, replay, result, [assets[i] for i in rows.tolist()], times[rows], source[rows],
+                         self.scorer.start(windows) if len(rows) else None, time.perf_counter())
+
+    def finish(self, batch: Submitted) -> BatchResult:
+        """The second half of process(): scores -> alert state, events and metrics."""
+        if batch.scores is not None:
+            self._score(batch)
+        self.metrics.open_alerts.set(self.alerts.open_alerts)
+        return batch.result
 
     def _in_order(self, decoded: Decoded, replay: np.ndarray, refused: dict[int, BadMessage]) -> np.ndarray:
         """Which readings to keep: every asset's readings must come after its previous ones. A
@@ -174,18 +202,16 @@ class Pipeline:
                 refused[i] = BadMessage(reason, f"asset {asset!r}: reading at {ts[0]} ms after one at {before} ms")
         return keep
 
-    def _score(self, records: Sequence[Record], assets: list[str], times: np.ndarray, source: np.ndarray,
-               windows: np.ndarray, replay: np.ndarray, result: BatchResult) -> None:
-        """Score the windows (grouped by asset, each asset's in time order; source: their
-        records); every window feeds the alert state, only live ones (not re-read history)
-        produce events, scores and metrics."""
+    def _score(self, batch: Submitted) -> None:
+        """Take the scores of a batch's windows; every window feeds the alert state, only live
+        ones (not re-read history) produce events, scores and metrics."""
         m = self.metrics
-        t0 = time.perf_counter()
-        scores = self.scorer(windows)
-        m.batch_seconds.observe(time.perf_counter() - t0)
+        records, assets, times, source, result = batch.records, batch.assets, batch.times, batch.source, batch.result
+        scores = batch.scores()
+        m.batch_seconds.observe(time.perf_counter() - batch.submitted)
         done = time.time()
         normalized = scores.score / self.threshold
-        silent = replay[source]
+        silent = batch.replay[source]
         live = ~silent
         result.scored = int(live.sum())
         m.scored.inc(result.scored)

@@ -9,6 +9,7 @@ stream of batches of any size never triggers a recompilation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jax
@@ -104,25 +105,33 @@ class Scorer:
 
     def __call__(self, raw: np.ndarray) -> Scores:
         """raw: [n, window, sensors] -> Scores of n windows."""
+        return self.start(raw)()
+
+    def start(self, raw: np.ndarray) -> Callable[[], Scores]:
+        """Hand the windows to the scorer and return at once; the returned function waits for
+        and returns their Scores (the computation runs meanwhile, outside the GIL)."""
         raw = np.asarray(raw, np.float32)
         if raw.ndim != 3 or raw.shape[1:] != (self.window, self.sensors):
             raise ValueError(
                 f"expected windows of shape [n, {self.window}, {self.sensors}], got {list(raw.shape)}"
             )
-        n = raw.shape[0]
         pending, start = [], 0
-        for size in self._chunks(n):  # dispatched first: the computations queue up while we go on
+        for size in self._chunks(raw.shape[0]):
             chunk = raw[start:start + size]
             k = len(chunk)
             if k < size:
                 chunk = np.concatenate([chunk, np.full((size - k, self.window, self.sensors), np.nan, np.float32)])
             pending.append((self._score_windows(self._state, chunk), k))
             start += size
-        if not pending:
-            return Scores(np.empty(0, np.float32), np.empty((0, self.sensors), np.float32))
-        scores = [np.asarray(s)[:k] for (s, _), k in pending]
-        contributions = [np.asarray(c)[:k] for (_, c), k in pending]
-        return Scores(np.concatenate(scores), np.concatenate(contributions))
+
+        def result() -> Scores:
+            if not pending:
+                return Scores(np.empty(0, np.float32), np.empty((0, self.sensors), np.float32))
+            scores = [np.asarray(s)[:k] for (s, _), k in pending]
+            contributions = [np.asarray(c)[:k] for (_, c), k in pending]
+            return Scores(np.concatenate(scores), np.concatenate(contributions))
+
+        return result
 
     def score_series(self, values: np.ndarray, block: int | None = None) -> Scores:
         """values: [rows, sensors] raw readings of one series, NaN = missing.

@@ -1,7 +1,8 @@
 """`vigil serve`: the Kafka consumer loop around the pipeline.
 
-poll a micro-batch -> pipeline.process -> produce alerts and dead letters -> flush ->
-commit the offsets of the processed records. Offsets are committed only after
+poll a micro-batch -> pipeline.submit (decode, windows, scoring starts) -> finish the
+previous batch (alerts, produce alerts and dead letters, flush, commit its offsets) ->
+poll the next one while this one is scored. Offsets are committed only after
 everything the records caused has been flushed (at-least-once). On a rebalance the
 processed offsets are committed before partitions are given up; on assignment each
 partition is rewound by `rewind_seconds` so that every asset's window is full again
@@ -30,7 +31,7 @@ from detector.alerts import AlertPolicy
 from detector.artifact import ArtifactError, TrainedModel, describe_change
 from detector.kafka_client import client_options, preflight
 from detector.metrics import Health, ServiceMetrics, serve_http
-from detector.pipeline import BatchResult, Pipeline, Record
+from detector.pipeline import BatchResult, Pipeline, Record, Submitted
 from detector.registry import current_version, is_registry, load_current, load_model_or_registry
 from detector.settings import ServeSettings
 from detector.topics import SourceError, read_records
@@ -99,6 +100,7 @@ class Service:
         self._replay_until: dict[tuple[str, int], int] = {}
         self._broker_lost_at = 0.0
         self.assigned_pending: set[TopicPartition] = set()
+        self._scoring: Submitted | None = None  # submitted to the pipeline, not finished yet
         model = load_model_or_registry(settings.model)
         self.watcher = (ModelWatcher(Path(settings.model), current_version(settings.model), settings.reload_seconds)
                         if is_registry(settings.model) else None)
@@ -149,14 +151,16 @@ class Service:
         try:
             while not self._stop.is_set():
                 self.health.beat()
-                try:
-                    batch = self.consumer.poll(timeout_ms=self.settings.max_wait_ms,
+                try:  # while a batch is being scored, take only what has arrived already
+                    batch = self.consumer.poll(timeout_ms=0 if self._scoring else self.settings.max_wait_ms,
                                                max_records=self.settings.batch_size)
                 except KafkaError as e:
                     self._broker(False, f"poll failed: {e}")
+                    self.complete()
                     time.sleep(1)
                     continue
                 if self.assigned_pending:
+                    self.complete()  # its offsets are committed before the rewind reads them
                     try:
                         rewound = self.rewind(self.assigned_pending)
                     except KafkaError as e:  # retried on the next round; this batch is read again then
@@ -167,8 +171,11 @@ class Service:
                     self.assigned_pending = set()
                     batch = {tp: rs for tp, rs in batch.items() if tp not in rewound}  # re-read after the seek
                 records = [r for rs in batch.values() for r in rs]  # ConsumerRecords have Record's fields
-                if records:
-                    self.handle(records)
+                # this batch is scored while the previous one's alerts are delivered and committed
+                # and the next one is polled (the scorer does not hold the GIL)
+                scoring = self.pipeline.submit(records, self._replay_until) if records else None
+                self.complete()
+                self._scoring = scoring
                 now = time.monotonic()
                 if self._processed and now >= next_commit:  # offsets a failed commit left behind
                     self.commit()
@@ -177,6 +184,7 @@ class Service:
                     self.update_lag()
                     next_lag = now + LAG_INTERVAL
                 if now >= next_sweep:
+                    self.complete()
                     self.pipeline.expire_idle()
                     next_sweep = now + IDLE_SWEEP_INTERVAL
                 if self.watcher is not None:
@@ -189,6 +197,7 @@ class Service:
         self.health.stopping = True
         try:
             if self.consumer is not None:
+                self.complete()
                 self.commit()
                 self.consumer.close(autocommit=False)
             if self.producer is not None:
@@ -224,7 +233,19 @@ class Service:
 
     # -- one batch ---------------------------------------------------------------------------
     def handle(self, records: list[Record]) -> BatchResult:
-        result = self.pipeline.process(records, self._replay_until)
+        """Process a batch of records: score, deliver what it caused, commit."""
+        self.complete()
+        self._scoring = self.pipeline.submit(records, self._replay_until)
+        return self.complete()
+
+    def complete(self) -> BatchResult | None:
+        """Finish the batch being scored, if any: its alerts, dead letters and scores are
+        delivered, then its offsets committed."""
+        if self._scoring is None:
+            return None
+        batch, self._scoring = self._scoring, None
+        records = batch.records
+        result = self.pipeline.finish(batch)
         s = self.settings
         out = [(s.alerts_topic, e.asset.encode(), json.dumps(e.to_json_dict()).encode(), None) for e in result.alerts]
         for dl in result.dead_letters:
@@ -238,9 +259,11 @@ class Service:
         if out and not self.deliver(out):
             return result  # stopped while the broker was away: not committed, so these records are re-read
         last_ts = {(r.topic, r.partition): r.timestamp for r in records}
+        owned = self.consumer.assignment() if self.consumer is not None else None
         for (topic, partition), offset in result.offsets.items():
-            self._processed[TopicPartition(topic, partition)] = OffsetAndMetadata(
-                offset, json.dumps({"ts": last_ts[(topic, partition)]}), -1)
+            tp = TopicPartition(topic, partition)
+            if owned is None or tp in owned:  # a partition given away meanwhile is its new owner's to commit
+                self._processed[tp] = OffsetAndMetadata(offset, json.dumps({"ts": last_ts[(topic, partition)]}), -1)
         self.commit()
         return result
 
@@ -354,6 +377,7 @@ class Service:
         if model is not None:
             for level, message in describe_change(self.pipeline.model, model):
                 (log.warning if level == "warning" else log.info)("hot reload: %s", message)
+            self.complete()  # scored by the model that was asked
             try:
                 self.pipeline.swap_model(model)
             except Exception as e:  # e.g. compiling the new model failed: keep serving the old one

@@ -84,15 +84,15 @@ class AssetWindows:
         # one block per asset: its W stored rows, then its k new ones
         base = np.r_[0, np.cumsum(w + k)[:-1]]
         block = np.empty((int((w + k).sum()), self.sensors), np.float32)
-        span = np.arange(w)
-        block[base[:, None] + span] = self._rows[group_slots]
+        block[base[:, None] + np.arange(w)] = self._rows[group_slots]
         group = np.repeat(np.arange(len(starts)), k)
         within = np.arange(n) - starts[group]
         position = base[group] + w + within               # where each new reading sits in `block`
         block[position] = np.asarray(values, np.float32)[order]
         full = self._count[group_slots][group] + within + 1 >= w
-        windows = block[(position[full] - w + 1)[:, None] + span]
-        self._rows[group_slots] = block[(base + k)[:, None] + span]
+        every = np.lib.stride_tricks.sliding_window_view(block, w, axis=0)  # [i] = block[i:i + w].T, no copy
+        windows = np.ascontiguousarray(every[position[full] - w + 1].transpose(0, 2, 1))
+        self._rows[group_slots] = every[base + k].transpose(0, 2, 1)
         self._count[group_slots] = np.minimum(self._count[group_slots] + k, w)
         self._last[group_slots] = np.asarray(times, np.int64)[order][starts + k - 1]
         self._seen[group_slots] = time.monotonic()
