@@ -41,6 +41,13 @@ LAG_INTERVAL = 5.0
 BLOCK_MS = 5000  # longest a Kafka call may block the loop (then: broker unreachable, try again)
 RECONNECT_MAX_MS = 2000  # back-off between reconnection attempts stays short: resume soon after an outage
 IDLE_SWEEP_INTERVAL = 60.0
+# kafka-python 3.0.12 loses a group assignment when a poll's timeout expires between the
+# leader's assignment and the SyncGroup response of a rejoin it started because metadata
+# changed (not because the group asked): the member then holds no partitions until the next
+# metadata change, minutes later. A fresh daemon hit this when the topic's partitions arrived
+# after its first join. So: the topic's metadata is fetched before the first join, and a
+# daemon without partitions polls in long rounds, so that a join completes within one poll.
+UNASSIGNED_POLL_MS = 1000
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -139,6 +146,10 @@ class Service:
             reconnect_backoff_max_ms=RECONNECT_MAX_MS))
         self.pipeline.open_alerts_to_restore = self.alerts_left_open()
         self.consumer.subscribe([s.topic], listener=_Rebalance(self))
+        try:  # see UNASSIGNED_POLL_MS: the first join should already know every partition
+            self.consumer.partitions_for_topic(s.topic)
+        except KafkaError as e:
+            log.debug("partitions of %s not known yet: %s", s.topic, e)
         self._broker(True)
         log.info("serving model %s from %s on topic %s (group %s); metrics on http://%s/metrics",
                  self.pipeline.model.version, s.model, s.topic, s.group, s.metrics_addr)
@@ -151,9 +162,12 @@ class Service:
         try:
             while not self._stop.is_set():
                 self.health.beat()
-                try:  # while a batch is being scored, take only what has arrived already
-                    batch = self.consumer.poll(timeout_ms=0 if self._scoring else self.settings.max_wait_ms,
-                                               max_records=self.settings.batch_size)
+                if self._scoring:  # while a batch is being scored, take only what has arrived already
+                    wait_ms = 0
+                else:
+                    wait_ms = self.settings.max_wait_ms if self.consumer.assignment() else UNASSIGNED_POLL_MS
+                try:
+                    batch = self.consumer.poll(timeout_ms=wait_ms, max_records=self.settings.batch_size)
                 except KafkaError as e:
                     self._broker(False, f"poll failed: {e}")
                     self.complete()
