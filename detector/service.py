@@ -108,6 +108,7 @@ class Service:
         self._broker_lost_at = 0.0
         self.assigned_pending: set[TopicPartition] = set()
         self._scoring: Submitted | None = None  # submitted to the pipeline, not finished yet
+        self._lag_series: set[TopicPartition] = set()  # partitions with a vigil_consumer_lag series
         model = load_model_or_registry(settings.model)
         self.watcher = (ModelWatcher(Path(settings.model), current_version(settings.model), settings.reload_seconds)
                         if is_registry(settings.model) else None)
@@ -373,8 +374,13 @@ class Service:
         return moved
 
     def update_lag(self) -> None:
+        """vigil_consumer_lag of each assigned partition; a partition given to another member
+        loses its series (a frozen value would look like a stuck consumer)."""
         try:
             assigned = self.consumer.assignment()
+            for tp in self._lag_series - assigned:
+                self.metrics.lag.remove(tp.topic, str(tp.partition))
+            self._lag_series = set(assigned)
             if not assigned:
                 return
             ends = self.consumer.end_offsets(list(assigned), timeout_ms=BLOCK_MS)

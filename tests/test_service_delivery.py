@@ -87,3 +87,36 @@ def test_a_rebalance_during_the_outage_costs_a_re_read_not_the_process(service, 
     service._processed = {"tp": 5}
     service.commit()
     assert not service._processed and "processed again" in caplog.text
+
+
+class MovingConsumer:
+    """Holds the partitions in `assigned`; every partition is 5 records behind its end."""
+
+    def __init__(self, assigned):
+        self.assigned = assigned
+
+    def assignment(self):
+        return set(self.assigned)
+
+    def end_offsets(self, partitions, timeout_ms=None):
+        return {tp: 105 for tp in partitions}
+
+    def position(self, tp):
+        return 100
+
+
+def test_lag_series_follow_the_assignment(service):
+    from kafka import TopicPartition
+
+    def lag(p):
+        return service.registry.get_sample_value("vigil_consumer_lag", {"topic": "t", "partition": str(p)})
+
+    service.consumer = MovingConsumer({TopicPartition("t", 0), TopicPartition("t", 1)})
+    service.update_lag()
+    assert lag(0) == 5 and lag(1) == 5
+    service.consumer.assigned = {TopicPartition("t", 1)}  # partition 0 went to another member
+    service.update_lag()
+    assert lag(0) is None and lag(1) == 5
+    service.consumer.assigned = set()
+    service.update_lag()
+    assert lag(1) is None
