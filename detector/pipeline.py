@@ -113,6 +113,7 @@ class Pipeline:
         takes the scores. Batches must be finished in the order they were submitted, and the
         model must not be swapped in between."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        replay_until = replay_until or {}
         m = self.metrics
         result = BatchResult()
         last = {(r.topic, r.partition): r for r in records}  # each partition's last record
@@ -140,8 +141,8 @@ class Pipeline:
             m.unknown_sensors.inc(unknown)
         if self.windows.evicted != evicted:
             m.assets_evicted.inc(self.windows.evicted - evicted)
-        last_timestamp = max((r.timestamp for r in last.values() if r.offset >= (replay_until or {}).get(
-            (r.topic, r.partition), -1)), default=-1)
+        last_timestamp = max((r.timestamp for tp, r in last.items() if r.offset >= replay_until.get(tp, -1)),
+                             default=-1)
         if last_timestamp > 0:
             m.last_message.set(last_timestamp / 1000)
         for i in sorted(refused):
