@@ -106,8 +106,14 @@ class Serve:
     def terminate(self, timeout=10.0) -> float:
         t0 = time.monotonic()
         self.proc.terminate()
-        self.proc.wait(timeout=timeout)
-        self.log.close()
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:  # fails the test, but leaves no daemon behind
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        finally:
+            self.log.close()
         return time.monotonic() - t0
 
     def kill(self) -> None:

@@ -170,23 +170,25 @@ def run_soak(model_dir: Path, workdir: Path, assets: int, per_asset: int, kills:
     done = threading.Event()
     producer = threading.Thread(target=produce_paced, args=(messages, topics["topic"], rate, done), daemon=True)
     serve = start(0)
-    producer.start()
-    for i in range(kills):  # each kill at a random moment while the daemon is consuming
-        serve.wait_for(lambda m: m.get("vigil_messages_consumed_total", 0) > 0, what="the daemon to consume")
-        time.sleep(rnd.uniform(0.2, 3.0))
-        serve.kill()
-        say(f"soak: kill {i + 1}/{kills} (SIGKILL) at {time.monotonic() - t_start:.0f} s"
-            f"{'' if not done.is_set() else ' (all readings produced already)'}")
-        serve = start(i + 1)
-    producer.join()
-    say(f"soak: {len(messages)} readings produced; waiting for the daemon to catch up")
-    deadline = time.monotonic() + 300
-    while True:
-        committed, end = committed_and_end(topics["topic"], group)
-        if committed == end or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    serve.terminate(timeout=30)
+    try:
+        producer.start()
+        for i in range(kills):  # each kill at a random moment while the daemon is consuming
+            serve.wait_for(lambda m: m.get("vigil_messages_consumed_total", 0) > 0, what="the daemon to consume")
+            time.sleep(rnd.uniform(0.2, 3.0))
+            serve.kill()
+            say(f"soak: kill {i + 1}/{kills} (SIGKILL) at {time.monotonic() - t_start:.0f} s"
+                f"{'' if not done.is_set() else ' (all readings produced already)'}")
+            serve = start(i + 1)
+        producer.join()
+        say(f"soak: {len(messages)} readings produced; waiting for the daemon to catch up")
+        deadline = time.monotonic() + 300
+        while True:
+            committed, end = committed_and_end(topics["topic"], group)
+            if committed == end or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    finally:  # a failed wait must not leave a daemon running after the test
+        serve.terminate(timeout=30)
 
     result = check(model_dir, topics, messages, assets, per_asset, policy, committed, end)
     result.kills, result.seconds = kills, time.monotonic() - t_start
