@@ -51,6 +51,12 @@ class BadMessage(ValueError):
         self.reason, self.detail = reason, detail
 
 
+def not_after(asset: str, ts_ms: int, last_ms: int) -> BadMessage:
+    """The refusal of a reading at ts_ms that is not after the asset's last one at last_ms."""
+    reason = "duplicate_time" if ts_ms == last_ms else "out_of_order"
+    return BadMessage(reason, f"asset {asset!r}: reading at {ts_ms} ms after one at {last_ms} ms")
+
+
 @dataclass(frozen=True)
 class Decoded:
     """The readings of a sequence of records, in record order (one record's are contiguous)."""

@@ -17,7 +17,7 @@ import numpy as np
 
 from detector.alerts import AlertEvent, AlertPolicy, AlertTracker
 from detector.artifact import TrainedModel
-from detector.messages import MAX_MESSAGE_BYTES, BadMessage, Decoded, Decoder
+from detector.messages import MAX_MESSAGE_BYTES, BadMessage, Decoded, Decoder, not_after
 from detector.metrics import ServiceMetrics
 from detector.scoring import Scores, top_sensors
 from detector.windows import AssetWindows
@@ -199,8 +199,7 @@ class Pipeline:
                 lasts[asset] = max(before, int(ts[-1]))
             else:
                 keep[span] = False
-                reason = "duplicate_time" if ts[0] == before else "out_of_order"
-                refused[i] = BadMessage(reason, f"asset {asset!r}: reading at {ts[0]} ms after one at {before} ms")
+                refused[i] = not_after(asset, int(ts[0]), before)
         return keep
 
     def _score(self, batch: Submitted) -> None:

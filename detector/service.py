@@ -31,7 +31,7 @@ from detector.alerts import AlertPolicy
 from detector.artifact import ArtifactError, TrainedModel, describe_change
 from detector.kafka_client import client_options, preflight
 from detector.metrics import Health, ServiceMetrics, serve_http
-from detector.pipeline import BatchResult, Pipeline, Record, Submitted
+from detector.pipeline import BatchResult, Pipeline, Submitted
 from detector.registry import current_version, is_registry, load_current, load_model_or_registry
 from detector.settings import ServeSettings
 from detector.topics import SourceError, read_records
@@ -247,12 +247,6 @@ class Service:
         return left_open
 
     # -- one batch ---------------------------------------------------------------------------
-    def handle(self, records: list[Record]) -> BatchResult:
-        """Process a batch of records: score, deliver what it caused, commit."""
-        self.complete()
-        self._scoring = self.pipeline.submit(records, self._replay_until)
-        return self.complete()
-
     def complete(self) -> BatchResult | None:
         """Finish the batch being scored, if any: its alerts, dead letters and scores are
         delivered, then its offsets committed."""

@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from detector.messages import BadMessage
+from detector.messages import not_after
 
 
 class AssetWindows:
@@ -50,8 +50,7 @@ class AssetWindows:
         """Raise BadMessage if a reading at ts_ms would not be newer than the asset's last one."""
         last = self.last_time(asset)
         if last is not None and ts_ms <= last:
-            reason = "duplicate_time" if ts_ms == last else "out_of_order"
-            raise BadMessage(reason, f"asset {asset!r}: reading at {ts_ms} ms after one at {last} ms")
+            raise not_after(asset, ts_ms, last)
 
     def add(self, asset: str, ts_ms: int, values: np.ndarray) -> np.ndarray | None:
         """Append one reading ([sensors]); returns the full window [W, sensors] it completes, or None.
