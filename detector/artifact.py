@@ -34,10 +34,10 @@ from flax import nnx, serialization
 
 from detector.model import VAE, ModelConfig
 from detector.preprocessing import Scaler
-from detector.scoring import SCORE_WEIGHTINGS, Scorer
+from detector.scoring import ScoreRule, Scorer
 from detector.threshold import Persistence, Threshold
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the scoring rule (ScoreRule); schema 1 models score as they always did
 CONFIG_FILE, PARAMS_FILE, MANIFEST_FILE = "config.json", "params.msgpack", "SHA256SUMS"
 TMP_PREFIX = ".tmp-"            # save()'s temporary directories: .tmp-<name>.<random>
 STALE_TMP_SECONDS = 3600.0      # a temporary directory this old is left over from a crash
@@ -70,13 +70,14 @@ class TrainedModel:
     vae: VAE
     threshold: Threshold
     persistence: Persistence = field(default_factory=Persistence)
-    weighting: str = "precision"
+    scoring: ScoreRule = field(default_factory=ScoreRule)
     version: str = ""
     metadata: dict = field(default_factory=dict)  # training summary, library versions, creation time
 
     def __post_init__(self):
-        if self.weighting not in SCORE_WEIGHTINGS:
-            raise ValueError(f"unsupported score weighting: {self.weighting!r}")
+        if self.scoring.spread is not None and len(self.scoring.spread) != len(self.sensors):
+            raise ValueError(f"the scoring rule has {len(self.scoring.spread)} sensor scales for "
+                             f"{len(self.sensors)} sensors")
         if len(self.sensors) != self.vae.sensors or len(self.scaler.center) != self.vae.sensors:
             raise ValueError(
                 f"{len(self.sensors)} sensor names, {len(self.scaler.center)} scaler entries and a VAE "
@@ -84,7 +85,7 @@ class TrainedModel:
             )
 
     def scorer(self, **options) -> Scorer:
-        return Scorer(self.vae, self.scaler, self.weighting, **options)
+        return Scorer(self.vae, self.scaler, self.scoring, **options)
 
 
 def library_versions() -> dict[str, str]:
@@ -139,7 +140,7 @@ def save(model: TrainedModel, directory: str | os.PathLike, extra: dict[str, byt
         "window": model.config.window,
         "model": model.config.to_dict(),
         "scaler": model.scaler.to_dict(),
-        "scoring": {"weighting": model.weighting},
+        "scoring": model.scoring.to_dict(),
         "threshold": model.threshold.to_dict(),
         "persistence": model.persistence.to_dict(),
         "libraries": library_versions(),
@@ -308,7 +309,7 @@ def _load(directory: Path) -> TrainedModel:
         if not (math.isfinite(threshold.value) and threshold.value > 0):
             raise ArtifactError(f"{path}: threshold {threshold.value} is not a finite number > 0")
         persistence = Persistence(**_require(config, "persistence", path))
-        weighting = _require(config, "scoring", path)["weighting"]
+        scoring = ScoreRule.from_dict(_require(config, "scoring", path))
         abstract = nnx.eval_shape(lambda: VAE(model_config, len(sensors), rngs=nnx.Rngs(0)))
     except (TypeError, KeyError, ValueError) as e:
         if isinstance(e, ArtifactError):
@@ -335,7 +336,7 @@ def _load(directory: Path) -> TrainedModel:
     known = {"schema_version", "version", "sensors", "window", "model", "scaler", "scoring", "threshold", "persistence"}
     metadata = {k: v for k, v in config.items() if k not in known}
     try:
-        return TrainedModel(sensors, model_config, scaler, vae, threshold, persistence, weighting,
+        return TrainedModel(sensors, model_config, scaler, vae, threshold, persistence, scoring,
                             str(config.get("version", "")), metadata)
     except ValueError as e:
         raise ArtifactError(f"{path}: {e}") from None

@@ -1,14 +1,17 @@
 """Batch scoring: one jitted function over fixed bucket shapes.
 
-The score of a window is its reconstruction error from the posterior mean: the mean
-over observed cells of the (optionally precision-weighted) squared error in standard
-units. contributions[c] is sensor c's part of that mean, so contributions sum to the
-score. Batches are padded to a few fixed sizes (buckets) and masked, so a steady
+The score of a window comes from its reconstruction from the posterior mean: each
+sensor's squared error in standard units, averaged over the window's steps with weights
+that favour the newest (ScoreRule.focus), is put on that sensor's own scale measured on
+normal validation windows (ScoreRule.normalization), and the sensors' normalised errors
+are averaged (ScoreRule.aggregate). contributions[c] is sensor c's part of the score, so
+contributions sum to the score. Batches are padded to a few fixed sizes (buckets) and masked, so a steady
 stream of batches of any size never triggers a recompilation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +25,18 @@ from detector.preprocessing import Scaler
 
 DEFAULT_BUCKETS = (1, 16, 256, 4096)
 SCORE_WEIGHTINGS = ("precision", "none")
+NORMALIZATIONS = ("tail", "none")
+FOCUSES = ("recent", "last", "window")
+AGGREGATES = ("mean", "top")
+# "recent" focus: each step of the window weighs half as much as the one RECENT_HALF_LIFE
+# of the window later, so the newest readings dominate but one noisy reading does not.
+RECENT_HALF_LIFE = 1 / 12
+# "tail" normalisation: a sensor's error is measured against its own error on normal
+# validation windows: 0 at the median, 1 at the TAIL_QUANTILE. A sensor whose tail is
+# tiny (a constant or rarely changing channel) would turn any change into an enormous
+# number; its spread is floored at SPREAD_FLOOR x the median spread of all sensors.
+TAIL_QUANTILE = 0.99
+SPREAD_FLOOR = 0.1
 
 
 @dataclass(frozen=True)
@@ -30,6 +45,76 @@ class Scores:
 
     score: np.ndarray
     contributions: np.ndarray
+
+
+@dataclass(frozen=True)
+class ScoreRule:
+    """How a window's reconstruction errors become one score; stored in every model.
+
+    focus: which steps of the window the error is measured on: "recent" (exponentially
+        more weight on the newest steps), "last" (the newest step only) or "window" (all
+        steps alike).
+    normalization: "tail" measures each sensor's error on its own scale from normal
+        validation windows (location, spread: [sensors]; see calibrate_rule), so a noisy
+        sensor and a quiet one weigh alike; "none" is the scoring of models made before
+        it: the squared error weighted by `weighting`, averaged over the window's cells.
+    aggregate: "mean" of the sensors' normalised errors, or "top": the mean of the top_k
+        largest (a fault in few of many sensors is not averaged away).
+    contributions[c] is sensor c's part of the score: they add up to it.
+    """
+
+    normalization: str = "tail"
+    focus: str = "recent"
+    aggregate: str = "mean"
+    top_k: int = 3
+    weighting: str = "precision"
+    location: tuple[float, ...] | None = None
+    spread: tuple[float, ...] | None = None
+
+    def __post_init__(self):
+        for name, allowed in (("normalization", NORMALIZATIONS), ("focus", FOCUSES), ("aggregate", AGGREGATES),
+                              ("weighting", SCORE_WEIGHTINGS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unsupported score {name}: {getattr(self, name)!r} (choose from {allowed})")
+        if self.top_k < 1:
+            raise ValueError(f"score top_k must be >= 1, got {self.top_k}")
+        if (self.location is None) != (self.spread is None):
+            raise ValueError("score location and spread come together")
+        if self.spread is not None:
+            if len(self.location) != len(self.spread):
+                raise ValueError(f"score location has {len(self.location)} sensors, spread {len(self.spread)}")
+            if not all(np.isfinite(self.location)) or not all(np.isfinite(s) and s > 0 for s in self.spread):
+                raise ValueError("score location must be finite and spread finite and > 0")
+
+    @property
+    def legacy(self) -> bool:
+        return self.normalization == "none"
+
+    def time_weights(self, window: int) -> np.ndarray:
+        """Weight of each step of the window, oldest first: [window], summing to 1."""
+        if self.focus == "window":
+            w = np.ones(window)
+        elif self.focus == "last":
+            w = np.zeros(window)
+            w[-1] = 1.0
+        else:
+            age = np.arange(window)[::-1]
+            w = 0.5 ** (age / max(RECENT_HALF_LIFE * window, 1.0))
+        return (w / w.sum()).astype(np.float32)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return d | {k: (list(d[k]) if d[k] is not None else None) for k in ("location", "spread")}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ScoreRule:
+        """A stored rule; keys missing from models made before this rule existed mean their scoring."""
+        legacy = {"normalization": "none", "focus": "window", "aggregate": "mean", "top_k": 3}
+        d = legacy | dict(d)
+        for k in ("location", "spread"):
+            if d.get(k) is not None:
+                d[k] = tuple(float(v) for v in d[k])
+        return cls(**d)
 
 
 def sensor_weights(model: VAE, weighting: str) -> np.ndarray:
@@ -41,8 +126,43 @@ def sensor_weights(model: VAE, weighting: str) -> np.ndarray:
     raise ValueError(f"unsupported score weighting: {weighting!r} (choose from {SCORE_WEIGHTINGS})")
 
 
-def window_errors(model: VAE, raw: jax.Array, center, scale, weights) -> tuple[jax.Array, jax.Array]:
-    """Traceable core. raw: [batch, window, sensors], NaN = missing -> (score [batch], contributions [batch, sensors])."""
+def sensor_errors(model: VAE, raw: jax.Array, center, scale, time_weights) -> tuple[jax.Array, jax.Array]:
+    """Traceable. raw: [batch, window, sensors], NaN = missing -> (errors, observed): [batch, sensors].
+
+    errors[b, c] is the time-weighted mean squared error of sensor c's observed cells, in
+    standard units; observed[b, c] is the time weight those cells hold (0: no reading).
+    """
+    mask = jnp.isfinite(raw)
+    x = jnp.where(mask, (raw - center) / scale, 0.0)
+    maskf = mask.astype(x.dtype)
+    recon = model.reconstruct(x, maskf)
+    tw = time_weights[None, :, None] * maskf
+    observed = jnp.sum(tw, axis=1)
+    errors = jnp.sum((x - recon) ** 2 * tw, axis=1) / jnp.maximum(observed, 1e-12)
+    return errors, observed
+
+
+def combine(errors: jax.Array, observed: jax.Array, rule: ScoreRule, location, spread
+            ) -> tuple[jax.Array, jax.Array]:
+    """Traceable. Per-sensor errors [batch, sensors] -> (score [batch], contributions [batch, sensors])."""
+    seen = observed > 0
+    normalised = jnp.where(seen, jnp.maximum((errors - location) / spread, 0.0), 0.0)
+    count = jnp.sum(seen, axis=1)
+    if rule.aggregate == "top":
+        k = min(rule.top_k, errors.shape[1])
+        kth = jax.lax.top_k(normalised, k)[0][:, -1:]
+        # ties at the k-th value may admit a few more sensors; their shares still add up
+        chosen = (normalised >= kth) & seen
+        contributions = jnp.where(chosen, normalised, 0.0) / jnp.maximum(jnp.sum(chosen, axis=1), 1)[:, None]
+    else:
+        contributions = normalised / jnp.maximum(count, 1)[:, None]
+    score = jnp.where(count > 0, jnp.sum(contributions, axis=1), jnp.nan)
+    return score, contributions
+
+
+def legacy_errors(model: VAE, raw: jax.Array, center, scale, weights) -> tuple[jax.Array, jax.Array]:
+    """Traceable: the scoring of models made before ScoreRule (normalization "none"): the mean
+    over observed cells of the weighted squared error. -> (score [batch], contributions [batch, sensors])."""
     mask = jnp.isfinite(raw)
     x = jnp.where(mask, (raw - center) / scale, 0.0)
     maskf = mask.astype(x.dtype)
@@ -54,37 +174,85 @@ def window_errors(model: VAE, raw: jax.Array, center, scale, weights) -> tuple[j
     return score, contributions
 
 
+def window_scores(model: VAE, raw: jax.Array, center, scale, rule: ScoreRule, weights, time_weights,
+                  location, spread) -> tuple[jax.Array, jax.Array]:
+    """Traceable core. raw: [batch, window, sensors] -> (score [batch], contributions [batch, sensors])."""
+    if rule.legacy:
+        return legacy_errors(model, raw, center, scale, weights)
+    errors, observed = sensor_errors(model, raw, center, scale, time_weights)
+    return combine(errors, observed, rule, location, spread)
+
+
+def calibrate_rule(rule: ScoreRule, errors: np.ndarray, observed: np.ndarray) -> ScoreRule:
+    """The rule with each sensor's location and spread measured on normal windows.
+
+    errors, observed: [windows, sensors] from Scorer.sensor_errors_series on validation data.
+    location = median error, spread = TAIL_QUANTILE quantile - median, floored (see SPREAD_FLOOR).
+    """
+    if rule.legacy:
+        return rule
+    e = np.where(observed > 0, np.asarray(errors, np.float64), np.nan)
+    sensors = e.shape[1]
+    seen = np.isfinite(e).sum(axis=0)
+    location, spread = np.zeros(sensors), np.ones(sensors)
+    ok = seen >= 2
+    if ok.any():
+        with np.errstate(all="ignore"):
+            location[ok] = np.nanmedian(e[:, ok], axis=0)
+            spread[ok] = np.nanquantile(e[:, ok], TAIL_QUANTILE, axis=0) - location[ok]
+        floor = max(SPREAD_FLOOR * float(np.median(spread[ok])), 1e-6)
+        spread = np.maximum(spread, floor)
+        spread[~ok] = float(np.median(spread[ok]))
+    return dataclasses.replace(rule, location=tuple(location.tolist()), spread=tuple(spread.tolist()))
+
+
 class Scorer:
-    """Scores windows of raw readings with a trained VAE.
+    """Scores windows of raw readings with a trained VAE under a ScoreRule.
 
     Call with raw windows [n, window, sensors] (float32, NaN for missing) of any n, or
     use `score_series` on a whole series [rows, sensors].
     """
 
-    def __init__(self, model: VAE, scaler: Scaler, weighting: str = "precision",
+    def __init__(self, model: VAE, scaler: Scaler, rule: ScoreRule | str = ScoreRule(),
                  buckets: tuple[int, ...] = DEFAULT_BUCKETS):
-        self.window, self.sensors = model.window, model.sensors
+        if isinstance(rule, str):  # a weighting name: the scoring of models made before ScoreRule
+            rule = ScoreRule(normalization="none", focus="window", weighting=rule)
+        self.window, self.sensors, self.rule = model.window, model.sensors, rule
         self.buckets = tuple(sorted(buckets))
         self.traces = 0  # number of compilations; a test guards against recompiles
         graphdef, state = nnx.split(model)
         center = jnp.asarray(scaler.center)
         scale = jnp.asarray(scaler.scale)
-        weights = jnp.asarray(sensor_weights(model, weighting))
+        weights = jnp.asarray(sensor_weights(model, rule.weighting))
+        time_weights = jnp.asarray(rule.time_weights(self.window))
+        location = jnp.asarray(rule.location if rule.location is not None else np.zeros(self.sensors), jnp.float32)
+        spread = jnp.asarray(rule.spread if rule.spread is not None else np.ones(self.sensors), jnp.float32)
 
-        def score_windows(state, raw):
-            self.traces += 1
-            return window_errors(nnx.merge(graphdef, state), raw, center, scale, weights)
+        def score(vae, raw):
+            return window_scores(vae, raw, center, scale, rule, weights, time_weights, location, spread)
 
-        def score_block(state, rows):
-            # rows: [bucket + window - 1, sensors] -> the bucket's windows, gathered on device
-            self.traces += 1
-            n = rows.shape[0] - self.window + 1
-            index = jnp.arange(n)[:, None] + jnp.arange(self.window)[None, :]
-            return window_errors(nnx.merge(graphdef, state), rows[index], center, scale, weights)
+        def errors(vae, raw):
+            return sensor_errors(vae, raw, center, scale, time_weights)
+
+        def on_windows(kernel):
+            def run(state, raw):
+                self.traces += 1
+                return kernel(nnx.merge(graphdef, state), raw)
+            return jax.jit(run)
+
+        def on_block(kernel):
+            def run(state, rows):
+                # rows: [bucket + window - 1, sensors] -> the bucket's windows, gathered on device
+                self.traces += 1
+                n = rows.shape[0] - self.window + 1
+                index = jnp.arange(n)[:, None] + jnp.arange(self.window)[None, :]
+                return kernel(nnx.merge(graphdef, state), rows[index])
+            return jax.jit(run)
 
         self._state = state
-        self._score_windows = jax.jit(score_windows)
-        self._score_block = jax.jit(score_block)
+        self._score_windows = on_windows(score)
+        self._score_block = on_block(score)
+        self._errors_block = on_block(errors)
 
     def _chunks(self, n: int) -> list[int]:
         """Bucket sizes that hold n windows with little padding: the largest bucket while it
@@ -133,6 +301,18 @@ class Scorer:
 
         return result
 
+    def _blocks(self, values: np.ndarray, block: int | None):
+        """Yield (first window, windows in the block, rows [block + window - 1, sensors]) over
+        every full window of values [rows, sensors], padding the last block with NaN rows."""
+        block = block or self.buckets[-1]
+        span = block + self.window - 1
+        windows = values.shape[0] - self.window + 1
+        for start in range(0, max(windows, 0), block):
+            chunk = values[start:start + span]
+            if len(chunk) < span:
+                chunk = np.concatenate([chunk, np.full((span - len(chunk), self.sensors), np.nan, np.float32)])
+            yield start, min(block, windows - start), chunk
+
     def score_series(self, values: np.ndarray, block: int | None = None) -> Scores:
         """values: [rows, sensors] raw readings of one series, NaN = missing.
 
@@ -141,20 +321,26 @@ class Scorer:
         """
         values = np.asarray(values, np.float32)
         rows = values.shape[0]
-        block = block or self.buckets[-1]
         score = np.full(rows, np.nan, np.float32)
         contributions = np.zeros((rows, self.sensors), np.float32)
-        span = block + self.window - 1
-        for start in range(0, max(rows - self.window + 1, 0), block):
-            chunk = values[start:start + span]
-            if len(chunk) < span:
-                chunk = np.concatenate([chunk, np.full((span - len(chunk), self.sensors), np.nan, np.float32)])
+        for start, k, chunk in self._blocks(values, block):
             s, c = self._score_block(self._state, chunk)
-            k = min(block, rows - self.window + 1 - start)
             end = start + self.window - 1
             score[end:end + k] = np.asarray(s)[:k]
             contributions[end:end + k] = np.asarray(c)[:k]
         return Scores(score, contributions)
+
+    def sensor_errors_series(self, values: np.ndarray, block: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Per-sensor errors and observed weights of every full window of a series (see
+        sensor_errors): values [rows, sensors] -> (errors, observed): [rows - window + 1, sensors]."""
+        values = np.asarray(values, np.float32)
+        windows = max(values.shape[0] - self.window + 1, 0)
+        errors = np.zeros((windows, self.sensors), np.float32)
+        observed = np.zeros((windows, self.sensors), np.float32)
+        for start, k, chunk in self._blocks(values, block):
+            e, o = self._errors_block(self._state, chunk)
+            errors[start:start + k], observed[start:start + k] = np.asarray(e)[:k], np.asarray(o)[:k]
+        return errors, observed
 
 
 def top_shares(contributions: np.ndarray, score: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:

@@ -314,7 +314,7 @@ def test_evaluate_result_is_plain_json():
         "rows", "scored_rows", "positives", "tp", "fp", "tn", "fn", "precision", "recall", "f1",
         "false_alarm_rate", "missed_alarm_rate", "roc_auc", "average_precision", "events",
         "events_detected", "event_recall", "point_adjusted_f1", "mean_detection_delay_rows",
-        "mean_detection_delay_seconds", "false_alarm_episodes",
+        "mean_detection_delay_seconds", "false_alarm_episodes", "pa_k_f1",
     }
     assert result["tp"] + result["fp"] + result["tn"] + result["fn"] == 200
 
@@ -338,3 +338,20 @@ def test_evaluate_result_is_plain_json():
 def test_evaluate_rejects_bad_inputs(kwargs, match):
     with pytest.raises(ValueError, match=match):
         evaluate(kwargs.pop("labels"), kwargs.pop("scores"), kwargs.pop("flags"), **kwargs)
+
+
+def test_pa_k_adjusts_only_events_flagged_for_at_least_k():
+    # two events of 10 rows: the first has 3 rows flagged (30 %), the second 1 row (10 %)
+    labels = np.zeros(40, np.int8)
+    labels[5:15] = 1
+    labels[25:35] = 1
+    flags = np.zeros(40, np.int8)
+    flags[[6, 7, 8, 30]] = 1
+    scores = flags.astype(float)
+    m = evaluate(labels, scores, flags, pa_k=0.2)
+    # PA%K: the first event counts whole (tp 10 + 1), the second keeps its one row: tp 11, fn 9, fp 0
+    assert m["pa_k_f1"] == pytest.approx(2 * 11 / (2 * 11 + 9))
+    # plain point adjustment counts both events whole
+    assert m["point_adjusted_f1"] == pytest.approx(1.0)
+    # K = 0 is plain point adjustment
+    assert evaluate(labels, scores, flags, pa_k=0.0)["pa_k_f1"] == pytest.approx(1.0)

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from detector.model import ModelConfig
-from detector.scoring import SCORE_WEIGHTINGS
+from detector.scoring import AGGREGATES, FOCUSES, NORMALIZATIONS, SCORE_WEIGHTINGS, ScoreRule
 from detector.settings import read_toml
 from detector.threshold import THRESHOLD_METHODS, Persistence
 
@@ -70,10 +70,14 @@ class TrainConfig:
     persistence_k: int = 3
     persistence_n: int = 5
     weighting: str = "precision"
+    normalization: str = "tail"
+    focus: str = "recent"
+    aggregate: str = "mean"
+    top_k: int = 3
 
     def __post_init__(self):
         checks = [
-            (self.epochs >= 1, "training.epochs", "must be >= 1"),
+            (self.epochs >= 0, "training.epochs", "must be >= 0"),
             (self.batch_size >= 1, "training.batch_size", "must be >= 1"),
             (self.learning_rate > 0, "training.learning_rate", "must be > 0"),
             (self.beta >= 0, "training.beta", "must be >= 0"),
@@ -88,6 +92,10 @@ class TrainConfig:
             (1 <= self.persistence_k <= self.persistence_n, "alerting.persistence_k",
              "must be between 1 and alerting.persistence_n"),
             (self.weighting in SCORE_WEIGHTINGS, "scoring.weighting", f"must be one of {SCORE_WEIGHTINGS}"),
+            (self.normalization in NORMALIZATIONS, "scoring.normalization", f"must be one of {NORMALIZATIONS}"),
+            (self.focus in FOCUSES, "scoring.focus", f"must be one of {FOCUSES}"),
+            (self.aggregate in AGGREGATES, "scoring.aggregate", f"must be one of {AGGREGATES}"),
+            (self.top_k >= 1, "scoring.top_k", "must be >= 1"),
         ]
         for ok, key, message in checks:
             if not ok:
@@ -96,6 +104,11 @@ class TrainConfig:
     @property
     def persistence(self) -> Persistence:
         return Persistence(self.persistence_k, self.persistence_n)
+
+    @property
+    def score_rule(self) -> ScoreRule:
+        """The scoring rule before calibration (no per-sensor location and spread yet)."""
+        return ScoreRule(self.normalization, self.focus, self.aggregate, self.top_k, self.weighting)
 
     def threshold_options(self) -> dict:
         if self.threshold_method == "pot":
@@ -113,7 +126,7 @@ SECTIONS = {
     "threshold": {"method": "threshold_method", "risk": "risk", "init_quantile": "init_quantile",
                   "q": "q", "margin": "margin"},
     "alerting": {"persistence_k": "persistence_k", "persistence_n": "persistence_n"},
-    "scoring": {"weighting": "weighting"},
+    "scoring": {k: k for k in ("weighting", "normalization", "focus", "aggregate", "top_k")},
 }
 MODEL_KEYS = {f.name for f in fields(ModelConfig)}
 _TYPES = {f.name: f.type for f in fields(TrainConfig)}

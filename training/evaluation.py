@@ -197,6 +197,7 @@ def evaluate(
     *,
     timestamps: ArrayLike | None = None,
     segments: ArrayLike | None = None,
+    pa_k: float = 0.2,
 ) -> dict[str, float | int | None]:
     """Point-wise and event-wise detection metrics for one or more concatenated series.
 
@@ -213,7 +214,8 @@ def evaluate(
     rows, scored_rows, positives, tp, fp, tn, fn (point-wise over all rows),
     precision, recall, f1 (= 2tp / (2tp + fp + fn)), false_alarm_rate (fp / (fp + tn)),
     missed_alarm_rate (fn / (fn + tp)), roc_auc and average_precision (over scored rows),
-    events, events_detected, event_recall, point_adjusted_f1,
+    events, events_detected, event_recall, point_adjusted_f1, pa_k_f1 (point adjustment only for
+    events with at least a share pa_k of their rows flagged: PA%K, Kim et al., AAAI 2022),
     mean_detection_delay_rows, mean_detection_delay_seconds, false_alarm_episodes.
     """
     y = _binary("labels", labels)
@@ -256,6 +258,10 @@ def evaluate(
     flagged_inside = flags_before[det_events[:, 1]] - flags_before[det_events[:, 0]]
     adjusted = int(np.sum(det_events[:, 1] - det_events[:, 0] - flagged_inside))
     pa_tp, pa_fn = tp + adjusted, fn - adjusted
+    # PA%K (Kim et al., AAAI 2022): an event counts whole only where at least K of its rows are flagged.
+    share = flagged_inside / np.maximum(det_events[:, 1] - det_events[:, 0], 1)
+    adjusted_k = int(np.sum((det_events[:, 1] - det_events[:, 0] - flagged_inside)[share >= pa_k]))
+    pak_tp, pak_fn = tp + adjusted_k, fn - adjusted_k
 
     # False alarm episodes: runs of flags without a single labelled-anomalous row.
     episodes = runs(f, cuts)
@@ -287,6 +293,7 @@ def evaluate(
         "events_detected": n_detected,
         "event_recall": _ratio(n_detected, events.shape[0]),
         "point_adjusted_f1": _ratio(2 * pa_tp, 2 * pa_tp + fp + pa_fn),
+        "pa_k_f1": _ratio(2 * pak_tp, 2 * pak_tp + fp + pak_fn),
         "mean_detection_delay_rows": delay_rows,
         "mean_detection_delay_seconds": delay_seconds,
         "false_alarm_episodes": false_episodes,

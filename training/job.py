@@ -16,6 +16,7 @@ import numpy as np
 from detector.artifact import TrainedModel
 from detector.csvdata import DataError, SensorTable
 from detector.preprocessing import Scaler
+from detector.scoring import calibrate_rule
 from detector.threshold import Threshold, calibrate
 from training.config import TrainConfig
 from training.train import EpochStats, WindowData, fit
@@ -71,9 +72,15 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
                       np.concatenate(train_starts), np.concatenate(val_starts))
     vae, history, best_epoch = fit(config, data, len(sensors), progress)
 
-    # calibrate on the validation windows, scored exactly as the detector will score them
+    # calibrate on the validation windows, scored exactly as the detector will score them:
+    # first each sensor's own error scale, then the threshold on the resulting scores
     model = TrainedModel(sensors, config.model, scaler, vae, Threshold(float("inf"), "uncalibrated"),
-                         config.persistence, config.weighting)
+                         config.persistence, config.score_rule)
+    if not config.score_rule.legacy:
+        raw = model.scorer()
+        errors = [raw.sensor_errors_series(v[s:]) for v, s in zip(series, splits)]
+        model.scoring = calibrate_rule(config.score_rule, np.concatenate([e for e, _ in errors]),
+                                       np.concatenate([o for _, o in errors]))
     scorer = model.scorer()
     val_scores = np.concatenate([scorer.score_series(v[s:]).score[window - 1:] for v, s in zip(series, splits)])
     train_scores = np.concatenate([scorer.score_series(v[:s]).score[window - 1:] for v, s in zip(series, splits)])
@@ -91,7 +98,7 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
         "max_missing_fraction": max(missing),
         "epochs_run": len(history),
         "best_epoch": best_epoch,
-        "best_validation_loss": min(h.val_loss for h in history),
+        "best_validation_loss": min((h.val_loss for h in history), default=None),
         "seconds": round(time.perf_counter() - t0, 3),
     }
     model.metadata = {"training": summary, "train_config": config.to_dict()}

@@ -1,0 +1,330 @@
+"""Detection quality on labelled public data, with baselines measured in the same run.
+
+One command runs the product's default training and scoring path (training.job.train_model
+and detector.offline.score_table: what `vigil train` and `vigil score` run, with the
+model's own threshold and alert rule) on three data sets, each with its usual protocol:
+
+  skab  34 files of a pump test rig; per file: train on the first 400 rows, score the
+        file, evaluate rows 400 onwards (the SKAB leaderboard's protocol).
+  tep   Tennessee Eastman process: train on the normal run d00 (500 rows), score the
+        test runs of faults 01-21 (fault from row 160) and fault00 (normal throughout);
+        false alarms are counted on rows 0-159 of every run and the whole of fault00.
+  smd   7 server machines: train on each machine's train half, score its test half.
+
+Rows that no method can score (the first window-1 rows of a scored file) are left out
+of every figure. For each data set it prints one table, one line per method:
+
+  vigil       the product's defaults
+  v0          the model before the detection-quality work (MLP, precision-weighted
+              whole-window error, POT x 2.5 margin): where we started
+  untrained   the same path with random weights (epochs = 0), calibrated as usual
+  pca         PCA reconstruction (Q statistic) of each reading, components for 90 % of
+              the variance; flags: 0.99 training quantile, 3 of 5 persistence
+  magnitude   mean squared standardised value over the window ("reconstruct zeros");
+              flags as pca
+
+Columns: point precision/recall/F1 (no point adjustment), FAR, MAR, ROC-AUC pooled over
+series (scores as score/threshold) and mean per series, average precision, PA%K F1
+(K = 20 %, Kim et al. AAAI 2022) next to plain point-adjusted F1, event recall,
+false-alarm episodes and mean detection delay (rows).
+
+    python benchmarks/quality.py                       # all three, ../shared/data/...
+    python benchmarks/quality.py --quick               # a few series each (minutes)
+    python benchmarks/quality.py --sets tep --methods vigil,pca --out bench-results/q.json
+    python benchmarks/quality.py --ablation            # README's ablation table: each change off in turn
+
+--set KEY=VALUE (repeatable) overrides a training setting for the vigil method (keys as
+training.config.load_config keywords, e.g. --set window=30); use it to explore, never
+to pick a per-data-set setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+
+from detector.csvdata import SensorTable, read_csv  # noqa: E402
+from detector.offline import score_table  # noqa: E402
+from detector.preprocessing import Scaler, windows  # noqa: E402
+from detector.threshold import Persistence  # noqa: E402
+from training.config import load_config  # noqa: E402
+from training.evaluation import evaluate, roc_auc  # noqa: E402
+from training.job import train_model  # noqa: E402
+
+DATA = ROOT.parent / "shared" / "data"
+SKAB_TRAIN_ROWS = 400
+TEP_FAULT_ROW = 160
+BASELINE_QUANTILE, BASELINE_RULE = 0.99, Persistence(3, 5)
+PCA_VARIANCE = 0.90
+
+# The settings of the model as it stood before the detection-quality work.
+V0 = {"architecture": "mlp", "score_normalization": "none", "weighting": "precision", "focus": "window",
+      "aggregate": "mean", "margin": 2.5, "risk": 1e-3, "robust_fraction": 0.0}
+
+
+# ----------------------------------------------------------------------------- data sets
+
+@dataclass(frozen=True)
+class Case:
+    """One model's training data and the series it is judged on.
+
+    tests: (table with labels, first row that counts) pairs.
+    """
+
+    name: str
+    train: list[SensorTable]
+    tests: list[tuple[SensorTable, int]]
+
+
+def head(table: SensorTable, rows: int) -> SensorTable:
+    return dataclasses.replace(table, time_raw=table.time_raw[:rows], time=table.time[:rows],
+                               values=table.values[:rows], labels=None)
+
+
+def skab_cases(root: Path, quick: bool) -> list[Case]:
+    files = [p for sub in ("valve1", "valve2", "other") for p in sorted((root / sub).glob("*.csv"),
+                                                                          key=lambda p: int(p.stem))]
+    if not files:
+        raise SystemExit(f"no SKAB files under {root} (expected valve1/, valve2/, other/)")
+    if quick:
+        files = files[::6]
+    cases = []
+    for path in files:
+        table = read_csv(path, drop_columns=("changepoint",))
+        cases.append(Case(f"{path.parent.name}/{path.stem}", [head(table, SKAB_TRAIN_ROWS)],
+                          [(table, SKAB_TRAIN_ROWS)]))
+    return cases
+
+
+def tep_cases(root: Path, quick: bool) -> list[Case]:
+    faults = [0, 1, 2, 4, 6, 11, 17, 19] if quick else range(22)
+    train = read_csv(root / "fault01" / "train.csv")
+    tests = []
+    for f in faults:
+        t = read_csv(root / f"fault{f:02d}" / "test.csv")
+        if t.labels is None:
+            raise SystemExit(f"{root}/fault{f:02d}/test.csv: no anomaly column")
+        tests.append((t, 0))
+    return [Case("tep", [train], tests)]
+
+
+def smd_cases(root: Path, quick: bool) -> list[Case]:
+    machines = sorted(p.name for p in root.iterdir() if p.is_dir())
+    if not machines:
+        raise SystemExit(f"no SMD machines under {root}")
+    if quick:
+        machines = machines[:2]
+    return [Case(m, [read_csv(root / m / "train.csv")], [(read_csv(root / m / "test.csv"), 0)]) for m in machines]
+
+
+LOADERS = {"skab": skab_cases, "tep": tep_cases, "smd": smd_cases}
+
+
+# ----------------------------------------------------------------------------- methods
+
+# A method: (training tables) -> a function (table) -> (score [rows] on a threshold-1 scale, flags [rows]).
+Method = Callable[[list[SensorTable]], Callable[[SensorTable], tuple[np.ndarray, np.ndarray]]]
+
+
+def vigil_method(overrides: dict) -> Method:
+    config = load_config(**overrides)
+
+    def fit(train):
+        model, _ = train_model(train, config)
+        scorer = model.scorer()
+
+        def score(table):
+            s = score_table(model, table, scorer)
+            return s.normalized, s.flags
+        return score
+    return fit
+
+
+def _standardised(train: list[SensorTable]) -> tuple[Scaler, np.ndarray, tuple[str, ...]]:
+    sensors = train[0].sensors
+    x = np.concatenate([t.select(sensors) for t in train])
+    scaler = Scaler.fit(x)
+    return scaler, np.nan_to_num((x - scaler.center) / scaler.scale), sensors
+
+
+def _baseline(score_fn, train, sensors) -> Callable:
+    ref = np.concatenate([score_fn(t.select(sensors)) for t in train])
+    threshold = float(np.nanquantile(ref, BASELINE_QUANTILE))
+
+    def score(table):
+        s = score_fn(table.select(sensors)) / threshold
+        with np.errstate(invalid="ignore"):
+            return s, BASELINE_RULE.apply(s > 1.0)
+    return score
+
+
+def pca_method(train: list[SensorTable]):
+    scaler, z, sensors = _standardised(train)
+    _, sv, vt = np.linalg.svd(z - z.mean(axis=0), full_matrices=False)
+    explained = np.cumsum(sv**2) / np.sum(sv**2)
+    k = int(np.searchsorted(explained, PCA_VARIANCE) + 1)
+    p = vt[:k].T
+
+    def q(values):
+        x = np.nan_to_num((values - scaler.center) / scaler.scale)
+        residual = x - (x @ p) @ p.T
+        return np.mean(residual**2, axis=1)
+    return _baseline(q, train, sensors)
+
+
+def magnitude_method(window: int) -> Method:
+    def fit(train):
+        scaler, _, sensors = _standardised(train)
+
+        def magnitude(values):
+            x = (values - scaler.center) / scaler.scale
+            observed = np.isfinite(x)
+            sq = np.where(observed, x, 0.0) ** 2
+            out = np.full(len(x), np.nan)
+            if len(x) >= window:
+                out[window - 1:] = windows(sq, window).sum(axis=(1, 2)) / np.maximum(
+                    windows(observed, window).sum(axis=(1, 2)), 1)
+            return out
+        return _baseline(magnitude, train, sensors)
+    return fit
+
+
+def methods(names: list[str], overrides: dict) -> dict[str, Method]:
+    window = load_config(**overrides).model.window
+    every = {
+        "vigil": lambda: vigil_method(overrides),
+        "v0": lambda: vigil_method(V0 | overrides),
+        "untrained": lambda: vigil_method(overrides | {"epochs": 0}),
+        "pca": lambda: pca_method,
+        "magnitude": lambda: magnitude_method(window),
+    }
+    unknown = set(names) - set(every)
+    if unknown:
+        raise SystemExit(f"unknown methods {sorted(unknown)} (known: {', '.join(every)})")
+    return {n: every[n]() for n in names}
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def run_set(cases: list[Case], method: Method, skip: int) -> dict:
+    """Train per case, score its tests, evaluate pooled over every test series."""
+    labels, scores, flags, segments, per_series = [], [], [], [], []
+    t0 = time.perf_counter()
+    offset = 0
+    for case in cases:
+        score = method(case.train)
+        for table, first in case.tests:
+            s, f = score(table)
+            lo = max(first, skip)
+            y, s, f = table.labels[lo:].astype(bool), np.asarray(s[lo:], np.float64), np.asarray(f[lo:], bool)
+            s = np.where(np.isfinite(s), s, np.nan)
+            labels.append(y), scores.append(s), flags.append(f), segments.append(offset)
+            offset += len(y)
+            if y.any() and not y.all():
+                ok = np.isfinite(s)
+                per_series.append(roc_auc(y[ok], s[ok]))
+    y, s, f = np.concatenate(labels), np.concatenate(scores), np.concatenate(flags)
+    m = evaluate(y, s, f, segments=np.asarray(segments, np.int64))
+    m["roc_auc_mean_per_series"] = float(np.mean([a for a in per_series if a is not None]))
+    m["seconds"] = round(time.perf_counter() - t0, 1)
+    return m
+
+
+COLUMNS = [("P", "precision", 1), ("R", "recall", 1), ("F1", "f1", 1), ("FAR%", "false_alarm_rate", 100),
+           ("MAR%", "missed_alarm_rate", 100), ("AUC", "roc_auc", 1), ("AUC/s", "roc_auc_mean_per_series", 1),
+           ("AP", "average_precision", 1), ("PA%K", "pa_k_f1", 1), ("PA-F1", "point_adjusted_f1", 1),
+           ("ev.rec", "event_recall", 1), ("FA ep", "false_alarm_episodes", 1),
+           ("delay", "mean_detection_delay_rows", 1), ("s", "seconds", 1)]
+
+
+def print_table(title: str, results: dict[str, dict]) -> None:
+    print(f"\n{title}")
+    print(f"{'method':<22}" + "".join(f"{c:>8}" for c, _, _ in COLUMNS))
+    for name, m in results.items():
+        cells = []
+        for _, key, scale in COLUMNS:
+            v = m.get(key)
+            if v is None:
+                cells.append(f"{'-':>8}")
+            elif key in ("false_alarm_episodes",):
+                cells.append(f"{int(v):>8d}")
+            elif key in ("mean_detection_delay_rows", "seconds"):
+                cells.append(f"{v:>8.1f}")
+            else:
+                cells.append(f"{v * scale:>8.{1 if scale == 100 else 3}f}")
+        print(f"{name:<22}" + "".join(cells))
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+# Each product change, switched back to how it was, one at a time (README's ablation table).
+ABLATIONS = {
+    "calibrated per-sensor score -> precision weighting": {"score_normalization": "none", "weighting": "precision"},
+    "recent-step focus -> whole window": {"focus": "window"},
+    "robust training -> plain ELBO": {"robust_fraction": 0.0},
+    "margin-free threshold -> POT x 2.5": {"margin": 2.5, "risk": 1e-3},
+}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sets", default="skab,tep,smd", help="comma-separated: skab, tep, smd")
+    p.add_argument("--methods", default="vigil,v0,untrained,pca,magnitude")
+    p.add_argument("--skab", type=Path, default=DATA / "skab")
+    p.add_argument("--tep", type=Path, default=DATA / "tep")
+    p.add_argument("--smd", type=Path, default=DATA / "smd")
+    p.add_argument("--quick", action="store_true", help="a few series per data set")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="training setting override")
+    p.add_argument("--ablation", action="store_true", help="vigil with each change switched off in turn")
+    p.add_argument("--out", type=Path, default=Path("bench-results/quality.json"))
+    args = p.parse_args()
+    overrides = parse_overrides(args.set)
+    sets = [s for s in args.sets.split(",") if s]
+    for s in sets:
+        if s not in LOADERS:
+            raise SystemExit(f"unknown data set {s!r} (known: {', '.join(LOADERS)})")
+    if args.ablation:
+        chosen = {"vigil": vigil_method(overrides)} | {
+            f"- {name}": vigil_method(overrides | change) for name, change in ABLATIONS.items()}
+    else:
+        chosen = methods([m for m in args.methods.split(",") if m], overrides)
+    skip = load_config(**overrides).model.window - 1
+    out = {"overrides": overrides, "quick": args.quick, "sets": {}}
+    for s in sets:
+        cases = LOADERS[s](getattr(args, s), args.quick)
+        results = {}
+        for name, method in chosen.items():
+            print(f"{s}: {name} ...", file=sys.stderr, flush=True)
+            results[name] = run_set(cases, method, skip)
+        out["sets"][s] = results
+        print_table(f"{s} ({len(cases)} models, {sum(len(c.tests) for c in cases)} series)", results)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
