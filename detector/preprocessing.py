@@ -16,6 +16,11 @@ import numpy as np
 # (and at an absolute minimum), so a constant sensor does not dominate every score.
 RELATIVE_SCALE_FLOOR = 1e-3
 ABSOLUTE_SCALE_FLOOR = 1e-6
+# Standardised values are clipped to +-Z_CLIP before the model sees them (training and
+# scoring alike): a sensor that was constant in training gets a tiny scale, and its first
+# real change would otherwise be millions of standard deviations, one reading outweighing
+# every other sensor and every later window. 10 standard deviations is far beyond normal.
+Z_CLIP = 10.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,11 @@ class Scaler:
         spread = np.nanstd(values, axis=0)
         floor = np.maximum(RELATIVE_SCALE_FLOOR * np.abs(center), ABSOLUTE_SCALE_FLOOR)
         return cls(center.astype(np.float32), np.maximum(spread, floor).astype(np.float32))
+
+    def transform(self, values: np.ndarray, xp=np) -> np.ndarray:
+        """Raw values [..., sensors] -> standardised values clipped to +-Z_CLIP (NaN stays NaN).
+        xp: numpy or jax.numpy (the scoring kernel traces this)."""
+        return xp.clip((values - self.center) / self.scale, -Z_CLIP, Z_CLIP)
 
     def to_dict(self) -> dict[str, list[float]]:
         return {"center": self.center.tolist(), "scale": self.scale.tolist()}

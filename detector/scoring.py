@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from detector.model import VAE
-from detector.preprocessing import Scaler
+from detector.preprocessing import Z_CLIP, Scaler
 
 DEFAULT_BUCKETS = (1, 16, 256, 4096)
 SCORE_WEIGHTINGS = ("precision", "none")
@@ -130,10 +130,10 @@ def sensor_errors(model: VAE, raw: jax.Array, center, scale, time_weights) -> tu
     """Traceable. raw: [batch, window, sensors], NaN = missing -> (errors, observed): [batch, sensors].
 
     errors[b, c] is the time-weighted mean squared error of sensor c's observed cells, in
-    standard units; observed[b, c] is the time weight those cells hold (0: no reading).
+    standard units (values clipped to +-Z_CLIP, as in training); observed[b, c] is the time weight those cells hold (0: no reading).
     """
     mask = jnp.isfinite(raw)
-    x = jnp.where(mask, (raw - center) / scale, 0.0)
+    x = jnp.where(mask, jnp.clip((raw - center) / scale, -Z_CLIP, Z_CLIP), 0.0)
     maskf = mask.astype(x.dtype)
     recon = model.reconstruct(x, maskf)
     tw = time_weights[None, :, None] * maskf

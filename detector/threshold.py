@@ -55,7 +55,7 @@ def quantile_threshold(scores: np.ndarray, q: float = 0.999, margin: float = 1.0
     return Threshold(base * margin, "quantile", {"q": q, "margin": margin, "n": int(s.size)})
 
 
-def fit_gpd(excesses: np.ndarray) -> tuple[float, float, float]:
+def fit_gpd(excesses: np.ndarray, min_shape: float = -math.inf) -> tuple[float, float, float]:
     """Maximum-likelihood generalised Pareto fit to positive excesses.
 
     Uses the profile likelihood in theta = shape/scale (Grimshaw 1993): for a fixed theta
@@ -74,7 +74,7 @@ def fit_gpd(excesses: np.ndarray) -> tuple[float, float, float]:
     ])
     for theta in grid:
         shape = float(np.mean(np.log1p(theta * y)))
-        if shape == 0.0 or not math.isfinite(shape):
+        if shape == 0.0 or not math.isfinite(shape) or shape < min_shape:
             continue
         scale = shape / theta
         if scale <= 0:
@@ -86,11 +86,14 @@ def fit_gpd(excesses: np.ndarray) -> tuple[float, float, float]:
 
 
 def pot_threshold(scores: np.ndarray, risk: float = 1e-3, init_quantile: float = 0.98,
-                  margin: float = 1.0) -> Threshold:
+                  margin: float = 1.0, min_shape: float = 0.0) -> Threshold:
     """Score exceeded with probability `risk` under a GPD tail fitted above init_quantile, times margin.
 
     With few scores the initial quantile is lowered so that at least MIN_PEAKS excesses
-    are fitted.
+    are fitted. min_shape bounds the fitted shape from below: the default 0 allows an
+    exponential or heavier tail only, because a bounded tail (shape < 0) fitted to a few
+    dozen peaks of a short validation period ends just above its largest score, and
+    normal data a little outside that period then crosses it (-inf: any shape).
     """
     if not 0.0 < risk < 1.0 or not 0.0 < init_quantile < 1.0 or margin <= 0:
         raise ValueError(f"need 0 < risk < 1, 0 < init_quantile < 1 and margin > 0, got {risk}, {init_quantile}, {margin}")
@@ -100,12 +103,12 @@ def pot_threshold(scores: np.ndarray, risk: float = 1e-3, init_quantile: float =
     t = float(np.quantile(s, q0))
     excesses = s[s > t] - t
     details = {"risk": risk, "init_quantile": q0, "initial_threshold": t, "n": int(n), "peaks": int(excesses.size),
-               "margin": margin}
+               "margin": margin, "min_shape": min_shape}
     if excesses.size < 3 or excesses.max() <= 0:
         value = float(s.max())
         return Threshold(value * margin, "pot", details | {"base": value,
                                                            "fallback": "too few distinct peaks: using the maximum score"})
-    shape, scale, _ = fit_gpd(excesses)
+    shape, scale, _ = fit_gpd(excesses, min_shape)
     ratio = risk * n / excesses.size
     if abs(shape) < 1e-9:
         value = t - scale * math.log(ratio)

@@ -66,13 +66,14 @@ class TrainConfig:
     risk: float = 1e-3
     init_quantile: float = 0.98
     q: float = 0.999
-    margin: float = 2.5
+    margin: float = 2.0
+    min_shape: float = 0.0
     persistence_k: int = 3
     persistence_n: int = 5
     weighting: str = "precision"
     normalization: str = "tail"
-    focus: str = "recent"
-    aggregate: str = "mean"
+    focus: str = "window"
+    aggregate: str = "top"
     top_k: int = 3
 
     def __post_init__(self):
@@ -112,7 +113,8 @@ class TrainConfig:
 
     def threshold_options(self) -> dict:
         if self.threshold_method == "pot":
-            return {"risk": self.risk, "init_quantile": self.init_quantile, "margin": self.margin}
+            return {"risk": self.risk, "init_quantile": self.init_quantile, "margin": self.margin,
+                    "min_shape": self.min_shape}
         return {"q": self.q, "margin": self.margin}
 
     def to_dict(self) -> dict:
@@ -124,7 +126,7 @@ SECTIONS = {
     "training": {k: k for k in ("epochs", "batch_size", "learning_rate", "beta", "validation_fraction",
                                 "patience", "max_steps_per_epoch", "seed")},
     "threshold": {"method": "threshold_method", "risk": "risk", "init_quantile": "init_quantile",
-                  "q": "q", "margin": "margin"},
+                  "q": "q", "margin": "margin", "min_shape": "min_shape"},
     "alerting": {"persistence_k": "persistence_k", "persistence_n": "persistence_n"},
     "scoring": {k: k for k in ("weighting", "normalization", "focus", "aggregate", "top_k")},
 }
@@ -154,7 +156,7 @@ def _coerce(where: str, value, like):
 def load_config(path: str | Path | None = None, **overrides) -> TrainConfig:
     """TrainConfig from defaults, then the TOML file, then keyword overrides (None = not given).
 
-    Overrides use TrainConfig field names plus `window` for model.window.
+    Overrides use TrainConfig field names plus ModelConfig's (window, hidden, architecture, ...).
     """
     base, model = TrainConfig(), ModelConfig()
     values: dict = {}
@@ -183,8 +185,8 @@ def load_config(path: str | Path | None = None, **overrides) -> TrainConfig:
     for name, value in overrides.items():
         if value is None:
             continue
-        if name == "window":
-            model_values["window"] = value
+        if name in MODEL_KEYS:
+            model_values[name] = tuple(value) if isinstance(value, list) else value
         elif name in _TYPES and name != "model":
             values[name] = value
         else:

@@ -62,7 +62,7 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
     offset = 0
     for v, s in zip(series, splits):
         mask = np.isfinite(v)
-        z = np.where(mask, (v - scaler.center) / scaler.scale, 0.0).astype(np.float32)
+        z = np.where(mask, scaler.transform(v), 0.0).astype(np.float32)
         values.append(z)
         masks.append(mask.astype(np.float32))
         train_starts.append(_window_starts(offset, s, window))

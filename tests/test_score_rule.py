@@ -1,0 +1,115 @@
+"""The calibrated scoring rule: each sensor on its own scale, a binary channel does not dominate."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+from flax import nnx
+
+from detector.artifact import TrainedModel, load, save
+from detector.csvdata import SensorTable
+from detector.model import VAE, ModelConfig
+from detector.preprocessing import Scaler
+from detector.scoring import ScoreRule, Scorer, calibrate_rule, top_shares
+from detector.threshold import Persistence, Threshold
+from training.config import TrainConfig
+from training.job import train_model
+
+
+def table(values: np.ndarray, name: str = "t") -> SensorTable:
+    rows = len(values)
+    return SensorTable(name, [str(i) for i in range(rows)], np.arange(rows, dtype=np.float64),
+                       ("flow", "valve_open"), values, None)
+
+
+def binary_and_continuous(rows: int, seed: int) -> np.ndarray:
+    """flow: a noisy daily-like cycle; valve_open: 0/1, switching about every 150 readings."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(rows)
+    flow = np.sin(2 * np.pi * t / 100) + 0.1 * rng.normal(size=rows)
+    switches = np.cumsum(rng.random(rows) < 1 / 150) % 2
+    return np.stack([flow, switches.astype(float)], axis=1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def models():
+    config = TrainConfig(model=ModelConfig(window=10, hidden=(32,), latent=4), epochs=15, batch_size=64,
+                         max_steps_per_epoch=40, patience=5)
+    train = [table(binary_and_continuous(3000, seed=1))]
+    calibrated, _ = train_model(train, config)
+    legacy, _ = train_model(train, dataclasses.replace(config, normalization="none", focus="window"))
+    return calibrated, legacy
+
+
+def binary_share(model: TrainedModel, values: np.ndarray) -> float:
+    """The binary channel's share of the summed score over a series."""
+    s = model.scorer().score_series(values)
+    ok = np.isfinite(s.score)
+    return float(s.contributions[ok, 1].sum() / s.score[ok].sum())
+
+
+def test_a_binary_channel_does_not_dominate(models):
+    calibrated, legacy = models
+    normal = binary_and_continuous(3000, seed=7)
+    # precision-weighted whole-window error (the old scoring): the switches own half the score
+    assert binary_share(legacy, normal) > 0.4
+    # on its own scale the binary channel weighs less than the continuous one
+    assert binary_share(calibrated, normal) < 0.3
+
+
+def test_a_fault_in_the_continuous_channel_is_flagged_and_named(models):
+    calibrated, _ = models
+    values = binary_and_continuous(1200, seed=8)
+    values[600:700, 0] += np.random.default_rng(9).normal(0, 1, 100)  # flow turns erratic
+    s = calibrated.scorer().score_series(values)
+    flags = calibrated.persistence.apply(s.score > calibrated.threshold.value)
+    assert flags[620:700].mean() > 0.9 and flags[:580].mean() < 0.02
+    top, _ = top_shares(s.contributions[620:700], s.score[620:700], k=1)
+    assert (top[:, 0] == 0).mean() > 0.9
+
+
+def test_calibrated_location_and_spread():
+    rng = np.random.default_rng(0)
+    errors = np.stack([rng.exponential(1.0, 10000), rng.exponential(100.0, 10000), np.zeros(10000)], axis=1)
+    rule = calibrate_rule(ScoreRule(), errors, np.ones_like(errors))
+    np.testing.assert_allclose(rule.location[:2], [np.log(2), 100 * np.log(2)], rtol=0.05)
+    np.testing.assert_allclose(rule.spread[:2], [np.log(100) - np.log(2), 100 * (np.log(100) - np.log(2))], rtol=0.1)
+    # a constant sensor gets the floor, a share of the typical spread, not a near-zero scale
+    assert rule.spread[2] == pytest.approx(0.1 * np.median(rule.spread), rel=1e-6)
+    # the old scoring has nothing to calibrate
+    legacy = ScoreRule(normalization="none")
+    assert calibrate_rule(legacy, errors, np.ones_like(errors)) is legacy
+
+
+@pytest.mark.parametrize("aggregate", ["mean", "top"])
+@pytest.mark.parametrize("focus", ["recent", "last", "window"])
+def test_contributions_add_up_to_the_score(aggregate, focus, rng):
+    vae = VAE(ModelConfig(window=6, hidden=(8,), latent=2), 5, rngs=nnx.Rngs(0))
+    rule = ScoreRule(focus=focus, aggregate=aggregate, top_k=2, location=(0.1,) * 5, spread=(0.5, 1, 2, 1, 1))
+    s = Scorer(vae, Scaler(np.zeros(5, np.float32), np.ones(5, np.float32)), rule)(
+        rng.normal(size=(9, 6, 5)).astype(np.float32))
+    np.testing.assert_allclose(s.contributions.sum(axis=1), s.score, rtol=1e-5)
+    assert (s.contributions >= 0).all()
+    if aggregate == "top":
+        assert ((s.contributions > 0).sum(axis=1) <= 2).all()
+
+
+def test_time_weights():
+    assert ScoreRule(focus="window").time_weights(4).tolist() == [0.25] * 4
+    assert ScoreRule(focus="last").time_weights(4).tolist() == [0, 0, 0, 1]
+    w = ScoreRule(focus="recent").time_weights(60)
+    assert w.sum() == pytest.approx(1.0) and w[-1] == pytest.approx(2 * w[-6])  # half-life 5 steps
+
+
+def test_rule_round_trip_and_old_models(tmp_path):
+    vae = VAE(ModelConfig(window=4, hidden=(8,), latent=2), 2, rngs=nnx.Rngs(0))
+    rule = ScoreRule(aggregate="top", top_k=1, location=(0.5, 0.25), spread=(1.0, 2.0))
+    model = TrainedModel(("a", "b"), ModelConfig(window=4, hidden=(8,), latent=2),
+                         Scaler(np.zeros(2, np.float32), np.ones(2, np.float32)), vae,
+                         Threshold(1.0, "quantile"), Persistence(), rule)
+    assert load(save(model, tmp_path / "m")).scoring == rule
+    # a model description written before the scoring rule existed scores as it always did
+    old = ScoreRule.from_dict({"weighting": "precision"})
+    assert (old.normalization, old.focus, old.aggregate) == ("none", "window", "mean")
+    with pytest.raises(ValueError, match="focus"):
+        ScoreRule(focus="middle")
