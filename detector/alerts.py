@@ -1,14 +1,16 @@
 """Alert lifecycle per asset: open, update, resolve.
 
 An asset's alert opens when k of its last n scored windows are over threshold
-(normalised score > 1), sends an update while it stays open (at most every
-`update_seconds` of reading time, and only when the score is still over threshold), and
-resolves once the normalised score has stayed under `exit_threshold` for `resolve_after`
-consecutive windows. The alert id is derived from the asset, the time of the reading
-that opened it and the model version, so re-processing the same readings after a restart
-produces events with the same id, which consumers can use to drop duplicates. A restarted
-daemon takes up the alerts its predecessor left open (`restore`, from the alerts topic),
-so their updates and resolve keep their ids too.
+(normalised score > 1): the serving model's persistence rule (TrainedModel.persistence,
+by which `vigil score` flags rows) unless the policy overrides k or n. It sends an update
+while it stays open (at most every `update_seconds` of reading time, and only when the
+score is still over threshold), and resolves once the normalised score has stayed under
+`exit_threshold` for `resolve_after` consecutive windows. The alert id is derived from
+the asset, the time of the reading that opened it and the model version, so
+re-processing the same readings after a restart produces events with the same id, which
+consumers can use to drop duplicates. A restarted daemon takes up the alerts its
+predecessor left open (`restore`, from the alerts topic), so their updates and resolve
+keep their ids too.
 """
 
 from __future__ import annotations
@@ -16,28 +18,62 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
+from itertools import islice
+
+from detector.threshold import Persistence
 
 
 @dataclass(frozen=True)
 class AlertPolicy:
-    k: int = 3                   # open when k of the last n windows are over threshold
-    n: int = 5
+    """How alerts open, update and resolve. k and n are `vigil serve`'s alert_k and alert_n:
+    None (the default) takes the serving model's persistence rule, a number overrides it.
+    for_model() gives the policy in force for a model (k and n both set)."""
+
+    k: int | None = None         # open when k of the last n windows are over threshold; None: the model's k
+    n: int | None = None         # None: the model's n
     exit_threshold: float = 0.8  # normalised score under which a window counts towards resolving
     resolve_after: int = 30      # consecutive windows under exit_threshold that resolve an alert
     update_seconds: float = 10.0 # at most one update event per alert per this much reading time
 
     def __post_init__(self):
-        if not 1 <= self.k <= self.n:
+        if any(v is not None and v < 1 for v in (self.k, self.n)) or \
+                (self.k is not None and self.n is not None and self.k > self.n):
             raise ValueError(f"alert policy needs 1 <= k <= n, got k={self.k}, n={self.n}")
         if not 0 < self.exit_threshold <= 1 or self.resolve_after < 1 or self.update_seconds < 0:
             raise ValueError("alert policy needs 0 < exit_threshold <= 1, resolve_after >= 1, update_seconds >= 0")
 
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        """The settings that override the model's rule: ("alert_k", "alert_n"), one of them or ()."""
+        return tuple(name for name, v in (("alert_k", self.k), ("alert_n", self.n)) if v is not None)
+
+    def for_model(self, persistence: Persistence) -> AlertPolicy:
+        """The policy in force for a model with this persistence rule: its k and n where this
+        policy leaves them unset. ValueError (naming the setting) when an override given alone
+        does not fit the model's other number."""
+        k = persistence.k if self.k is None else self.k
+        n = persistence.n if self.n is None else self.n
+        if k > n:
+            rule = f"its rule is {persistence.k} of {persistence.n}"
+            if self.k is None:
+                raise ValueError(f"alert_n: {n} is less than the model's k ({rule}); set alert_k too, "
+                                 f"or alert_n >= {k}")
+            raise ValueError(f"alert_k: {k} is more than the model's n ({rule}); set alert_n too, or alert_k <= {n}")
+        return replace(self, k=k, n=n)
+
+    def describe(self, persistence: Persistence) -> str:
+        """The rule in force for the model and where it comes from: "3 of 5 (model)",
+        "2 of 4 (override: alert_k, alert_n)"."""
+        p = self.for_model(persistence)
+        return f"{p.k} of {p.n} ({'override: ' + ', '.join(self.overrides) if self.overrides else 'model'})"
+
 
 @dataclass
 class _State:
-    recent: deque
+    recent: deque                # over threshold or not, of the last n windows (never cleared)
+    fresh: int = 1 << 30         # windows since the last resolve: only these can open a new alert
     alert_id: str | None = None
     opened_ms: int = 0
     last_event_ms: int = 0
@@ -73,7 +109,16 @@ def epoch_ms(iso: str) -> int:
 
 
 class AlertTracker:
+    """The alert state of every asset under one policy in force (k and n set: AlertPolicy.for_model).
+
+    Besides opening alerts, it knows per asset whether the k-of-n rule holds at its latest
+    window (flagged()): what `vigil score` reports as is_anomaly for the same readings. An
+    alert opens when the rule holds and none is open; after an alert resolves, only windows
+    seen since then can open the next one (so a resolved alert does not reopen on the
+    windows that already opened it)."""
+
     def __init__(self, policy: AlertPolicy, threshold: float, model_version: str):
+        _check_resolved(policy)
         self.policy, self.threshold, self.model_version = policy, threshold, model_version
         self._assets: dict[str, _State] = {}
 
@@ -84,6 +129,17 @@ class AlertTracker:
     def is_open(self, asset: str) -> bool:
         s = self._assets.get(asset)
         return s is not None and s.alert_id is not None
+
+    def flagged(self, asset: str) -> bool:
+        """Whether the rule holds at the asset's latest window: k of its last n windows over threshold."""
+        s = self._assets.get(asset)
+        return s is not None and sum(s.recent) >= self.policy.k
+
+    def quiet(self, asset: str) -> bool:
+        """No open alert and fewer than k of the last n windows over threshold: windows none of
+        which is over threshold can be fed with observe_quiet (no event, the rule holds at none)."""
+        s = self._assets.get(asset)
+        return s is None or (s.alert_id is None and sum(s.recent) < self.policy.k)
 
     def forget(self, asset: str) -> None:
         self._assets.pop(asset, None)
@@ -111,13 +167,23 @@ class AlertTracker:
     def set_model(self, threshold: float, model_version: str) -> None:
         self.threshold, self.model_version = threshold, model_version
 
+    def set_policy(self, policy: AlertPolicy) -> None:
+        """Another policy in force from the next window on (e.g. a new model's rule). Every
+        asset keeps its last windows (as many as the new n holds) and its open alert."""
+        _check_resolved(policy)
+        if policy.n != self.policy.n:
+            for s in self._assets.values():
+                s.recent = deque(s.recent, maxlen=policy.n)
+        self.policy = policy
+
     def observe_quiet(self, asset: str, windows: int) -> None:
-        """Feed `windows` scored windows, none over threshold, of an asset without an open alert:
-        the same as observe() on each (which could produce no event), in one step."""
+        """Feed `windows` scored windows, none over threshold, of a quiet() asset: the same as
+        observe() on each (which could produce no event), in one step."""
         s = self._assets.get(asset)
         if s is None:
             s = self._assets[asset] = _State(deque(maxlen=self.policy.n))
         s.recent.extend((False,) * min(windows, self.policy.n))
+        s.fresh += windows
 
     def observe(self, asset: str, ts_ms: int, score: float, normalized: float,
                 top: Callable[[], list[tuple[str, float]]]) -> AlertEvent | None:
@@ -130,6 +196,7 @@ class AlertTracker:
             s = self._assets[asset] = _State(deque(maxlen=p.n))
         over = normalized > 1.0
         s.recent.append(over)
+        s.fresh += 1
 
         def event(kind: str) -> AlertEvent:
             s.last_event_ms = ts_ms
@@ -138,7 +205,8 @@ class AlertTracker:
                               self.model_version, iso_ms(s.opened_ms), float(s.peak))
 
         if s.alert_id is None:
-            if sum(s.recent) >= p.k:
+            recent = s.recent if s.fresh >= len(s.recent) else islice(reversed(s.recent), s.fresh)
+            if sum(recent) >= p.k:
                 digest = hashlib.sha256(f"{asset}\0{ts_ms}\0{self.model_version}".encode()).hexdigest()[:16]
                 s.alert_id, s.opened_ms, s.peak, s.under = digest, ts_ms, normalized, 0
                 return event("open")
@@ -148,11 +216,15 @@ class AlertTracker:
             s.under += 1
             if s.under >= p.resolve_after:
                 e = event("resolve")
-                s.alert_id, s.under = None, 0
-                s.recent.clear()
+                s.alert_id, s.under, s.fresh = None, 0, 0
                 return e
             return None
         s.under = 0
         if over and ts_ms - s.last_event_ms >= p.update_seconds * 1000:
             return event("update")
         return None
+
+
+def _check_resolved(policy: AlertPolicy) -> None:
+    if policy.k is None or policy.n is None:
+        raise ValueError("an alert tracker needs the policy in force (k and n set): use policy.for_model(persistence)")

@@ -143,7 +143,9 @@ class ServiceMetrics:
         self.assets = Gauge("assets_tracked", "Assets with a window in memory", **r)
         self.assets_evicted = Counter("assets_evicted", "Assets dropped because max_assets was reached", **r)
         self.model_created = Gauge("model_created_timestamp_seconds", "Unix time the serving model was trained", **r)
-        self.model_info = Gauge("model_info", "The serving model (value 1)", ["version", "window", "sensors", "threshold"], **r)
+        self.model_info = Gauge("model_info", "The serving model and the alert rule in force (value 1)",
+                                ["version", "window", "sensors", "threshold", "alert_k", "alert_n", "alert_rule_source"],
+                                **r)
         self.model_reloads = Counter("model_reloads", "Model reload attempts, by result", ["result"], **r)
         self.broker_up = Gauge("broker_up", "1 while the Kafka broker is reachable", **r)
         for kind in ("open", "update", "resolve"):
@@ -152,9 +154,12 @@ class ServiceMetrics:
             self.model_reloads.labels(result)
 
     def set_model(self, version: str, window: int, sensors: tuple[str, ...], threshold: float,
-                  created: float | None) -> None:
+                  created: float | None, alert_k: int, alert_n: int, alert_rule_source: str) -> None:
+        """alert_k of alert_n: the alert rule in force; alert_rule_source: "model" (the model's
+        persistence rule) or "override" (alert_k and/or alert_n set for the daemon)."""
         self.model_info.clear()
-        self.model_info.labels(version, str(window), ",".join(sensors), f"{threshold:.6g}").set(1)
+        self.model_info.labels(version, str(window), ",".join(sensors), f"{threshold:.6g}", str(alert_k),
+                               str(alert_n), alert_rule_source).set(1)
         self.per_asset.set_sensors(sensors)
         if created is not None:
             self.model_created.set(created)

@@ -68,15 +68,24 @@ class Submitted:
 class Pipeline:
     def __init__(self, model: TrainedModel, metrics: ServiceMetrics, policy: AlertPolicy = AlertPolicy(),
                  max_assets: int = 10_000, idle_seconds: float = 3600.0, max_message_bytes: int = MAX_MESSAGE_BYTES):
-        self.metrics, self.policy = metrics, policy
+        """policy: as configured; its k and n, where unset, follow the serving model's persistence
+        rule (self.policy is the policy in force)."""
+        self.metrics, self.configured_policy = metrics, policy
         self.max_assets, self.idle_seconds = max_assets, idle_seconds
         self.max_message_bytes = max_message_bytes
         self.open_alerts_to_restore: dict[str, dict] = {}  # asset -> last event, taken up when the asset is seen
         self.emit_scores = False                            # fill BatchResult.scores
-        self.alerts = AlertTracker(policy, model.threshold.value, model.version)
+        self.policy = policy.for_model(model.persistence)
+        self.alerts = AlertTracker(self.policy, model.threshold.value, model.version)
         self._install(model)
 
+    @property
+    def alert_rule(self) -> str:
+        """The alert rule in force and where it comes from, e.g. "3 of 5 (model)"."""
+        return self.configured_policy.describe(self.model.persistence)
+
     def _install(self, model: TrainedModel) -> None:
+        policy = self.configured_policy.for_model(model.persistence)  # an override that does not fit: refused
         previous = getattr(self, "model", None)
         scorer = model.scorer()
         for size in scorer.buckets:  # compile every batch shape before serving; a failure changes nothing
@@ -88,12 +97,17 @@ class Pipeline:
         if not same_shape:
             self.windows = AssetWindows(model.config.window, len(model.sensors), self.max_assets)
         self.threshold = np.float32(model.threshold.value)
+        self.policy = policy
         self.alerts.set_model(model.threshold.value, model.version)
+        self.alerts.set_policy(policy)
         self.metrics.set_model(model.version, model.config.window, model.sensors, model.threshold.value,
-                               _created_seconds(model))
+                               _created_seconds(model), alert_k=policy.k, alert_n=policy.n,
+                               alert_rule_source="override" if self.configured_policy.overrides else "model")
 
     def swap_model(self, model: TrainedModel) -> None:
-        """Serve another (already verified) model from the next batch on.
+        """Serve another (already verified) model from the next batch on; the alert rule follows
+        its persistence rule where the configured policy does not override it. ValueError (and
+        nothing changes) when an override does not fit the new model's rule.
 
         Windows are kept when the sensors and window length are unchanged."""
         self._install(model)
@@ -222,11 +236,12 @@ class Pipeline:
         hot = np.logical_or.reduceat(normalized > 1.0, starts).tolist()
         names, restore, tracker = self.model.sensors, self.open_alerts_to_restore, self.alerts
         score_list = normalized_list = time_list = None
+        flagged = [False] * n if self.emit_scores else None  # the rule holds at the window (is_anomaly)
         for s, e, over in zip(starts, ends, hot):
             asset = assets[s]
             if restore and asset in restore:
                 tracker.restore(restore.pop(asset))
-            if not over and not tracker.is_open(asset):
+            if not over and tracker.quiet(asset):
                 tracker.observe_quiet(asset, e - s)
                 continue
             if score_list is None:
@@ -235,14 +250,18 @@ class Pipeline:
                 event = tracker.observe(asset, time_list[i], score_list[i], normalized_list[i],
                                         lambda i=i: top_sensors(scores.contributions[i:i + 1], scores.score[i:i + 1],
                                                                 names)[0])
+                if flagged is not None:
+                    flagged[i] = tracker.flagged(asset)
                 if event is not None and not silent[i]:
                     result.alerts.append(event)
                     m.alert_events.labels(event.type).inc()
-        if self.emit_scores:
+        if flagged is not None:
             version = self.model.version
-            result.scores.extend({"asset": a, "ts": t, "score": sc, "normalized_score": z, "model_version": version}
-                                 for a, t, sc, z, quiet in zip(assets, times.tolist(), scores.score.tolist(),
-                                                               normalized.tolist(), silent.tolist()) if not quiet)
+            result.scores.extend({"asset": a, "ts": t, "score": sc, "normalized_score": z, "is_anomaly": f,
+                                  "model_version": version}
+                                 for a, t, sc, z, f, quiet in zip(assets, times.tolist(), scores.score.tolist(),
+                                                                  normalized.tolist(), flagged, silent.tolist())
+                                 if not quiet)
         latest = np.asarray(ends) - 1
         latest = latest[live[latest]]  # re-read windows come before live ones
         if not len(latest):

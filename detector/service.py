@@ -27,7 +27,6 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry
 
-from detector.alerts import AlertPolicy
 from detector.artifact import ArtifactError, TrainedModel, describe_change
 from detector.kafka_client import client_options, preflight
 from detector.metrics import Health, ServiceMetrics, serve_http
@@ -112,10 +111,9 @@ class Service:
         model = load_model_or_registry(settings.model)
         self.watcher = (ModelWatcher(Path(settings.model), current_version(settings.model), settings.reload_seconds)
                         if is_registry(settings.model) else None)
-        policy = AlertPolicy(settings.alert_k, settings.alert_n, settings.exit_threshold,
-                             settings.resolve_after, settings.update_seconds)
-        self.pipeline = Pipeline(model, self.metrics, policy, settings.max_assets, settings.idle_seconds,
-                                 settings.max_message_bytes)
+        # alert_k / alert_n unset: the model's persistence rule, which follows a hot-reloaded model
+        self.pipeline = Pipeline(model, self.metrics, settings.alert_policy(model.persistence), settings.max_assets,
+                                 settings.idle_seconds, settings.max_message_bytes)
         self.pipeline.emit_scores = bool(settings.scores_topic)
         self.health.model_loaded = True
         self.consumer: KafkaConsumer | None = None
@@ -152,8 +150,8 @@ class Service:
         except KafkaError as e:
             log.debug("partitions of %s not known yet: %s", s.topic, e)
         self._broker(True)
-        log.info("serving model %s from %s on topic %s (group %s); metrics on http://%s/metrics",
-                 self.pipeline.model.version, s.model, s.topic, s.group, s.metrics_addr)
+        log.info("serving model %s from %s on topic %s (group %s), alert rule %s; metrics on http://%s/metrics",
+                 self.pipeline.model.version, s.model, s.topic, s.group, self.pipeline.alert_rule, s.metrics_addr)
 
     def run(self) -> None:
         """The loop; returns after stop() once the last batch is committed and clients closed."""
@@ -400,7 +398,8 @@ class Service:
                           self.pipeline.model.version)
                 return
             self.metrics.model_reloads.labels("ok").inc()
-            log.info("hot reload: now serving model %s (threshold %.5g)", model.version, model.threshold.value)
+            log.info("hot reload: now serving model %s (threshold %.5g, alert rule %s)", model.version,
+                     model.threshold.value, self.pipeline.alert_rule)
         elif error is not None:
             self.metrics.model_reloads.labels("refused").inc()
             log.error("hot reload refused%s: %s; still serving %s",

@@ -4,6 +4,10 @@ Every field of ServeSettings is settable each way: `--alerts-topic X`,
 `VIGIL_ALERTS_TOPIC=X`, or `alerts_topic = "X"` under [serve] in the file given by
 `--config` (or VIGIL_CONFIG). Settings are read once, here, at start-up.
 
+alert_k and alert_n are unset by default: alerts follow the serving model's persistence rule
+(the one `vigil score` flags rows by). Set, they override it; "model" (or an empty value)
+unsets one given at a lower level, e.g. VIGIL_ALERT_K=model over the file's alert_k.
+
 Kafka security (KafkaSecurity) is the same for every command: VIGIL_KAFKA_* variables
 (security_from_env); `vigil serve` also takes them as its kafka_* settings. Secrets are never
 settings: the SASL password comes from VIGIL_KAFKA_PASSWORD or the file named by
@@ -19,6 +23,9 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from detector.alerts import AlertPolicy
+from detector.threshold import Persistence
 
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -150,8 +157,10 @@ class ServeSettings:
     idle_seconds: float = 3600.0            # assets without readings this long are forgotten (labels removed)
     rewind_seconds: float = 600.0           # history re-read on assignment to refill windows
     session_timeout_ms: int = 10_000        # a consumer that stops heartbeating loses its partitions after this
-    alert_k: int = 3                        # alert opens when k of the last n windows are over threshold
-    alert_n: int = 5
+    # alert opens when k of the last n windows are over threshold; unset (None): the serving
+    # model's persistence rule, the one `vigil score` flags rows by (also after a hot reload)
+    alert_k: int | None = field(default=None, metadata={"unset": "the model's persistence k"})
+    alert_n: int | None = field(default=None, metadata={"unset": "the model's persistence n"})
     exit_threshold: float = 0.8             # ... and resolves after resolve_after windows under this
     resolve_after: int = 30
     update_seconds: float = 10.0            # at most one update event per alert per this much time
@@ -181,10 +190,12 @@ class ServeSettings:
             raise SettingsError("model: required (--model, VIGIL_MODEL or model = ... under [serve])")
         for name in ("batch_size", "max_wait_ms", "max_assets", "max_message_bytes", "alert_k", "alert_n", "resolve_after",
                      "session_timeout_ms"):
-            if getattr(self, name) < 1:
-                raise SettingsError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        if self.alert_k > self.alert_n:
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise SettingsError(f"{name}: must be >= 1, got {value}")
+        if self.alert_k is not None and self.alert_n is not None and self.alert_k > self.alert_n:
             raise SettingsError(f"alert_k: must be <= alert_n ({self.alert_n}), got {self.alert_k}")
+        # one of them alone is checked against the model's rule when the model is known (alert_policy)
         if not 0 < self.exit_threshold <= 1:
             raise SettingsError(f"exit_threshold: must be in (0, 1], got {self.exit_threshold}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
@@ -192,10 +203,27 @@ class ServeSettings:
         self.kafka.validate()
         return self
 
+    def alert_policy(self, persistence: Persistence) -> AlertPolicy:
+        """The alert policy as configured (alert_k / alert_n None: the model's), after checking
+        that it fits a model with this persistence rule (the model served first)."""
+        policy = AlertPolicy(self.alert_k, self.alert_n, self.exit_threshold, self.resolve_after, self.update_seconds)
+        try:
+            policy.for_model(persistence)
+        except ValueError as e:
+            raise SettingsError(str(e)) from None
+        return policy
+
 
 FIELDS = {f.name: f for f in fields(ServeSettings) if not f.metadata.get("secret")}
 SECRETS = {"kafka_password": (PASSWORD_ENV, "kafka_sasl_password_file"),
            "kafka_ssl_key_password": (KEY_PASSWORD_ENV, "kafka_ssl_key_password_file")}
+_KINDS = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def setting_type(name: str) -> tuple[type, bool]:
+    """A setting's type and whether it may be unset (None), from its annotation ("int | None")."""
+    parts = [part.strip() for part in str(FIELDS[name].type).split("|")]
+    return _KINDS[parts[0]], "None" in parts[1:]
 
 
 BOOLEANS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
@@ -212,7 +240,9 @@ def read_toml(path: Path, error: type[ValueError]) -> dict:
 
 
 def _convert(name: str, raw, where: str):
-    kind = type(getattr(ServeSettings(), name))
+    kind, optional = setting_type(name)
+    if optional and isinstance(raw, str) and raw.strip().lower() in ("", "model"):
+        return None  # unset: e.g. VIGIL_ALERT_K=model undoes the config file's alert_k
     if kind is bool:
         text = raw.strip().lower() if isinstance(raw, str) else None
         if isinstance(raw, bool) or text in BOOLEANS:

@@ -416,16 +416,21 @@ def cmd_serve(args) -> int:
 
 
 def _add_serve_options(p: argparse.ArgumentParser) -> None:
-    from detector.settings import FIELDS, ServeSettings
+    from detector.settings import FIELDS, ServeSettings, setting_type
 
     defaults = ServeSettings()
     p.add_argument("--config", help="TOML file with a [serve] table (also VIGIL_CONFIG)")
     for name, f in FIELDS.items():
         default = getattr(defaults, name)
-        kind = type(default)
-        p.add_argument(f"--{name.replace('_', '-')}", type=str if kind is bool else kind, default=None,
-                       metavar=kind.__name__.upper(),
-                       help=f"(default: {default!r})" if name != "model" else "model directory or model registry")
+        kind, optional = setting_type(name)
+        if name == "model":
+            help_text = "model directory or model registry"
+        elif default is None:
+            help_text = f"(default, or 'model': {f.metadata.get('unset', 'unset')})"
+        else:
+            help_text = f"(default: {default!r})"
+        p.add_argument(f"--{name.replace('_', '-')}", type=str if kind is bool or optional else kind, default=None,
+                       metavar=kind.__name__.upper(), help=help_text)
 
 
 def build_parser() -> argparse.ArgumentParser:
