@@ -32,7 +32,7 @@ import jax
 import numpy as np
 from flax import nnx, serialization
 
-from detector.model import VAE, ModelConfig
+from detector.model import ModelConfig, WindowVAE, build_vae
 from detector.preprocessing import Scaler
 from detector.scoring import ScoreRule, Scorer
 from detector.threshold import Persistence, Threshold
@@ -67,7 +67,7 @@ class TrainedModel:
     sensors: tuple[str, ...]
     config: ModelConfig
     scaler: Scaler
-    vae: VAE
+    vae: WindowVAE
     threshold: Threshold
     persistence: Persistence = field(default_factory=Persistence)
     scoring: ScoreRule = field(default_factory=ScoreRule)
@@ -106,7 +106,7 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _params_bytes(vae: VAE) -> bytes:
+def _params_bytes(vae: WindowVAE) -> bytes:
     state = nnx.state(vae, nnx.Param)
     return serialization.msgpack_serialize(jax.tree.map(np.asarray, nnx.to_pure_dict(state)))
 
@@ -310,7 +310,7 @@ def _load(directory: Path) -> TrainedModel:
             raise ArtifactError(f"{path}: threshold {threshold.value} is not a finite number > 0")
         persistence = Persistence(**_require(config, "persistence", path))
         scoring = ScoreRule.from_dict(_require(config, "scoring", path))
-        abstract = nnx.eval_shape(lambda: VAE(model_config, len(sensors), rngs=nnx.Rngs(0)))
+        abstract = nnx.eval_shape(lambda: build_vae(model_config, len(sensors), rngs=nnx.Rngs(0)))
     except (TypeError, KeyError, ValueError) as e:
         if isinstance(e, ArtifactError):
             raise

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from detector.model import VAE
+from detector.model import WindowVAE
 from detector.preprocessing import Z_CLIP, Scaler
 
 DEFAULT_BUCKETS = (1, 16, 256, 4096)
@@ -117,7 +117,7 @@ class ScoreRule:
         return cls(**d)
 
 
-def sensor_weights(model: VAE, weighting: str) -> np.ndarray:
+def sensor_weights(model: WindowVAE, weighting: str) -> np.ndarray:
     """Per-sensor weights of the squared error: [sensors]."""
     if weighting == "precision":
         return np.asarray(jnp.exp(-model.observation_logvar()), np.float32)
@@ -126,7 +126,7 @@ def sensor_weights(model: VAE, weighting: str) -> np.ndarray:
     raise ValueError(f"unsupported score weighting: {weighting!r} (choose from {SCORE_WEIGHTINGS})")
 
 
-def sensor_errors(model: VAE, raw: jax.Array, center, scale, time_weights) -> tuple[jax.Array, jax.Array]:
+def sensor_errors(model: WindowVAE, raw: jax.Array, center, scale, time_weights) -> tuple[jax.Array, jax.Array]:
     """Traceable. raw: [batch, window, sensors], NaN = missing -> (errors, observed): [batch, sensors].
 
     errors[b, c] is the time-weighted mean squared error of sensor c's observed cells, in
@@ -160,7 +160,7 @@ def combine(errors: jax.Array, observed: jax.Array, rule: ScoreRule, location, s
     return score, contributions
 
 
-def legacy_errors(model: VAE, raw: jax.Array, center, scale, weights) -> tuple[jax.Array, jax.Array]:
+def legacy_errors(model: WindowVAE, raw: jax.Array, center, scale, weights) -> tuple[jax.Array, jax.Array]:
     """Traceable: the scoring of models made before ScoreRule (normalization "none"): the mean
     over observed cells of the weighted squared error. -> (score [batch], contributions [batch, sensors])."""
     mask = jnp.isfinite(raw)
@@ -174,7 +174,7 @@ def legacy_errors(model: VAE, raw: jax.Array, center, scale, weights) -> tuple[j
     return score, contributions
 
 
-def window_scores(model: VAE, raw: jax.Array, center, scale, rule: ScoreRule, weights, time_weights,
+def window_scores(model: WindowVAE, raw: jax.Array, center, scale, rule: ScoreRule, weights, time_weights,
                   location, spread) -> tuple[jax.Array, jax.Array]:
     """Traceable core. raw: [batch, window, sensors] -> (score [batch], contributions [batch, sensors])."""
     if rule.legacy:
@@ -213,7 +213,7 @@ class Scorer:
     use `score_series` on a whole series [rows, sensors].
     """
 
-    def __init__(self, model: VAE, scaler: Scaler, rule: ScoreRule | str = ScoreRule(),
+    def __init__(self, model: WindowVAE, scaler: Scaler, rule: ScoreRule | str = ScoreRule(),
                  buckets: tuple[int, ...] = DEFAULT_BUCKETS):
         if isinstance(rule, str):  # a weighting name: the scoring of models made before ScoreRule
             rule = ScoreRule(normalization="none", focus="window", weighting=rule)

@@ -62,6 +62,8 @@ class TrainConfig:
     patience: int = 10
     max_steps_per_epoch: int = 200
     seed: int = 0
+    robust_fraction: float = 0.0
+    robust_warmup: int = 5
     threshold_method: str = "pot"
     risk: float = 1e-3
     init_quantile: float = 0.98
@@ -84,6 +86,8 @@ class TrainConfig:
             (self.beta >= 0, "training.beta", "must be >= 0"),
             (0 < self.validation_fraction < 1, "training.validation_fraction", "must be between 0 and 1"),
             (self.patience >= 1, "training.patience", "must be >= 1"),
+            (0 <= self.robust_fraction < 1, "training.robust_fraction", "must be >= 0 and < 1"),
+            (self.robust_warmup >= 0, "training.robust_warmup", "must be >= 0"),
             (self.max_steps_per_epoch >= 1, "training.max_steps_per_epoch", "must be >= 1"),
             (self.threshold_method in THRESHOLD_METHODS, "threshold.method", f"must be one of {THRESHOLD_METHODS}"),
             (0 < self.risk < 1, "threshold.risk", "must be between 0 and 1"),
@@ -124,7 +128,7 @@ class TrainConfig:
 # TOML section -> {key: TrainConfig field}; the [model] section maps onto ModelConfig.
 SECTIONS = {
     "training": {k: k for k in ("epochs", "batch_size", "learning_rate", "beta", "validation_fraction",
-                                "patience", "max_steps_per_epoch", "seed")},
+                                "patience", "max_steps_per_epoch", "seed", "robust_fraction", "robust_warmup")},
     "threshold": {"method": "threshold_method", "risk": "risk", "init_quantile": "init_quantile",
                   "q": "q", "margin": "margin", "min_shape": "min_shape"},
     "alerting": {"persistence_k": "persistence_k", "persistence_n": "persistence_n"},

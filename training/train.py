@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from detector.model import VAE, negative_elbo
+from detector.model import WindowVAE, build_vae, negative_elbo
 from training.config import TrainConfig
 
 EVAL_CHUNK = 512
@@ -52,30 +52,30 @@ def _gather(values, mask, starts, window):
 
 
 def fit(config: TrainConfig, data: WindowData, sensors: int,
-        progress: Callable[[EpochStats], None] | None = None) -> tuple[VAE, list[EpochStats], int]:
-    """Train a VAE; returns (model with the best validation parameters, history, best epoch)."""
+        progress: Callable[[EpochStats], None] | None = None) -> tuple[WindowVAE, list[EpochStats], int]:
+    """Train config.model's VAE; returns (model with the best validation parameters, history, best epoch)."""
     window, batch = config.model.window, config.batch_size
     if data.train_starts.size == 0 or data.val_starts.size == 0:
         raise ValueError("no training or validation windows")
     rng = np.random.default_rng(config.seed)
-    model = VAE(config.model, sensors, rngs=nnx.Rngs(config.seed))
+    model = build_vae(config.model, sensors, rngs=nnx.Rngs(config.seed))
     graphdef, params = nnx.split(model)
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(config.learning_rate))
     opt_state = tx.init(params)
     values, mask = jnp.asarray(data.values), jnp.asarray(data.mask)
     steps = min(math.ceil(data.train_starts.size / batch), config.max_steps_per_epoch)
 
-    def loss_fn(p, x, m, key):
-        return negative_elbo(nnx.merge(graphdef, p), x, m, key, config.beta)
+    def loss_fn(p, x, m, key, trim=0.0):
+        return negative_elbo(nnx.merge(graphdef, p), x, m, key, config.beta, trim)
 
     @jax.jit
-    def run_epoch(params, opt_state, starts, key):
-        # starts: [steps, batch]
+    def run_epoch(params, opt_state, starts, key, trim):
+        # starts: [steps, batch]; trim: the share of each batch's worst windows left out
         def step(carry, s):
             params, opt_state, key = carry
             key, sub = jax.random.split(key)
             x, m = _gather(values, mask, s, window)
-            (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, m, sub)
+            (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, m, sub, trim)
             updates, opt_state = tx.update(grads, opt_state, params)
             return (optax.apply_updates(params, updates), opt_state, key), loss
         (params, opt_state, _), losses = jax.lax.scan(step, (params, opt_state, key), starts)
@@ -110,7 +110,8 @@ def fit(config: TrainConfig, data: WindowData, sensors: int,
         t0 = time.perf_counter()
         order = np.resize(rng.permutation(data.train_starts), steps * batch).reshape(steps, batch)
         key, sub = jax.random.split(key)
-        params, opt_state, loss = run_epoch(params, opt_state, order, sub)
+        trim = jnp.float32(config.robust_fraction if epoch > config.robust_warmup else 0.0)
+        params, opt_state, loss = run_epoch(params, opt_state, order, sub, trim)
         val_loss = validation_loss(params)
         stats = EpochStats(epoch, float(loss), val_loss, time.perf_counter() - t0)
         history.append(stats)
