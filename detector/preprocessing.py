@@ -19,8 +19,8 @@ ABSOLUTE_SCALE_FLOOR = 1e-6
 # Standardised values are clipped to +-Z_CLIP before the model sees them (training and
 # scoring alike): a sensor that was constant in training gets a tiny scale, and its first
 # real change would otherwise be millions of standard deviations, one reading outweighing
-# every other sensor and every later window. 20 standard deviations is far beyond normal.
-Z_CLIP = 20.0
+# every other sensor and every later window. 10 standard deviations is far beyond normal.
+Z_CLIP = 10.0
 
 
 @dataclass(frozen=True)
