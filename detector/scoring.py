@@ -64,8 +64,8 @@ class ScoreRule:
     """
 
     normalization: str = "tail"
-    focus: str = "recent"
-    aggregate: str = "mean"
+    focus: str = "window"
+    aggregate: str = "top"
     top_k: int = 3
     weighting: str = "precision"
     location: tuple[float, ...] | None = None
@@ -149,8 +149,10 @@ def combine(errors: jax.Array, observed: jax.Array, rule: ScoreRule, location, s
     normalised = jnp.where(seen, jnp.maximum((errors - location) / spread, 0.0), 0.0)
     count = jnp.sum(seen, axis=1)
     if rule.aggregate == "top":
-        k = min(rule.top_k, errors.shape[1])
-        kth = jax.lax.top_k(normalised, k)[0][:, -1:]
+        # the k-th largest value: the smallest of those with fewer than k values above them
+        # (counting is far cheaper on CPU than lax.top_k for the few sensors of a window)
+        above = jnp.sum(normalised[:, None, :] > normalised[:, :, None], axis=2)
+        kth = jnp.min(jnp.where(above < rule.top_k, normalised, jnp.inf), axis=1, keepdims=True)
         # ties at the k-th value may admit a few more sensors; their shares still add up
         chosen = (normalised >= kth) & seen
         contributions = jnp.where(chosen, normalised, 0.0) / jnp.maximum(jnp.sum(chosen, axis=1), 1)[:, None]
