@@ -47,10 +47,9 @@ class Scaler:
         floor = np.maximum(RELATIVE_SCALE_FLOOR * np.abs(center), ABSOLUTE_SCALE_FLOOR)
         return cls(center.astype(np.float32), np.maximum(spread, floor).astype(np.float32))
 
-    def transform(self, values: np.ndarray, xp=np) -> np.ndarray:
-        """Raw values [..., sensors] -> standardised values clipped to +-Z_CLIP (NaN stays NaN).
-        xp: numpy or jax.numpy (the scoring kernel traces this)."""
-        return xp.clip((values - self.center) / self.scale, -Z_CLIP, Z_CLIP)
+    def transform(self, values: np.ndarray) -> np.ndarray:
+        """Raw values [..., sensors] -> standardised values clipped to +-Z_CLIP (NaN stays NaN)."""
+        return standardise(values, self.center, self.scale)
 
     def to_dict(self) -> dict[str, list[float]]:
         return {"center": self.center.tolist(), "scale": self.scale.tolist()}
@@ -58,6 +57,12 @@ class Scaler:
     @classmethod
     def from_dict(cls, d: dict) -> Scaler:
         return cls(np.asarray(d["center"], np.float32), np.asarray(d["scale"], np.float32))
+
+
+def standardise(values, center, scale, xp=np):
+    """(values - center) / scale clipped to +-Z_CLIP, NaN kept. xp: numpy, or jax.numpy in
+    the scoring kernel, so training and scoring standardise alike."""
+    return xp.clip((values - center) / scale, -Z_CLIP, Z_CLIP)
 
 
 def windows(values: np.ndarray, window: int) -> np.ndarray:

@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from detector.model import WindowVAE
-from detector.preprocessing import Z_CLIP, Scaler
+from detector.preprocessing import Scaler, standardise
 
 DEFAULT_BUCKETS = (1, 16, 256, 4096)
 SCORE_WEIGHTINGS = ("precision", "none")
@@ -133,7 +133,7 @@ def sensor_errors(model: WindowVAE, raw: jax.Array, center, scale, time_weights)
     standard units (values clipped to +-Z_CLIP, as in training); observed[b, c] is the time weight those cells hold (0: no reading).
     """
     mask = jnp.isfinite(raw)
-    x = jnp.where(mask, jnp.clip((raw - center) / scale, -Z_CLIP, Z_CLIP), 0.0)
+    x = jnp.where(mask, standardise(raw, center, scale, jnp), 0.0)
     maskf = mask.astype(x.dtype)
     recon = model.reconstruct(x, maskf)
     tw = time_weights[None, :, None] * maskf

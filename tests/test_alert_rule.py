@@ -24,21 +24,12 @@ from detector.offline import score_table
 from detector.pipeline import Pipeline, Record
 from detector.registry import promote
 from detector.threshold import Persistence
+from tests.test_cli import TINY as CLI_TINY
 from tests.test_pipeline import make_model, rec
 from vigil import synthetic
 from vigil.cli import main
 
-TINY = """
-[model]
-window = 8
-hidden = [16]
-latent = 4
-[training]
-epochs = 6
-batch_size = 32
-max_steps_per_epoch = 20
-patience = 3
-[alerting]
+TINY = CLI_TINY + """[alerting]
 persistence_k = 2    # not the daemon's old default (3 of 5): a daemon ignoring the model fails
 persistence_n = 4
 """
