@@ -118,6 +118,46 @@ class AssetGauges(Collector):
         yield share
 
 
+class StormGauges(Collector):
+    """The alert-storm state of each watched tracker (detector.storm.StormTracker, one per scope),
+    read at scrape time: vigil_alert_storm (1 during a storm, else 0), vigil_alert_storm_alerting_assets,
+    vigil_alert_storm_recent_assets and vigil_alert_storm_known_assets, labelled by scope."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self._trackers: dict[str, object] = {}  # scope -> tracker
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def watch(self, tracker) -> None:
+        """Expose this tracker's state (replacing any tracker of the same scope)."""
+        with self._lock:
+            self._trackers[tracker.scope] = tracker
+
+    def unwatch(self, scope: str) -> None:
+        """Remove a scope's series (e.g. a route that went away)."""
+        with self._lock:
+            self._trackers.pop(scope, None)
+
+    def collect(self):
+        with self._lock:
+            trackers = list(self._trackers.items())
+        families = [
+            (GaugeMetricFamily("vigil_alert_storm", "1 during an alert storm (many assets opened alerts at once), "
+                               "else 0", labels=["scope"]), lambda t: float(t.active)),
+            (GaugeMetricFamily("vigil_alert_storm_alerting_assets", "Assets with an open alert, per storm scope",
+                               labels=["scope"]), lambda t: t.alerting),
+            (GaugeMetricFamily("vigil_alert_storm_recent_assets", "Assets whose open alert opened within "
+                               "storm_window_seconds of reading time (what starts a storm)", labels=["scope"]),
+             lambda t: t.recent),
+            (GaugeMetricFamily("vigil_alert_storm_known_assets", "Assets the storm shares are taken of",
+                               labels=["scope"]), lambda t: max(t.assets, t.alerting)),
+        ]
+        for family, value in families:
+            for scope, tracker in trackers:
+                family.add_metric([scope], value(tracker))
+            yield family
+
+
 class ServiceMetrics:
     def __init__(self, registry: CollectorRegistry):
         self.registry = registry
@@ -148,7 +188,8 @@ class ServiceMetrics:
                                 **r)
         self.model_reloads = Counter("model_reloads", "Model reload attempts, by result", ["result"], **r)
         self.broker_up = Gauge("broker_up", "1 while the Kafka broker is reachable", **r)
-        for kind in ("open", "update", "resolve"):
+        self.storms = StormGauges(registry)
+        for kind in ("open", "update", "resolve", "storm_start", "storm_end"):
             self.alert_events.labels(kind)
         for result in ("ok", "refused"):
             self.model_reloads.labels(result)

@@ -53,6 +53,10 @@ def _ready(addr: str) -> bool:
 
 
 def format_event(event: dict) -> str:
+    if event.get("type") in ("storm_start", "storm_end"):  # a fleet-level event (detector.storm)
+        return (f"{event['time'][11:19]}  {event['type'].replace('_', ' ').upper():<13} "
+                f"{event['assets_alerting']} of {event['assets']} assets alerting ({event['share']:.0%}), "
+                f"first: {', '.join(event['first_assets'])}  (storm {event['storm_id']})")
     top = ", ".join(f"{s['sensor']} {s['share']:.0%}" for s in event.get("top_sensors", []))
     return (f"{event['time'][11:19]}  {event['type'].upper():<7} {event['asset']:<8} "
             f"score/threshold {event['normalized_score']:6.2f}  top: {top}  (alert {event['alert_id']})")
