@@ -50,3 +50,34 @@ def test_alert_events_match_the_schema():
     assert [e.type for e in events] == ["open", "update", "resolve"]
     for e in events:
         jsonschema.validate(e.to_json_dict(), schema("alert.schema.json"))
+
+
+def storm_events() -> list[dict]:
+    from detector.storm import StormPolicy, StormTracker
+    tracker = StormTracker(StormPolicy(min_assets=1))
+    tracker.set_assets(4)
+    opened = [tracker.opened(f"p{i}", NOW + i * 1000) for i in range(2)]
+    resolved = [tracker.resolved(f"p{i}", NOW + 60_000 + i) for i in range(2)]
+    return [e.to_json_dict() for e in opened + resolved if e is not None]
+
+
+def test_storm_events_match_the_storm_schema_and_not_the_alert_schema():
+    """The alerts topic carries both kinds; each schema accepts its own kind only (told apart by type)."""
+    events = storm_events()
+    assert [e["type"] for e in events] == ["storm_start", "storm_end"]
+    for e in events:
+        jsonschema.validate(e, schema("storm.schema.json"))
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(e, schema("alert.schema.json"))
+    tracker = AlertTracker(AlertPolicy(k=1, n=1), 2.0, "v1")
+    alert = tracker.observe("p1", NOW, 5.0, 2.5, lambda: [("flow", 1.0)]).to_json_dict()
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(alert, schema("storm.schema.json"))
+
+
+@pytest.mark.parametrize("change", [{"type": "storm"}, {"share": 1.5}, {"assets": -1}, {"storm_id": ""},
+                                    {"first_assets": [f"p{i}" for i in range(11)]}, {"extra": 1}])
+def test_invalid_storm_events_fail(change):
+    event = {**storm_events()[0], **change}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(event, schema("storm.schema.json"))
