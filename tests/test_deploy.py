@@ -6,10 +6,14 @@ tests/test_prometheus.py runs the rules and dashboard queries on a live Promethe
 
 import contextlib
 import io
+import json
 import re
 import shlex
 import shutil
+import socket
 import subprocess
+import time
+import urllib.request
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -22,12 +26,14 @@ from tests.deploy_files import (DASHBOARDS, DEPLOY, K8S, ROOT, RULE_TESTS, RULES
 from vigil.cli import build_parser
 
 PROMTOOL, AMTOOL = shutil.which("promtool"), shutil.which("amtool")
+ALERTMANAGER = shutil.which("alertmanager") or shutil.which("prometheus-alertmanager")  # Debian's name
+ALERTMANAGER_YML = DEPLOY / "alertmanager" / "alertmanager.yml"
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (scripts/test installs "
                                                                "Debian's prometheus package)")
 DATASOURCE_UID = "vigil-prometheus"
 BUILT_IMAGE = "vigil:0.1.0"
 REQUIRED_ALERTS = {"VigilAssetAnomaly", "VigilDetectorDown", "VigilConsumerLagHigh", "VigilDeadLetterRateHigh",
-                   "VigilModelStale", "VigilModelReloadFailed"}
+                   "VigilModelStale", "VigilModelReloadFailed", "VigilAlertStorm"}
 
 
 def run(*cmd) -> subprocess.CompletedProcess:
@@ -126,6 +132,142 @@ def test_alertmanager_routes_every_team():
     teams = {rule["labels"]["team"] for _, rule in rules() if "alert" in rule}
     routed = {m.split("=", 1)[1].strip('"') for r in routes for m in r.get("matchers", []) if m.startswith("team=")}
     assert teams <= routed | {"platform"}  # platform is also the default receiver
+
+
+# ---------------------------------------------------------------- alert storm: inhibition
+
+def alert_labels(name: str, **values: str) -> dict[str, str]:
+    """The labels Prometheus sends for alert `name` of the rules files: alertname, the labels its
+    expression keeps (its first `by (...)`, valued from `values`, else "x") and the rule's labels."""
+    (rule,) = [r for _, r in rules() if r.get("alert") == name]
+    kept = re.search(r"\bby \(([^)]*)\)", rule["expr"])
+    by = [label.strip() for label in kept.group(1).split(",")] if kept else []
+    return {"alertname": name, **{label: values.get(label, "x") for label in by}, **rule["labels"]}
+
+
+def matches(matcher: str, labels: dict[str, str]) -> bool:
+    """Alertmanager's matcher semantics (a missing label is ""; regexes are anchored)."""
+    m = re.fullmatch(r'\s*(\w+)\s*(=~|!~|!=|=)\s*"(.*)"\s*', matcher)
+    assert m, f"matcher not understood by this test: {matcher!r}"
+    name, op, value = m.groups()
+    actual = labels.get(name, "")
+    return {"=": actual == value, "!=": actual != value, "=~": re.fullmatch(value, actual) is not None,
+            "!~": re.fullmatch(value, actual) is None}[op]
+
+
+def storm_inhibit_rule() -> dict:
+    storm = alert_labels("VigilAlertStorm", job="vigil", scope="fleet")
+    config = load_yaml(ALERTMANAGER_YML)
+    (rule,) = [r for r in config["inhibit_rules"] if all(matches(m, storm) for m in r["source_matchers"])]
+    return rule
+
+
+def test_storm_inhibits_exactly_the_asset_anomalies_of_its_own_job():
+    """The inhibit rule's matchers, read against the label sets the rules files produce: the
+    storm inhibits VigilAssetAnomaly (and no other alert, nor itself), and every `equal` label
+    is on both alerts (a label on one side only would make the inhibition never apply)."""
+    rule = storm_inhibit_rule()
+    storm = alert_labels("VigilAlertStorm", job="vigil", scope="fleet")
+    anomaly = alert_labels("VigilAssetAnomaly", job="vigil", asset="pump-1")
+    assert all(matches(m, anomaly) for m in rule["target_matchers"])
+    assert not all(matches(m, anomaly) for m in rule["source_matchers"])
+    assert rule["equal"] and all(label in storm and label in anomaly for label in rule["equal"]), rule["equal"]
+    targets = {name for _, r in rules() if (name := r.get("alert"))
+               and all(matches(m, alert_labels(name)) for m in rule["target_matchers"])}
+    assert targets == {"VigilAssetAnomaly"}
+    assert storm["team"] == anomaly["team"]  # the storm pages whoever the anomalies would have
+
+
+@pytest.mark.skipif(AMTOOL is None, reason="amtool not installed (scripts/test installs prometheus-alertmanager)")
+@pytest.mark.parametrize("alert, values", [("VigilAlertStorm", {"job": "vigil", "scope": "fleet"}),
+                                           ("VigilAssetAnomaly", {"job": "vigil", "asset": "pump-1"})])
+def test_amtool_routes_the_storm_where_the_anomalies_go(alert, values):
+    labels = alert_labels(alert, **values)
+    r = run(AMTOOL, "config", "routes", "test", f"--config.file={ALERTMANAGER_YML}", "--verify.receivers=maintenance",
+            *(f"{k}={v}" for k, v in labels.items()))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(ALERTMANAGER is None or AMTOOL is None,
+                    reason="alertmanager or amtool not installed (scripts/test installs prometheus-alertmanager)")
+def test_alertmanager_holds_back_the_anomalies_while_the_storm_fires(tmp_path):
+    """A real Alertmanager with deploy/'s config (clustering off, a free loopback port; the
+    webhooks are never reached within the test): alerts posted with amtool as Prometheus would
+    label them; the anomaly of the storm's job is suppressed (inhibited by the storm), another
+    job's anomaly and a platform alert are not, and it is active again once the storm resolved."""
+    port = free_port()
+    url = f"--alertmanager.url=http://127.0.0.1:{port}"
+    log = open(tmp_path / "alertmanager.log", "w")
+    proc = subprocess.Popen([ALERTMANAGER, f"--config.file={ALERTMANAGER_YML}", f"--storage.path={tmp_path / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path)
+
+    def add(name: str, end: str | None = None, **values: str) -> None:
+        labels = alert_labels(name, **values)
+        r = run(AMTOOL, url, "alert", "add", *([f"--end={end}"] if end else []), *(f"{k}={v}" for k, v in labels.items()))
+        assert r.returncode == 0, r.stdout + r.stderr
+
+    def states() -> dict[tuple[str, str], str]:
+        """(alertname, job) -> state of the alerts Alertmanager holds that have not resolved."""
+        r = run(AMTOOL, url, "-o", "json", "alert", "query", "--active", "--inhibited")
+        assert r.returncode == 0, r.stdout + r.stderr
+        return {(a["labels"]["alertname"], a["labels"].get("job", "")): a["status"]["state"]
+                for a in json.loads(r.stdout)}
+
+    def wait_for(condition, what: str):
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "alertmanager.log").read_text()
+            got = condition()
+            if got is True:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"{what}: {got}")
+
+    def ready() -> bool | str:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as r:
+                return r.status == 200
+        except OSError as e:
+            return str(e)
+
+    def states_are(expected: dict):
+        got = states()
+        return True if got == expected else f"expected {expected}, got {got}"
+
+    try:
+        wait_for(ready, "alertmanager not ready")
+        add("VigilAssetAnomaly", job="vigil", asset="pump-1")
+        add("VigilAssetAnomaly", job="vigil-west", asset="pump-1")
+        add("VigilConsumerLagHigh", job="vigil", topic="vigil.readings")
+        wait_for(lambda: states_are({("VigilAssetAnomaly", "vigil"): "active",
+                                     ("VigilAssetAnomaly", "vigil-west"): "active",
+                                     ("VigilConsumerLagHigh", "vigil"): "active"}), "before the storm")
+        add("VigilAlertStorm", job="vigil", scope="fleet")
+        wait_for(lambda: states_are({("VigilAssetAnomaly", "vigil"): "suppressed",
+                                     ("VigilAssetAnomaly", "vigil-west"): "active",
+                                     ("VigilConsumerLagHigh", "vigil"): "active",
+                                     ("VigilAlertStorm", "vigil"): "active"}), "during the storm")
+        past = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 60))
+        add("VigilAlertStorm", end=past, job="vigil", scope="fleet")  # resolved: the storm ended
+        wait_for(lambda: states_are({("VigilAssetAnomaly", "vigil"): "active",
+                                     ("VigilAssetAnomaly", "vigil-west"): "active",
+                                     ("VigilConsumerLagHigh", "vigil"): "active"}), "after the storm")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
 
 
 # ---------------------------------------------------------------- Grafana
