@@ -6,12 +6,21 @@
      ceiling for this client), and the ratio a / b; the loop runs twice, with the standard
      library's json (the baseline the target was set against) and with orjson (the parser
      the daemon uses), and both ratios are reported;
-  c. produce-to-alert latency p50/p99 at a steady 2,000 readings/s.
+  c. produce-to-alert latency p50/p99 at a steady 2,000 readings/s;
+  d. alert storms (issue 11): 50 assets, readings of an asset 50 s apart in reading time,
+     single-reading messages, three scenarios drained at full speed: normal traffic, 10 % of
+     the assets anomalous (in episodes, so alerts open and resolve), and all of them anomalous
+     (the storm, until its last 100 readings per asset); readings/s, the ratio to normal
+     traffic of the same run, alert events by kind, and whether every open and resolve of an
+     in-process reference run over the same readings arrived;
+  e. the 10 % and storm scenarios fed at a steady 5,000 readings/s: produce-to-alert latency
+     p50/p99 of every alert event, and the consumer lag over time (from the broker).
 
 The model has the default architecture (W=60, C=8; throughput does not depend on training).
 
     deploy/kafka/broker start
     python benchmarks/stream.py --out bench-results/stream.json
+    python benchmarks/stream.py --quick --storm-only     # d and e in a few minutes
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ from flax import nnx  # noqa: E402
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 from kafka.admin import NewTopic  # noqa: E402
 
-from detector.alerts import iso_ms  # noqa: E402
+from detector.alerts import epoch_ms, iso_ms  # noqa: E402
 from detector.artifact import TrainedModel, save  # noqa: E402
 from detector.model import VAE, ModelConfig  # noqa: E402
 from detector.preprocessing import Scaler  # noqa: E402
@@ -222,43 +231,305 @@ def latency(model: Path, bootstrap: str, topic: str, rate: int, seconds: float, 
     return samples
 
 
+# -- alert storms: normal traffic, 10 % of the assets anomalous, all of them -------------------------
+
+STORM_ASSETS = 50
+STORM_SPACING_MS = 50_000  # readings of one asset 50 s apart in reading time (as in issue 11)
+STORM_FAULT_SENSORS = 3    # each anomalous asset: an offset on 3 of the 8 sensors, its own 3
+STORM_EPISODE = (300, 200)  # 10 % scenario: each anomalous asset is faulty 300 readings, then normal 200
+STORM_TAIL = 100           # storm: its last 100 readings are normal again (the storm ends, alerts resolve)
+SCENARIOS = ("normal", "10%", "storm")
+
+
+def scenario_values(scenario: str, assets: int, steps: int, seed: int = 0, tail: int = STORM_TAIL) -> np.ndarray:
+    """Readings [steps, assets, sensors]: N(0, 0.1) noise (what the threshold is set above), plus
+    a fault the model was not trained on: an offset on three of the asset's sensors whose size
+    swings slowly (score / threshold about 2 to 7, period 400 readings, a phase per asset).
+    normal: no asset; "10%": every tenth asset, in episodes (STORM_EPISODE); storm: every
+    asset from the first reading until `tail` readings before the end."""
+    rng = np.random.default_rng(seed)
+    values = rng.normal(0, 0.1, (steps, assets, len(SENSORS)))
+    if scenario == "normal":
+        return values
+    step = np.arange(steps)[:, None]
+    asset = np.arange(assets)[None, :]
+    amplitude = 0.4 * (1 + 0.3 * np.sin(2 * np.pi * (step / 400 + asset / assets)))
+    if scenario == "storm":
+        on = np.broadcast_to(step < steps - tail, (steps, assets))
+    elif scenario == "10%":
+        on, (faulty, healthy) = np.broadcast_to(asset % 10 == 0, (steps, assets)), STORM_EPISODE
+        on = on & ((step + 37 * asset) % (faulty + healthy) >= healthy)
+    else:
+        raise ValueError(f"unknown scenario: {scenario!r}")
+    for a in range(assets):
+        sensors = [(a + j * 3) % len(SENSORS) for j in range(STORM_FAULT_SENSORS)]
+        values[:, a, sensors] += (amplitude[:, a] * on[:, a])[:, None]
+    return values
+
+
+def encode_readings(values: np.ndarray, t0: int, spacing_ms: int = STORM_SPACING_MS) -> list[tuple[bytes, bytes, str, int]]:
+    """One single-reading message per reading, step by step (every asset's reading of a step,
+    then the next step): (key, value, asset, ts) each."""
+    steps, assets, _ = values.shape
+    rounded = np.round(values, 4).tolist()
+    out = []
+    for step in range(steps):
+        ts = t0 + step * spacing_ms
+        for a in range(assets):
+            asset = f"pump-{a}"
+            out.append((asset.encode(), orjson.dumps({"asset": asset, "ts": ts, "values": dict(zip(SENSORS, rounded[step][a]))}),
+                        asset, ts))
+    return out
+
+
+def produce_messages(bootstrap: str, topic: str, messages) -> None:
+    p = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=20, batch_size=1 << 18)
+    for key, value, *_ in messages:
+        p.send(topic, key=key, value=value)
+    p.flush()
+    p.close()
+
+
+def read_events(bootstrap: str, topic: str) -> list[dict]:
+    """Every event on an alerts topic (its partitions read to their end offsets)."""
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    partitions = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or ())]
+    c.assign(partitions)
+    c.seek_to_beginning(*partitions)
+    ends = c.end_offsets(partitions)
+    events = []
+    while any(c.position(tp) < ends[tp] for tp in partitions):
+        for batch in c.poll(timeout_ms=500).values():
+            events.extend(orjson.loads(r.value) for r in batch)
+    c.close()
+    return events
+
+
+def reference_events(model: Path, messages, policy=None) -> list:
+    """The alert events of one in-process pipeline over the same readings (what the daemon must
+    produce: its open and resolve events are checked against these)."""
+    from prometheus_client import CollectorRegistry
+
+    from detector.alerts import AlertPolicy
+    from detector.artifact import load
+    from detector.metrics import ServiceMetrics
+    from detector.pipeline import Pipeline, Record
+
+    pipeline = Pipeline(load(model), ServiceMetrics(CollectorRegistry()), policy or AlertPolicy())
+    events, now_ms = [], int(time.time() * 1000)
+    for first in range(0, len(messages), 5000):
+        records = [Record("t", 0, first + i, key, value, -1) for i, (key, value, *_) in
+                   enumerate(messages[first:first + 5000])]
+        events += pipeline.process(records, now_ms=now_ms).alerts
+    return events
+
+
+def lifecycle(events) -> set[tuple[str, str]]:
+    """(type, alert_id) of the open and resolve events (dicts or AlertEvents)."""
+    pairs = ((e["type"], e["alert_id"]) if isinstance(e, dict) else (e.type, e.alert_id) for e in events)
+    return {p for p in pairs if p[0] in ("open", "resolve")}
+
+
+class LagWatcher(threading.Thread):
+    """Consumer lag of a group over time, from the broker (end offsets - committed offsets),
+    every `interval` s: what the daemon has not finished yet, measured at no cost to it."""
+
+    def __init__(self, bootstrap: str, topic: str, group: str, interval: float = 0.5):
+        super().__init__(daemon=True)
+        self.bootstrap, self.topic, self.group, self.interval = bootstrap, topic, group, interval
+        self.series: list[tuple[float, int]] = []
+        self.done = threading.Event()
+        self.t0 = time.perf_counter()
+
+    def run(self) -> None:
+        c = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=self.group, enable_auto_commit=False)
+        partitions = [TopicPartition(self.topic, p) for p in sorted(c.partitions_for_topic(self.topic))]
+        while not self.done.is_set():
+            ends = c.end_offsets(partitions)
+            lag = sum(ends[tp] - (c.committed(tp) or 0) for tp in partitions)
+            self.series.append((round(time.perf_counter() - self.t0, 2), lag))
+            self.done.wait(self.interval)
+        c.close()
+
+
+def drain(model: Path, bootstrap: str, scenario: str, readings: int, assets: int, t0: int) -> dict:
+    """Throughput of the daemon over a topic holding `readings` single-reading messages of
+    the scenario, and the alert events it produced (checked against the in-process reference)."""
+    topic = f"bench-storm-{scenario.rstrip('%')}-{uuid.uuid4().hex[:6]}"
+    create_topics(bootstrap, topic, topic + ".alerts", topic + ".dlq")
+    messages = encode_readings(scenario_values(scenario, assets, readings // assets), t0)
+    produce_messages(bootstrap, topic, messages)
+    rate = daemon_throughput(model, bootstrap, topic, len(messages), 1)
+    events = read_events(bootstrap, topic + ".alerts")
+    reference = reference_events(model, messages)
+    kinds = {k: sum(e["type"] == k for e in events) for k in ("open", "update", "resolve")}
+    return {"readings": len(messages), "readings_per_s": round(rate), "events": kinds,
+            "events_per_reading": round(len(events) / len(messages), 4),
+            "reference_events": {k: sum(e.type == k for e in reference) for k in ("open", "update", "resolve")},
+            "open_and_resolve_as_reference": lifecycle(events) == lifecycle(reference)}
+
+
+def steady(model: Path, bootstrap: str, scenario: str, rate: int, seconds: float, assets: int, t0: int) -> dict:
+    """The daemon fed `rate` readings/s of the scenario for `seconds` (after filling every
+    asset's window): produce-to-alert latency of every alert event (from sending the reading
+    that caused it until the event is read from the alerts topic), events by kind and the
+    consumer lag over time."""
+    topic = f"bench-steady-{scenario.rstrip('%')}-{uuid.uuid4().hex[:6]}"
+    create_topics(bootstrap, topic, topic + ".alerts", topic + ".dlq")
+    fill = ModelConfig().window - 1
+    steps = fill + int(np.ceil(rate * seconds / assets))
+    messages = encode_readings(scenario_values(scenario, assets, steps, seed=1, tail=0), t0)
+    d = Daemon(model, bootstrap, topic)
+    # no flush per chunk (a round trip each): the producer's IO thread sends within 2 ms
+    p = KafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=2)
+    sent_at: dict[tuple[str, int], float] = {}
+    samples: list[tuple[str, float]] = []
+    done = threading.Event()
+
+    def collect():
+        c = KafkaConsumer(topic + ".alerts", bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None)
+        while not done.is_set():
+            for batch in c.poll(timeout_ms=100).values():
+                now = time.perf_counter()
+                for r in batch:
+                    e = orjson.loads(r.value)
+                    t = sent_at.get((e["asset"], epoch_ms(e["time"])))
+                    if t is not None:
+                        samples.append((e["type"], now - t))
+        c.close()
+
+    reader = threading.Thread(target=collect, daemon=True)
+    lag = LagWatcher(bootstrap, topic, d.group)
+    try:
+        for key, value, *_ in messages[:fill * assets]:  # every asset's window but its last reading
+            p.send(topic, key=key, value=value)
+        p.flush()
+        while d.metric("vigil_readings_consumed_total") < fill * assets:
+            if d.proc.poll() is not None:
+                raise SystemExit("vigil serve exited")
+            time.sleep(0.1)
+        reader.start()
+        lag.start()
+        live, chunk = messages[fill * assets:], max(rate // 100, 1)
+        start = time.perf_counter()
+        for i in range(0, len(live), chunk):
+            now = time.perf_counter()
+            for key, value, asset, ts in live[i:i + chunk]:
+                sent_at[(asset, ts)] = now
+                p.send(topic, key=key, value=value)
+            time.sleep(max(0.0, start + (i + chunk) / rate - time.perf_counter()))
+        p.flush()
+        sent_seconds = time.perf_counter() - start
+        deadline = time.perf_counter() + 30
+        while (not lag.series or lag.series[-1][1] > 0) and time.perf_counter() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)  # the last events reach the reader
+    finally:
+        done.set()
+        lag.done.set()
+        if reader.is_alive():
+            reader.join(timeout=5)
+        if lag.is_alive():
+            lag.join(timeout=5)
+        p.close()
+        d.stop()
+    during = [v for t, v in lag.series if t <= sent_seconds]
+    third = max(len(during) // 3, 1)
+    seconds_of = np.array([s for _, s in samples])
+    p50, p99 = (np.percentile(seconds_of, [50, 99]) * 1000).round(1).tolist() if samples else (None, None)
+    return {"input_readings_per_s": round(len(live) / sent_seconds), "seconds": round(sent_seconds, 1),
+            "readings": len(live),
+            "events": {k: sum(kind == k for kind, _ in samples) for k in ("open", "update", "resolve")},
+            "p50_ms": p50, "p99_ms": p99,
+            "lag_max": max(during, default=0), "lag_mean_first_third": round(float(np.mean(during[:third])), 1),
+            "lag_mean_last_third": round(float(np.mean(during[-third:])), 1),
+            "lag_series": lag.series}
+
+
+def storm(model: Path, bootstrap: str, readings: int, assets: int, rate: int, seconds: float) -> dict:
+    """The three scenarios drained at full speed, then 10 % and storm at a steady `rate`."""
+    t0 = (int(time.time()) - 20 * 86400) * 1000  # reading time well in the past: never "in the future"
+    out: dict = {"assets": assets, "spacing_seconds": STORM_SPACING_MS / 1000}
+    for scenario in SCENARIOS:
+        out[scenario] = drain(model, bootstrap, scenario, readings, assets, t0)
+        r = out[scenario]
+        print(f"  drained {scenario:>6}: {r['readings_per_s']:>7,} readings/s, events {r['events']}", flush=True)
+    for scenario in SCENARIOS:
+        out[scenario]["ratio_to_normal"] = round(out[scenario]["readings_per_s"] / out["normal"]["readings_per_s"], 3)
+    for scenario in ("10%", "storm"):
+        out[scenario]["steady"] = steady(model, bootstrap, scenario, rate, seconds, assets, t0)
+        s = out[scenario]["steady"]
+        print(f"  steady {scenario:>6} at {s['input_readings_per_s']:,}/s: p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, "
+              f"lag max {s['lag_max']}", flush=True)
+    return out
+
+
+def storm_table(out: dict) -> str:
+    rows = ["| scenario | readings/s | ratio to normal | open | update | resolve | events / readings "
+            "| open+resolve as reference | steady input/s | p50 ms | p99 ms | lag max | lag mean first / last third |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for scenario in SCENARIOS:
+        r, s = out[scenario], out[scenario].get("steady")
+        e = r["events"]
+        steady_cells = (f"{s['input_readings_per_s']:,} | {s['p50_ms']} | {s['p99_ms']} | {s['lag_max']:,} | "
+                        f"{s['lag_mean_first_third']:,} / {s['lag_mean_last_third']:,}") if s else " | | | | "
+        rows.append(f"| {scenario} | {r['readings_per_s']:,} | {r['ratio_to_normal']:.2f} | {e['open']:,} | "
+                    f"{e['update']:,} | {e['resolve']:,} | {100 * r['events_per_reading']:.2f} % | "
+                    f"{'yes' if r['open_and_resolve_as_reference'] else 'NO'} | {steady_cells} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
-    ap.add_argument("--readings", type=int, default=200_000)
-    ap.add_argument("--assets", type=int, default=500)
-    ap.add_argument("--rate", type=int, default=2000)
-    ap.add_argument("--seconds", type=float, default=20)
+    ap.add_argument("--readings", type=int, default=200_000, help="readings per throughput topic (a, b, d)")
+    ap.add_argument("--assets", type=int, default=500, help="assets of a and b")
+    ap.add_argument("--rate", type=int, default=2000, help="readings/s of the latency test (c)")
+    ap.add_argument("--seconds", type=float, default=20, help="length of the latency test (c)")
+    ap.add_argument("--storm-assets", type=int, default=STORM_ASSETS)
+    ap.add_argument("--storm-rate", type=int, default=5000, help="readings/s of the steady storm runs (e)")
+    ap.add_argument("--storm-seconds", type=float, default=30, help="length of each steady storm run (e)")
+    ap.add_argument("--storm-only", action="store_true", help="only the alert-storm sections (d, e)")
+    ap.add_argument("--quick", action="store_true",
+                    help="a few minutes: 50,000 readings per topic, 10 s latency and steady runs")
     ap.add_argument("--out", type=Path, default=Path("bench-results/stream.json"))
     args = ap.parse_args()
+    if args.quick:
+        args.readings, args.seconds, args.storm_seconds = 50_000, 10.0, 10.0
     b = args.bootstrap_servers
-    result = {"readings": args.readings, "assets": args.assets}
+    result = {"readings": args.readings, "assets": args.assets, "quick": args.quick}
     with tempfile.TemporaryDirectory() as tmp:
         model = make_model(Path(tmp))
-        for per_message in (1, 100):
-            topic = f"bench-{per_message}-{uuid.uuid4().hex[:6]}"
+        if not args.storm_only:
+            for per_message in (1, 100):
+                topic = f"bench-{per_message}-{uuid.uuid4().hex[:6]}"
+                create_topics(b, topic, topic + ".alerts", topic + ".dlq")
+                records = produce(b, topic, args.assets, args.readings, per_message)
+                readings = records * per_message
+                bare = readings / bare_consume(b, topic, records)
+                bare_orjson = readings / bare_consume(b, topic, records, orjson.loads)
+                daemon = daemon_throughput(model, b, topic, records, per_message)
+                result[f"per_message_{per_message}"] = {"records": records, "readings": readings,
+                                                        "daemon_readings_per_s": round(daemon),
+                                                        "bare_loop_readings_per_s": round(bare),
+                                                        "ratio": round(daemon / bare, 3),
+                                                        "bare_loop_orjson_readings_per_s": round(bare_orjson),
+                                                        "ratio_orjson": round(daemon / bare_orjson, 3)}
+                print(f"{per_message:>3} reading(s)/message: daemon {daemon:>9,.0f} readings/s | bare loop json "
+                      f"{bare:>9,.0f}/s, ratio {daemon / bare:.2f} | bare loop orjson {bare_orjson:>9,.0f}/s, "
+                      f"ratio {daemon / bare_orjson:.2f}", flush=True)
+            topic = f"bench-lat-{uuid.uuid4().hex[:6]}"
             create_topics(b, topic, topic + ".alerts", topic + ".dlq")
-            records = produce(b, topic, args.assets, args.readings, per_message)
-            readings = records * per_message
-            bare = readings / bare_consume(b, topic, records)
-            bare_orjson = readings / bare_consume(b, topic, records, orjson.loads)
-            daemon = daemon_throughput(model, b, topic, records, per_message)
-            result[f"per_message_{per_message}"] = {"records": records, "readings": readings,
-                                                    "daemon_readings_per_s": round(daemon),
-                                                    "bare_loop_readings_per_s": round(bare),
-                                                    "ratio": round(daemon / bare, 3),
-                                                    "bare_loop_orjson_readings_per_s": round(bare_orjson),
-                                                    "ratio_orjson": round(daemon / bare_orjson, 3)}
-            print(f"{per_message:>3} reading(s)/message: daemon {daemon:>9,.0f} readings/s | bare loop json "
-                  f"{bare:>9,.0f}/s, ratio {daemon / bare:.2f} | bare loop orjson {bare_orjson:>9,.0f}/s, "
-                  f"ratio {daemon / bare_orjson:.2f}", flush=True)
-        topic = f"bench-lat-{uuid.uuid4().hex[:6]}"
-        create_topics(b, topic, topic + ".alerts", topic + ".dlq")
-        samples = np.array(latency(model, b, topic, args.rate, args.seconds))
-    p50, p99 = (np.percentile(samples, [50, 99]) * 1000).tolist() if samples.size else (None, None)
-    result["latency"] = {"rate_readings_per_s": args.rate, "seconds": args.seconds, "alerts": int(samples.size),
-                         "p50_ms": p50, "p99_ms": p99}
-    print(f"produce-to-alert at {args.rate} readings/s: {samples.size} alerts, p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+            samples = np.array(latency(model, b, topic, args.rate, args.seconds))
+            p50, p99 = (np.percentile(samples, [50, 99]) * 1000).tolist() if samples.size else (None, None)
+            result["latency"] = {"rate_readings_per_s": args.rate, "seconds": args.seconds, "alerts": int(samples.size),
+                                 "p50_ms": p50, "p99_ms": p99}
+            print(f"produce-to-alert at {args.rate} readings/s: {samples.size} alerts, p50 {p50:.1f} ms, "
+                  f"p99 {p99:.1f} ms", flush=True)
+        print(f"alert storm: {args.storm_assets} assets, readings of an asset {STORM_SPACING_MS // 1000} s apart, "
+              f"{args.readings:,} single-reading messages per scenario", flush=True)
+        result["storm"] = storm(model, b, args.readings, args.storm_assets, args.storm_rate, args.storm_seconds)
+    print(storm_table(result["storm"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
