@@ -15,7 +15,14 @@ of one scope (the whole fleet, or later one route) and reports:
   lasts while a sizeable part of the fleet is still alerting.
 
 The known assets are what the caller says (set_assets: the assets the daemon tracks); an
-asset counts once however often it opens. The storm id is derived from the scope and the
+asset counts once however often it opens.
+
+Events of re-read history (`silent`: what a restarted or newly assigned daemon scores again
+to rebuild its alert state) update which assets are alerting, but start and end no storm:
+the daemon that processed them first decided that, and reported it. Only live events
+decide; a restarted daemon takes the storm itself up from the alerts topic (restore). Were
+silent events to decide, a storm could end during the replay of one partition while another
+is already live, and its storm_end would never be reported. The storm id is derived from the scope and the
 start time (the opening time of the newest alert that started it), so processing the same
 alert events again gives the same id; a restarted daemon takes up a storm its predecessor
 left open (restore, from the alerts topic), so the storm's end keeps its id.
@@ -107,9 +114,9 @@ def open_storms(events: Iterable[dict]) -> dict[str, dict]:
 
 class StormTracker:
     """The storm state of one scope's assets. Feed it, in processing order, every alert open and
-    resolve of the scope's assets (observe, or opened/resolved), the alerts taken up from a
-    predecessor (take_up), and the number of known assets (set_assets); opened() and resolved()
-    return the StormEvent they cause, if any."""
+    resolve of the scope's assets (observe, or opened/resolved; those of re-read history with
+    silent=True), the alerts taken up from a predecessor (take_up), and the number of known
+    assets (set_assets); opened() and resolved() return the StormEvent they cause, if any."""
 
     def __init__(self, policy: StormPolicy = StormPolicy(), scope: str = FLEET):
         if not isinstance(scope, str) or not scope:
@@ -150,21 +157,25 @@ class StormTracker:
         if ts_ms is not None:
             self._advance(ts_ms)
 
-    def observe(self, kind: str, asset: str, ts_ms: int) -> StormEvent | None:
-        """An alert event of the asset: "open" and "resolve" count, "update" changes nothing."""
+    def observe(self, kind: str, asset: str, ts_ms: int, silent: bool = False) -> StormEvent | None:
+        """An alert event of the asset: "open" and "resolve" count, "update" changes nothing.
+        silent: an event of re-read history (counted, but it starts or ends no storm)."""
         if kind == "open":
-            return self.opened(asset, ts_ms)
+            return self.opened(asset, ts_ms, silent)
         if kind == "resolve":
-            return self.resolved(asset, ts_ms)
+            return self.resolved(asset, ts_ms, silent)
         if kind == "update":
             return None
         raise ValueError(f"unknown alert event type {kind!r}: expected open, update or resolve")
 
-    def opened(self, asset: str, ts_ms: int) -> StormEvent | None:
-        """The asset's alert opened at reading time ts_ms; a storm_start if that starts a storm."""
+    def opened(self, asset: str, ts_ms: int, silent: bool = False) -> StormEvent | None:
+        """The asset's alert opened at reading time ts_ms; a storm_start if that starts a storm
+        (never when silent)."""
         self._record_open(asset, ts_ms)
         if self.active:
             self._peak = max(self._peak, len(self._open))
+            return None
+        if silent:
             return None
         k = len(self._recent)
         if k < self.policy.min_assets or k <= self._share * self._denominator():
@@ -174,12 +185,13 @@ class StormTracker:
         self._first = [a for _, a in sorted((t, a) for a, t in self._recent.items())[:FIRST_ASSETS]]
         return self._event("storm_start", started)
 
-    def resolved(self, asset: str, ts_ms: int) -> StormEvent | None:
-        """The asset's alert resolved at reading time ts_ms; a storm_end if that ends the storm."""
+    def resolved(self, asset: str, ts_ms: int, silent: bool = False) -> StormEvent | None:
+        """The asset's alert resolved at reading time ts_ms; a storm_end if that ends the storm
+        (never when silent)."""
         self._open.pop(asset, None)
         self._recent.pop(asset, None)
         self._advance(ts_ms)
-        if not self.active or len(self._open) >= self._end_share * self._denominator():
+        if silent or not self.active or len(self._open) >= self._end_share * self._denominator():
             return None
         event = self._event("storm_end", ts_ms)
         self.storm_id, self._started_ms, self._peak, self._first = None, 0, 0, []
@@ -188,9 +200,7 @@ class StormTracker:
     def take_up(self, asset: str, opened_ms: int) -> None:
         """An alert a previous daemon left open (the pipeline takes it up: AlertTracker.restore),
         opened at opened_ms: counted like an open, but it starts no storm by itself."""
-        self._record_open(asset, opened_ms)
-        if self.active:
-            self._peak = max(self._peak, len(self._open))
+        self.opened(asset, opened_ms, silent=True)
 
     def restore(self, event: dict) -> bool:
         """Take up a storm a previous daemon left open, from its storm_start on the alerts topic

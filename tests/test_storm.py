@@ -219,6 +219,18 @@ def test_updates_change_nothing_and_unknown_kinds_are_errors():
         t.observe("opened", "pump-5", T0 + 30)
 
 
+def test_silent_events_count_but_neither_start_nor_end_a_storm():
+    t = tracker(10)
+    assert [t.observe("open", f"pump-{i}", T0 + i, silent=True) for i in range(5)] == [None] * 5
+    assert not t.active and (t.alerting, t.recent) == (5, 5)
+    start = t.observe("open", "pump-5", T0 + 10)  # the next live open decides
+    assert start.type == "storm_start" and start.assets_alerting == 6
+    assert [t.observe("resolve", f"pump-{i}", T0 + MIN + i, silent=True) for i in range(6)] == [None] * 6
+    assert t.active and t.alerting == 0  # a storm ends at a live resolve only
+    t.observe("open", "pump-0", T0 + 2 * MIN, silent=True)
+    assert t.observe("resolve", "pump-0", T0 + 3 * MIN).type == "storm_end"
+
+
 # ---------------------------------------------------------------- ids, restart, scopes
 
 def run_storm(scope="fleet", at=T0) -> list[StormEvent]:
