@@ -2,15 +2,42 @@
 
 An asset's alert opens when k of its last n scored windows are over threshold
 (normalised score > 1): the serving model's persistence rule (TrainedModel.persistence,
-by which `vigil score` flags rows) unless the policy overrides k or n. It sends an update
-while it stays open (at most every `update_seconds` of reading time, and only when the
-score is still over threshold), and resolves once the normalised score has stayed under
-`exit_threshold` for `resolve_after` consecutive windows. The alert id is derived from
-the asset, the time of the reading that opened it and the model version, so
-re-processing the same readings after a restart produces events with the same id, which
-consumers can use to drop duplicates. A restarted daemon takes up the alerts its
-predecessor left open (`restore`, from the alerts topic), so their updates and resolve
-keep their ids too.
+by which `vigil score` flags rows) unless the policy overrides k or n. It resolves once the
+normalised score has stayed under `exit_threshold` for `resolve_after` consecutive windows.
+`open` and `resolve` are always emitted. The alert id is derived from the asset, the time of
+the reading that opened it and the model version, so re-processing the same readings after
+a restart produces events with the same id, which consumers can use to drop duplicates. A
+restarted daemon takes up the alerts its predecessor left open (`restore`, from the alerts
+topic), so their updates and resolve keep their ids too.
+
+Updates carry news, not one event per reading. While an alert is open, a window over
+threshold produces an `update` when, compared with the alert's last event (open or update):
+
+- the score rose materially: score / threshold >= `update_rise` (1.5) x the level last
+  reported;
+- another sensor drives it: the sensor that contributes most now was not among the last
+  event's top sensors and contributes at least `lead_margin` (1.5) x as much as any other
+  sensor (a near tie between sensors, or the sensors' order inside the reported top three,
+  is not news);
+- or nothing changed for `update_heartbeat_seconds` (3600) of reading time: the heartbeat
+  says the alert is still open and how high, and lets a restarted daemon or a late consumer
+  find it within `alert_lookback_seconds`.
+
+and in any case no sooner than `update_seconds` (10) of reading time after the last event,
+which caps how often a quickly changing alert speaks. The level an update reports is the new
+reference, so a heartbeat at a lower level lets the next rise be reported.
+
+Why these measures, and reading time. The heartbeat is counted in the readings' own time,
+not in windows and not by the wall clock: 3600 s is 3,600 windows at 1 s sampling and 60 at
+1 min sampling, both one event an hour per open alert, where a count of windows would mean an
+hour at one rate and 2.5 days at the other; and because it is the readings' time, the same
+readings give the same events after a restart (reprocessed duplicates are identical). A
+heartbeat shorter than the sampling interval would emit on every reading (the old
+`update_seconds` = 10 s did that to 1-min data); an hour stays above any usual interval.
+Rises are relative, so a score that creeps up gives one update per factor 1.5 (about ten
+from 1x to 50x threshold), at any sampling rate. An alert that stays about as bad, with the
+same sensors, gives one event per hour of readings: 1.7 % of 1-min readings, 0.03 % of 1 s
+readings.
 """
 
 from __future__ import annotations
@@ -21,6 +48,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from itertools import islice
+
+import orjson
 
 from detector.threshold import Persistence
 
@@ -36,6 +65,9 @@ class AlertPolicy:
     exit_threshold: float = 0.8  # normalised score under which a window counts towards resolving
     resolve_after: int = 30      # consecutive windows under exit_threshold that resolve an alert
     update_seconds: float = 10.0 # at most one update event per alert per this much reading time
+    update_rise: float = 1.5     # an update when score / threshold reaches this multiple of the last reported
+    update_heartbeat_seconds: float = 3600.0  # an update anyway after this much reading time without an event
+    lead_margin: float = 1.5     # a newly leading sensor must contribute this multiple of the next one
 
     def __post_init__(self):
         if any(v is not None and v < 1 for v in (self.k, self.n)) or \
@@ -43,6 +75,9 @@ class AlertPolicy:
             raise ValueError(f"alert policy needs 1 <= k <= n, got k={self.k}, n={self.n}")
         if not 0 < self.exit_threshold <= 1 or self.resolve_after < 1 or self.update_seconds < 0:
             raise ValueError("alert policy needs 0 < exit_threshold <= 1, resolve_after >= 1, update_seconds >= 0")
+        if not self.update_rise > 1 or not self.lead_margin >= 1 or not self.update_heartbeat_seconds >= 0:
+            raise ValueError(f"alert policy needs update_rise > 1, lead_margin >= 1, update_heartbeat_seconds >= 0, "
+                             f"got {self.update_rise}, {self.lead_margin}, {self.update_heartbeat_seconds}")
 
     @property
     def overrides(self) -> tuple[str, ...]:
@@ -76,7 +111,10 @@ class _State:
     fresh: int = 1 << 30         # windows since the last resolve: only these can open a new alert
     alert_id: str | None = None
     opened_ms: int = 0
+    opened_at: str = ""          # iso_ms(opened_ms)
     last_event_ms: int = 0
+    reported: float = 0.0        # normalised score of the last event
+    top: tuple = ()              # its top sensors' names
     peak: float = 0.0
     under: int = 0
 
@@ -97,6 +135,11 @@ class AlertEvent:
 
     def to_json_dict(self) -> dict:
         return asdict(self)
+
+    def to_json(self) -> bytes:
+        """The event as the alerts topic's JSON (the fields of to_json_dict, in order), encoded
+        by orjson from the dataclass directly: no intermediate dict."""
+        return orjson.dumps(self)
 
 
 def iso_ms(ms: int) -> str:
@@ -162,6 +205,7 @@ class AlertTracker:
         elif s.alert_id is not None:
             return False
         s.alert_id, s.opened_ms, s.last_event_ms, s.peak, s.under = alert_id, opened_ms, last_ms, peak, 0
+        s.opened_at, s.reported, s.top = iso_ms(opened_ms), _reported(event, peak), _top_names(event)
         return True
 
     def set_model(self, threshold: float, model_version: str) -> None:
@@ -186,10 +230,12 @@ class AlertTracker:
         s.fresh += windows
 
     def observe(self, asset: str, ts_ms: int, score: float, normalized: float,
-                top: Callable[[], list[tuple[str, float]]]) -> AlertEvent | None:
+                top: Callable[[], list[tuple[str, float]]], leader: str | None = None) -> AlertEvent | None:
         """Feed one scored window; returns the event it causes, if any.
 
-        top: called only when an event is produced, returns the top (sensor, share) pairs."""
+        top: called only when an event is produced, returns the top (sensor, share) pairs.
+        leader: the sensor that clearly leads this window (it contributes at least lead_margin
+        x as much as any other), or None; see the module docstring for what makes an update."""
         p = self.policy
         s = self._assets.get(asset)
         if s is None:
@@ -197,32 +243,55 @@ class AlertTracker:
         over = normalized > 1.0
         s.recent.append(over)
         s.fresh += 1
-
-        def event(kind: str) -> AlertEvent:
-            s.last_event_ms = ts_ms
-            return AlertEvent(kind, s.alert_id, asset, iso_ms(ts_ms), float(score), float(normalized),
-                              float(self.threshold), [{"sensor": n, "share": round(v, 4)} for n, v in top()],
-                              self.model_version, iso_ms(s.opened_ms), float(s.peak))
-
         if s.alert_id is None:
             recent = s.recent if s.fresh >= len(s.recent) else islice(reversed(s.recent), s.fresh)
             if sum(recent) >= p.k:
                 digest = hashlib.sha256(f"{asset}\0{ts_ms}\0{self.model_version}".encode()).hexdigest()[:16]
-                s.alert_id, s.opened_ms, s.peak, s.under = digest, ts_ms, normalized, 0
-                return event("open")
+                s.alert_id, s.opened_ms, s.opened_at, s.peak, s.under = digest, ts_ms, iso_ms(ts_ms), normalized, 0
+                return self._event("open", s, asset, ts_ms, score, normalized, top)
             return None
-        s.peak = max(s.peak, normalized)
+        if normalized > s.peak:
+            s.peak = normalized
         if normalized < p.exit_threshold:
             s.under += 1
             if s.under >= p.resolve_after:
-                e = event("resolve")
+                e = self._event("resolve", s, asset, ts_ms, score, normalized, top)
                 s.alert_id, s.under, s.fresh = None, 0, 0
                 return e
             return None
         s.under = 0
-        if over and ts_ms - s.last_event_ms >= p.update_seconds * 1000:
-            return event("update")
+        if not over:
+            return None
+        since = ts_ms - s.last_event_ms
+        if since < p.update_seconds * 1000:
+            return None
+        if since >= p.update_heartbeat_seconds * 1000 or normalized >= p.update_rise * s.reported or \
+                (leader is not None and leader not in s.top):
+            return self._event("update", s, asset, ts_ms, score, normalized, top)
         return None
+
+    def _event(self, kind: str, s: _State, asset: str, ts_ms: int, score: float, normalized: float,
+               top: Callable[[], list[tuple[str, float]]]) -> AlertEvent:
+        """The event, and the alert's reference for the next update: its time, level, top sensors."""
+        pairs = top()
+        s.last_event_ms, s.reported, s.top = ts_ms, normalized, tuple(name for name, _ in pairs)
+        return AlertEvent(kind, s.alert_id, asset, iso_ms(ts_ms), float(score), float(normalized),
+                          float(self.threshold), [{"sensor": n, "share": round(v, 4)} for n, v in pairs],
+                          self.model_version, s.opened_at, float(s.peak))
+
+
+def _reported(event: dict, peak: float) -> float:
+    """The level an alert's last event reported (its normalized_score; else its peak)."""
+    value = event.get("normalized_score")
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else peak
+
+
+def _top_names(event: dict) -> tuple:
+    """The sensor names of an event's top_sensors ((): none or unreadable)."""
+    top = event.get("top_sensors")
+    if not isinstance(top, list):
+        return ()
+    return tuple(t["sensor"] for t in top if isinstance(t, dict) and isinstance(t.get("sensor"), str))
 
 
 def _check_resolved(policy: AlertPolicy) -> None:

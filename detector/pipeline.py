@@ -19,7 +19,7 @@ from detector.alerts import AlertEvent, AlertPolicy, AlertTracker
 from detector.artifact import TrainedModel
 from detector.messages import MAX_MESSAGE_BYTES, BadMessage, Decoded, Decoder, not_after
 from detector.metrics import ServiceMetrics
-from detector.scoring import Scores, top_sensors
+from detector.scoring import Scores, top_shares
 from detector.windows import AssetWindows
 
 
@@ -235,8 +235,10 @@ class Pipeline:
         ends = starts[1:] + [n]
         hot = np.logical_or.reduceat(normalized > 1.0, starts).tolist()
         names, restore, tracker = self.model.sensors, self.open_alerts_to_restore, self.alerts
-        score_list = normalized_list = time_list = None
+        score_list = normalized_list = time_list = leaders = None
+        top = _Top(scores, names)
         flagged = [False] * n if self.emit_scores else None  # the rule holds at the window (is_anomaly)
+        events = {"open": 0, "update": 0, "resolve": 0}
         for s, e, over in zip(starts, ends, hot):
             asset = assets[s]
             if restore and asset in restore:
@@ -244,17 +246,20 @@ class Pipeline:
             if not over and tracker.quiet(asset):
                 tracker.observe_quiet(asset, e - s)
                 continue
-            if score_list is None:
+            if score_list is None:  # the first asset that needs window-by-window attention
                 score_list, normalized_list, time_list = scores.score.tolist(), normalized.tolist(), times.tolist()
+                leaders = _leaders(scores.contributions, names, self.policy.lead_margin)
             for i in range(s, e):
                 event = tracker.observe(asset, time_list[i], score_list[i], normalized_list[i],
-                                        lambda i=i: top_sensors(scores.contributions[i:i + 1], scores.score[i:i + 1],
-                                                                names)[0])
+                                        lambda i=i: top(i), leaders[i])
                 if flagged is not None:
                     flagged[i] = tracker.flagged(asset)
                 if event is not None and not silent[i]:
                     result.alerts.append(event)
-                    m.alert_events.labels(event.type).inc()
+                    events[event.type] += 1
+        for kind, count in events.items():
+            if count:
+                m.alert_events.labels(kind).inc(count)
         if flagged is not None:
             version = self.model.version
             result.scores.extend({"asset": a, "ts": t, "score": sc, "normalized_score": z, "is_anomaly": f,
@@ -285,6 +290,33 @@ class Pipeline:
             self.metrics.forget_asset(asset)
         self.metrics.assets.set(len(self.windows))
         return gone
+
+
+class _Top:
+    """The top sensors of a batch's windows, (sensor, share) pairs as AlertEvent reports them:
+    worked out for every window at once when the first event asks (a few events per batch
+    cost one vectorised top_shares, not one each)."""
+
+    def __init__(self, scores: Scores, names: tuple[str, ...]):
+        self.scores, self.names, self._order = scores, names, None
+
+    def __call__(self, i: int) -> list[tuple[str, float]]:
+        if self._order is None:
+            order, shares = top_shares(self.scores.contributions, self.scores.score)
+            self._order, self._shares = order.tolist(), shares.tolist()
+        names = self.names
+        return [(names[j], share) for j, share in zip(self._order[i], self._shares[i])]
+
+
+def _leaders(contributions: np.ndarray, names: tuple[str, ...], margin: float) -> list[str | None]:
+    """Of each window [windows, sensors]: the sensor that contributes at least `margin` x as much
+    as any other (AlertTracker.observe's leader), or None when none leads that clearly."""
+    if contributions.shape[1] < 2:
+        return [names[0] if len(names) else None] * len(contributions)
+    two = -np.partition(-contributions, 1, axis=1)[:, :2]  # the largest and the second largest
+    lead = np.argmax(contributions, axis=1)
+    clear = (two[:, 0] > 0) & (two[:, 0] >= margin * two[:, 1])
+    return [names[j] if ok else None for j, ok in zip(lead.tolist(), clear.tolist())]
 
 
 def _created_seconds(model: TrainedModel) -> float | None:

@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
@@ -254,7 +255,7 @@ class Service:
         records = batch.records
         result = self.pipeline.finish(batch)
         s = self.settings
-        out = [(s.alerts_topic, e.asset.encode(), json.dumps(e.to_json_dict()).encode(), None) for e in result.alerts]
+        out = [(s.alerts_topic, e.asset.encode(), e.to_json(), None) for e in result.alerts]
         for dl in result.dead_letters:
             r = dl.record
             headers = [("vigil.reason", dl.reason.encode()), ("vigil.detail", dl.detail[:500].encode()),
@@ -262,7 +263,7 @@ class Service:
                        *[(k, v) for k, v in (r.headers or ()) if isinstance(k, str) and isinstance(v, bytes)]]
             out.append((s.dlq_topic, r.key, r.value if r.value is not None else b"", headers))
         if s.scores_topic:
-            out += [(s.scores_topic, x["asset"].encode(), json.dumps(x).encode(), None) for x in result.scores]
+            out += [(s.scores_topic, x["asset"].encode(), orjson.dumps(x), None) for x in result.scores]
         if out and not self.deliver(out):
             return result  # stopped while the broker was away: not committed, so these records are re-read
         last_ts = {(r.topic, r.partition): r.timestamp for r in records}

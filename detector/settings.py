@@ -4,6 +4,11 @@ Every field of ServeSettings is settable each way: `--alerts-topic X`,
 `VIGIL_ALERTS_TOPIC=X`, or `alerts_topic = "X"` under [serve] in the file given by
 `--config` (or VIGIL_CONFIG). Settings are read once, here, at start-up.
 
+update_seconds, update_rise and update_heartbeat_seconds decide when an open alert sends an
+update (see detector.alerts for what each means and why the defaults suit 1 s and 1 min
+sampling alike): at most every 10 s of reading time, when the score reached 1.5 x the level
+last reported, a new sensor leads, or an hour of reading time passed without an event.
+
 alert_k and alert_n are unset by default: alerts follow the serving model's persistence rule
 (the one `vigil score` flags rows by). Set, they override it; "model" (or an empty value)
 unsets one given at a lower level, e.g. VIGIL_ALERT_K=model over the file's alert_k.
@@ -163,7 +168,9 @@ class ServeSettings:
     alert_n: int | None = field(default=None, metadata={"unset": "the model's persistence n"})
     exit_threshold: float = 0.8             # ... and resolves after resolve_after windows under this
     resolve_after: int = 30
-    update_seconds: float = 10.0            # at most one update event per alert per this much time
+    update_seconds: float = 10.0            # at most one update event per alert per this much reading time
+    update_rise: float = 1.5                # an update when score / threshold reaches this multiple of the last event's
+    update_heartbeat_seconds: float = 3600.0  # an update anyway after this much reading time without an event
     reload_seconds: float = 5.0             # how often a registry's `current` file is checked
     alert_lookback_seconds: float = 86400.0 # at start-up, alerts opened this far back and not resolved are taken up
     log_level: str = "info"
@@ -198,6 +205,17 @@ class ServeSettings:
         # one of them alone is checked against the model's rule when the model is known (alert_policy)
         if not 0 < self.exit_threshold <= 1:
             raise SettingsError(f"exit_threshold: must be in (0, 1], got {self.exit_threshold}")
+        for name in ("update_seconds", "update_heartbeat_seconds"):
+            value = getattr(self, name)
+            if not 0 <= value < float("inf"):
+                raise SettingsError(f"{name}: must be a number of seconds >= 0, got {value}")
+        if not 1 < self.update_rise < float("inf"):
+            raise SettingsError(f"update_rise: must be a factor > 1 (1.5: an update when the score reaches 1.5 x "
+                                f"the level last reported), got {self.update_rise}")
+        if self.update_heartbeat_seconds >= self.alert_lookback_seconds:
+            raise SettingsError(f"update_heartbeat_seconds: must be less than alert_lookback_seconds "
+                                f"({self.alert_lookback_seconds:g}), or a restarted daemon may not find an alert "
+                                f"that is still open; got {self.update_heartbeat_seconds:g}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise SettingsError(f"log_level: must be debug, info, warning or error, got {self.log_level!r}")
         self.kafka.validate()
@@ -206,7 +224,8 @@ class ServeSettings:
     def alert_policy(self, persistence: Persistence) -> AlertPolicy:
         """The alert policy as configured (alert_k / alert_n None: the model's), after checking
         that it fits a model with this persistence rule (the model served first)."""
-        policy = AlertPolicy(self.alert_k, self.alert_n, self.exit_threshold, self.resolve_after, self.update_seconds)
+        policy = AlertPolicy(self.alert_k, self.alert_n, self.exit_threshold, self.resolve_after, self.update_seconds,
+                             update_rise=self.update_rise, update_heartbeat_seconds=self.update_heartbeat_seconds)
         try:
             policy.for_model(persistence)
         except ValueError as e:

@@ -5,7 +5,7 @@ import pytest
 from flax import nnx
 from prometheus_client import CollectorRegistry
 
-from detector.alerts import AlertPolicy
+from detector.alerts import AlertPolicy, epoch_ms
 from detector.artifact import TrainedModel
 from detector.metrics import ServiceMetrics
 from detector.model import VAE, ModelConfig
@@ -30,7 +30,9 @@ def registry():
 
 @pytest.fixture
 def pipeline(registry):
-    return Pipeline(make_model(), ServiceMetrics(registry), AlertPolicy(k=2, n=3, resolve_after=2, update_seconds=0))
+    # every window over threshold of an open alert is an update (update_heartbeat_seconds=0): tests count them
+    return Pipeline(make_model(), ServiceMetrics(registry),
+                    AlertPolicy(k=2, n=3, resolve_after=2, update_seconds=0, update_heartbeat_seconds=0))
 
 
 def rec(offset, asset, i, a=0.0, b=0.0, partition=0):
@@ -165,3 +167,32 @@ def test_scores_are_listed_only_when_asked(pipeline):
     pipeline.emit_scores = True
     scores = pipeline.process([rec(5 + i, "p1", 5 + i) for i in range(2)], now_ms=T0).scores
     assert [s["ts"] for s in scores] == [T0 + 5000, T0 + 6000] and scores[0]["model_version"] == "v1"
+
+
+def test_leaders_are_the_sensors_that_clearly_lead():
+    from detector.pipeline import _leaders
+
+    contributions = np.array([[3.0, 1.0, 0.0], [1.2, 1.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.5, 1.5]], np.float32)
+    assert _leaders(contributions, ("x", "y", "z"), 1.5) == ["x", None, None, "z"]
+    assert _leaders(contributions[:, :1], ("x",), 1.5) == ["x"] * 4
+
+
+def test_a_steady_fault_opens_once_and_its_events_name_the_top_sensors(registry):
+    """The product's update policy through the pipeline: a fault that stays the same for 200
+    readings a second apart is one open event (no update: no rise, no new sensor, no hour
+    passed); its top sensors are those of `vigil score` for the same window."""
+    from detector.scoring import top_sensors
+
+    model = make_model()
+    pipeline = Pipeline(model, ServiceMetrics(registry), AlertPolicy())
+    values = [(50.0 if i >= 4 else 0.0, 3.0 if i >= 4 else 0.0) for i in range(204)]
+    records = [rec(i, "p1", i, a=a, b=b) for i, (a, b) in enumerate(values)]
+    result = pipeline.process(records, now_ms=T0)
+    assert [e.type for e in result.alerts] == ["open"]
+    opened = result.alerts[0]
+    row = (epoch_ms(opened.time) - T0) // 1000
+    offline = model.scorer().score_series(np.array(values, np.float32))
+    expected = top_sensors(offline.contributions[row:row + 1], offline.score[row:row + 1], model.sensors)[0]
+    assert [(t["sensor"], t["share"]) for t in opened.top_sensors] == [(n, round(v, 4)) for n, v in expected]
+    assert registry.get_sample_value("vigil_alert_events_total", {"type": "open"}) == 1
+    assert registry.get_sample_value("vigil_alert_events_total", {"type": "update"}) == 0

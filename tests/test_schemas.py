@@ -44,7 +44,8 @@ def test_invalid_examples_fail_both(doc):
 
 
 def test_alert_events_match_the_schema():
-    tracker = AlertTracker(AlertPolicy(k=1, n=1, resolve_after=1, update_seconds=0), 2.0, "v1")
+    tracker = AlertTracker(AlertPolicy(k=1, n=1, resolve_after=1, update_seconds=0, update_heartbeat_seconds=0),
+                           2.0, "v1")
     events = [tracker.observe("p1", NOW + i * 1000, 5.0 * v, v, lambda: [("flow", 0.7), ("temp", 0.3)]) for i, v in
               enumerate([2.0, 2.5, 0.1])]
     assert [e.type for e in events] == ["open", "update", "resolve"]

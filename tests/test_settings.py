@@ -31,6 +31,17 @@ def test_config_from_env_variable(tmp_path):
     ({}, {"VIGIL_ALERT_K": "three"}, '[serve]\nmodel = "m"\n', "VIGIL_ALERT_K: alert_k: expected int, got 'three'"),
     ({}, {}, '[serve]\nmodel = "m"\nalert_n = 2.5\n', "alert_n: expected int, got 2.5"),
     ({}, {}, '[serve]\nmodel = "m"\nalert_k = true\n', "alert_k: expected int, got True"),
+    ({}, {}, '[serve]\nmodel = "m"\nupdate_rise = 1.0\n', r"update_rise: must be a factor > 1 .*, got 1.0"),
+    ({"update_rise": "0.5"}, {}, '[serve]\nmodel = "m"\n', "update_rise: must be a factor > 1"),
+    ({}, {"VIGIL_UPDATE_RISE": "double"}, '[serve]\nmodel = "m"\n', "VIGIL_UPDATE_RISE: update_rise: expected float"),
+    ({}, {"VIGIL_UPDATE_RISE": "inf"}, '[serve]\nmodel = "m"\n', "update_rise: must be a factor > 1"),
+    ({}, {}, '[serve]\nmodel = "m"\nupdate_heartbeat_seconds = -1\n',
+     "update_heartbeat_seconds: must be a number of seconds >= 0, got -1"),
+    ({}, {"VIGIL_UPDATE_SECONDS": "-5"}, '[serve]\nmodel = "m"\n', "update_seconds: must be a number of seconds >= 0"),
+    ({}, {}, '[serve]\nmodel = "m"\nupdate_heartbeat_seconds = "hourly"\n',
+     "update_heartbeat_seconds: expected float, got 'hourly'"),
+    ({"update_heartbeat_seconds": "90000"}, {}, '[serve]\nmodel = "m"\n',
+     r"update_heartbeat_seconds: must be less than alert_lookback_seconds \(86400\)"),
 ])
 def test_errors_name_the_setting(tmp_path, flags, env, text, message):
     cfg = tmp_path / "serve.toml"
@@ -67,10 +78,21 @@ def test_alert_k_and_n_are_unset_unless_given(tmp_path, flags, env, text, expect
 
 
 def test_the_other_alert_settings_go_into_the_policy():
-    s = ServeSettings(model="m", alert_k=1, exit_threshold=0.5, resolve_after=4, update_seconds=2.0)
+    s = ServeSettings(model="m", alert_k=1, exit_threshold=0.5, resolve_after=4, update_seconds=2.0,
+                      update_rise=2.0, update_heartbeat_seconds=600.0)
     policy = s.alert_policy(MODEL_RULE)
     assert (policy.k, policy.n, policy.exit_threshold, policy.resolve_after, policy.update_seconds) == \
         (1, None, 0.5, 4, 2.0)
+    assert (policy.update_rise, policy.update_heartbeat_seconds) == (2.0, 600.0)
+
+
+def test_update_settings_default_and_from_each_source(tmp_path):
+    cfg = tmp_path / "serve.toml"
+    cfg.write_text('[serve]\nmodel = "m"\nupdate_heartbeat_seconds = 1800\n')
+    s = load_settings({}, env={}, config=str(cfg))
+    assert (s.update_seconds, s.update_rise, s.update_heartbeat_seconds) == (10.0, 1.5, 1800.0)
+    s = load_settings({"update_rise": "3"}, env={"VIGIL_UPDATE_HEARTBEAT_SECONDS": "7200"}, config=str(cfg))
+    assert (s.update_rise, s.update_heartbeat_seconds) == (3.0, 7200.0)
 
 
 @pytest.mark.parametrize("values, message", [
