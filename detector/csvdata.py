@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DataError", "SensorTable", "read_csv", "read_path"]
+__all__ = ["DataError", "SensorTable", "SkippedRows", "read_csv", "read_path"]
 
 DELIMITERS = (",", ";", "\t", "|")
 DEFAULT_LABEL = "anomaly"
@@ -81,8 +81,40 @@ class DataError(ValueError):
 
 
 @dataclass(frozen=True, eq=False)
+class SkippedRows:
+    """Rows of a file left out because their time is not after the last row kept before them
+    (a logger's clock stepping back, or a repeated time): the rule the daemon applies to an
+    asset's readings, so a file is read as `vigil serve` would take it.
+
+    index: [k] int64 positions of the skipped rows among the file's data rows (0-based).
+    time_raw: [k] their time cells as written.
+    line, previous_line: the file line of the first skipped row, and of the kept row before it.
+    previous: that kept row's time cell.
+    """
+
+    index: np.ndarray
+    time_raw: list[str]
+    line: int
+    previous_line: int
+    previous: str
+
+    @property
+    def count(self) -> int:
+        return len(self.index)
+
+    def describe(self, path: str) -> str:
+        """One line for the user: how many rows, and the first one."""
+        rows = "1 row" if self.count == 1 else f"{self.count} rows"
+        return (f"{path}: skipped {rows} whose time is not after the row before (a clock stepping back "
+                f"or a repeated time); the first is line {self.line}: {self.time_raw[0]!r} is not after "
+                f"{self.previous!r} on line {self.previous_line}. --strict-time refuses such files instead")
+
+
+@dataclass(frozen=True, eq=False)
 class SensorTable:
-    """One sensor file. Rows are in file order; time never decreases.
+    """One sensor file. Rows are in file order; time increases (rows whose time does not are
+    left out when the file is read, and listed in `skipped`; with strict_time such a file is
+    refused, and rows with equal times are kept).
 
     path: the file it came from.
     time_raw: [rows] the time cells as written (surrounding whitespace and quotes removed).
@@ -90,6 +122,7 @@ class SensorTable:
     sensors: sensor column names, in file order.
     values: [rows, sensors] float32, NaN where a reading is missing.
     labels: [rows] int8 0/1, or None when the file has no label column.
+    skipped: the file's rows left out for their time, or None when there were none.
     """
 
     path: str
@@ -98,6 +131,7 @@ class SensorTable:
     sensors: tuple[str, ...]
     values: np.ndarray
     labels: np.ndarray | None
+    skipped: SkippedRows | None = None
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -133,7 +167,7 @@ class SensorTable:
 
 
 def read_path(path, *, time_column: str | None = None, label_column: str | None = None,
-              drop_columns: Sequence[str] = ()) -> list[SensorTable]:
+              drop_columns: Sequence[str] = (), strict_time: bool = False) -> list[SensorTable]:
     """A CSV file -> [its table]; a directory -> one table per *.csv in it, sorted by name.
 
     Directories are not searched recursively; other files in them are ignored. Each file
@@ -150,16 +184,18 @@ def read_path(path, *, time_column: str | None = None, label_column: str | None 
     else:
         raise DataError(f"{path}: no such file or directory")
     return [read_csv(f, time_column=time_column, label_column=label_column,
-                     drop_columns=drop_columns) for f in files]
+                     drop_columns=drop_columns, strict_time=strict_time) for f in files]
 
 
 def read_csv(path, *, time_column: str | None = None, label_column: str | None = None,
-             drop_columns: Sequence[str] = ()) -> SensorTable:
+             drop_columns: Sequence[str] = (), strict_time: bool = False) -> SensorTable:
     """Read one sensor CSV.
 
     time_column: the time column's name; None = the first column.
     label_column: a 0/1 label column's name; None = "anomaly" if the file has one.
     drop_columns: columns to ignore entirely (their cells are not looked at).
+    strict_time: refuse a file whose time goes backwards (DataError naming the line) instead
+    of leaving out the rows whose time is not after the last kept row (table.skipped).
     Every other column is a sensor and must be numeric.
     """
     path = str(path)
@@ -193,7 +229,7 @@ def read_csv(path, *, time_column: str | None = None, label_column: str | None =
             split = _split_fast(path, data, delimiter, parity=True)
     if split is None:  # quoting that is not well formed: csv cuts it, or words the error
         split = _split_csv(path, data, delimiter)
-    return _build(split, time_column, label_column, drop_columns)
+    return _build(split, time_column, label_column, drop_columns, strict_time)
 
 
 def _line_at(data: bytes, offset: int) -> int:
@@ -733,7 +769,7 @@ def _fast_iso(cells: np.ndarray, lens: np.ndarray, layout: re.Match, out: np.nda
 # ----------------------------------------------------------------------------- assembly
 
 
-def _build(split: _Split, time_column, label_column, drop_columns) -> SensorTable:
+def _build(split: _Split, time_column, label_column, drop_columns, strict_time: bool) -> SensorTable:
     path, names = split.path, split.names
     index = {name: j for j, name in enumerate(names)}
 
@@ -768,12 +804,24 @@ def _build(split: _Split, time_column, label_column, drop_columns) -> SensorTabl
         raise DataError(f"{path}, line 1: no sensor columns ({'; '.join(others)})")
 
     time_raw, time = _time_column(split, t)
-    back = np.flatnonzero(time[1:] < time[:-1])
-    if len(back):
-        i = int(back[0]) + 1
-        raise split.fail(i, names[t], f"time goes backwards: {time_raw[i]!r} is earlier than "
-                                      f"{time_raw[i - 1]!r} on line {int(split.row_lines[i - 1])}")
+    if strict_time:
+        back = np.flatnonzero(time[1:] < time[:-1])
+        if len(back):
+            i = int(back[0]) + 1
+            raise split.fail(i, names[t], f"time goes backwards: {time_raw[i]!r} is earlier than "
+                                          f"{time_raw[i - 1]!r} on line {int(split.row_lines[i - 1])}")
     values = _sensor_values(split, sensor_cols)
     labels = None if label is None else _label_column(split, label)
-    return SensorTable(path=path, time_raw=time_raw, time=time,
-                       sensors=tuple(names[j] for j in sensor_cols), values=values, labels=labels)
+    sensors = tuple(names[j] for j in sensor_cols)
+    # the daemon's rule: a row counts only when its time is after every row kept before it
+    late = np.r_[False, time[1:] <= np.maximum.accumulate(time)[:-1]] if not strict_time and len(time) else None
+    if late is None or not late.any():
+        return SensorTable(path=path, time_raw=time_raw, time=time, sensors=sensors, values=values, labels=labels)
+    index = np.flatnonzero(late)
+    kept = np.flatnonzero(~late)
+    before = kept[np.searchsorted(kept, index[0]) - 1]  # row 0 is always kept
+    skipped = SkippedRows(index=index, time_raw=[time_raw[i] for i in index.tolist()],
+                          line=int(split.row_lines[index[0]]), previous_line=int(split.row_lines[before]),
+                          previous=time_raw[before])
+    return SensorTable(path=path, time_raw=[time_raw[i] for i in kept.tolist()], time=time[kept], sensors=sensors,
+                       values=values[kept], labels=None if labels is None else labels[kept], skipped=skipped)

@@ -4,14 +4,15 @@ scores.csv has exactly one row per input row, in input order:
 
     timestamp,score,threshold,is_anomaly,top_sensors,normalized_score
 
-A row whose window is not full yet has an empty score and is_anomaly 0. top_sensors
+A row whose window is not full yet has an empty score and is_anomaly 0, and so has a row
+left out because its time is not after the row before (csvdata.SkippedRows). top_sensors
 names the three largest contributors as `name:share` joined by `|`.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -77,8 +78,12 @@ def _share_labels(names: tuple[str, ...]) -> np.ndarray:
     return np.array([[f"{n}:{p / 100:.2f}" for p in range(101)] for n in names], dtype=object)
 
 
-def format_rows(time_raw: list[str], scores: TableScores, threshold: float, names: tuple[str, ...]) -> str:
-    """The CSV lines (no header) for one table's (or chunk's) results."""
+def format_rows(time_raw: list[str], scores: TableScores, threshold: float, names: tuple[str, ...],
+                skipped: Sequence[tuple[int, str]] = ()) -> str:
+    """The CSV lines (no header) for one table's (or chunk's) results.
+
+    skipped: (position, time cell) of rows left out for their time, in file order: each is
+    written, with an empty score, after the row at that position of time_raw."""
     top, shares = top_shares(scores.contributions, scores.score, TOP_K)
     pct = np.clip(np.rint(shares * 100), 0, 100).astype(np.int64)
     labels = _share_labels(names)[top, pct]
@@ -90,6 +95,13 @@ def format_rows(time_raw: list[str], scores: TableScores, threshold: float, name
         for ts, s, f, tp, n in zip(times, scores.score.tolist(), scores.flags.astype(np.int8).tolist(), tops,
                                    scores.normalized.tolist())
     ]
+    if skipped:
+        merged, done = [], 0
+        for position, raw in skipped:
+            merged += lines[done:position + 1]
+            merged.append(f"{_csv_field(raw)},,{thr},0,,")
+            done = position + 1
+        lines = merged + lines[done:]
     return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -110,8 +122,18 @@ def score_tables(model: TrainedModel, tables: Iterable[SensorTable]) -> Iterator
         yield table, score_table(model, table, scorer)
 
 
+def _skipped_positions(table: SensorTable) -> tuple[np.ndarray, list[str]]:
+    """For each row the table left out for its time: the position (among the kept rows) of
+    the row it follows in the file, and its time cell."""
+    if table.skipped is None:
+        return np.empty(0, np.int64), []
+    k = table.skipped.count
+    return table.skipped.index - np.arange(k) - 1, table.skipped.time_raw
+
+
 def write_scores(model: TrainedModel, tables: Iterable[SensorTable], out_path: str | os.PathLike) -> int:
-    """Score tables and write one scores CSV; returns the number of rows written.
+    """Score tables and write one scores CSV, one line per row of the input files (rows left
+    out for their time included, with an empty score); returns the number of rows written.
 
     Formatting a chunk overlaps with scoring the next one (JAX releases the GIL). The
     file appears under its name only when complete.
@@ -124,12 +146,15 @@ def write_scores(model: TrainedModel, tables: Iterable[SensorTable], out_path: s
         f.write(HEADER)
         pending = None
         for table in tables:
+            after, skipped_raw = _skipped_positions(table)
             for lo, scores in score_chunks(model, table, scorer):
                 if pending is not None:
                     f.write(pending.result())
                 hi = lo + len(scores.score)
-                pending = pool.submit(format_rows, table.time_raw[lo:hi], scores, threshold, model.sensors)
-                rows += hi - lo
+                here = np.flatnonzero((after >= lo) & (after < hi)).tolist()
+                skipped = [(int(after[i]) - lo, skipped_raw[i]) for i in here]
+                pending = pool.submit(format_rows, table.time_raw[lo:hi], scores, threshold, model.sensors, skipped)
+                rows += hi - lo + len(skipped)
         if pending is not None:
             f.write(pending.result())
     os.replace(tmp, out_path)

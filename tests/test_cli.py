@@ -83,6 +83,53 @@ def test_score_writes_one_row_per_input_row(trained, faulty_csv, tmp_path):
     assert any(300 <= i < 430 for i in flagged)
 
 
+def _clock_step_csv(path, rows=8640, step_row=8150):
+    """A month of 5-minute readings whose logger clock steps back 55 minutes once at step_row
+    (so the 11 rows from there repeat times already written), as in a real historian export."""
+    import numpy as np
+
+    from vigil import csvformat, synthetic
+
+    values, _ = synthetic.generate(rows, seed=3)
+    seconds = 1_767_225_600 + 300.0 * np.arange(rows)
+    seconds[step_row:] -= 55 * 60
+    path.write_bytes(synthetic.header(False) + synthetic.csv_rows(csvformat.timestamps(seconds), values, None))
+    return path
+
+
+def test_a_clock_step_back_is_skipped_with_one_warning(trained, tmp_path, capsys):
+    data = _clock_step_csv(tmp_path / "historian.csv")
+    out = tmp_path / "scores.csv"
+    assert main(["score", "--model", str(trained), "--data", str(data), "--out", str(out), "--quiet"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
+    assert len(warnings) == 1
+    assert "skipped 11 rows" in warnings[0] and "line 8152" in warnings[0] and "on line 8151" in warnings[0]
+    with open(data) as f:
+        inputs = list(csv.DictReader(f))
+    with open(out) as f:
+        rows = list(csv.DictReader(f))
+    assert [r["timestamp"] for r in rows] == [r["timestamp"] for r in inputs]  # one row per input row, in order
+    skipped = rows[8150:8161]
+    assert all(r["score"] == "" and r["is_anomaly"] == "0" for r in skipped)
+    assert rows[8149]["score"] != "" and rows[8161]["score"] != ""
+
+
+def test_strict_time_refuses_a_clock_step_back(trained, tmp_path, capsys):
+    data = _clock_step_csv(tmp_path / "historian.csv")
+    assert main(["score", "--model", str(trained), "--data", str(data), "--out", str(tmp_path / "s.csv"),
+                 "--strict-time"]) == 2
+    err = capsys.readouterr().err
+    assert "line 8152" in err and "time goes backwards" in err
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_training_skips_a_clock_step_back_too(tmp_path, tiny_toml, capsys):
+    data = _clock_step_csv(tmp_path / "historian.csv", rows=1500, step_row=1000)
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "m"), "--config", str(tiny_toml)]) == 0
+    err = capsys.readouterr().err
+    assert "warning" in err and "skipped 11 rows" in err and "training on 1489 rows" in err
+
+
 def test_evaluate_reports_metrics(trained, faulty_csv, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--model", str(trained), "--data", str(faulty_csv), "--json", str(out)]) == 0

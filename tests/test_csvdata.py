@@ -223,9 +223,32 @@ def test_whitespace_around_cells_and_names(tmp_path):
     np.testing.assert_array_equal(table.values, [[1.5, 2]])
 
 
-def test_equal_timestamps_are_allowed(tmp_path):
-    table = read_csv(write(tmp_path, "x.csv", "t,a\n5,1\n5,2\n6,3\n"))
+def test_equal_timestamps_are_allowed_when_strict(tmp_path):
+    table = read_csv(write(tmp_path, "x.csv", "t,a\n5,1\n5,2\n6,3\n"), strict_time=True)
     np.testing.assert_array_equal(table.time, [5, 5, 6])
+    assert table.skipped is None
+
+
+def test_rows_not_after_the_last_kept_row_are_skipped(tmp_path):
+    # a clock stepping back 3 s (lines 5-7 repeat earlier times), then a repeated time (line 9)
+    text = lines("t,a,anomaly", "1,10,0", "2,20,0", "3,30,1", "1.5,40,0", "2.5,50,1", "3,60,0", "4,70,0", "4,80,0",
+                 "5,90,1")
+    path = write(tmp_path, "x.csv", text)
+    table = read_csv(path)
+    np.testing.assert_array_equal(table.time, [1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(table.values[:, 0], [10, 20, 30, 70, 90])
+    np.testing.assert_array_equal(table.labels, [0, 0, 1, 0, 1])
+    assert table.time_raw == ["1", "2", "3", "4", "5"]
+    s = table.skipped
+    assert s.count == 4 and s.index.tolist() == [3, 4, 5, 7] and s.time_raw == ["1.5", "2.5", "3", "4"]
+    assert (s.line, s.previous_line, s.previous) == (5, 4, "3")
+    message = s.describe(table.path)
+    assert message.startswith(f"{path}: skipped 4 rows") and "line 5: '1.5' is not after '3' on line 4" in message
+    assert "--strict-time" in message
+
+
+def test_a_clean_file_skips_nothing(tmp_path):
+    assert read_csv(write(tmp_path, "x.csv", lines("t,a", "1,1", "2,2"))).skipped is None
 
 
 # ----------------------------------------------------------------------------- errors
@@ -244,8 +267,9 @@ ERRORS = [
     (lines("time,a,b", "1,1,2", "2,1,0x1F"), {}, 3, "b", "not a number: '0x1F'"),
     (lines("time,a,b", "1,1,2", "2,1,1e39"), {}, 3, "b", "out of range: '1e39'"),
     (lines("time,a,status", "1,1,ok"), {}, 2, "status", "not a number: 'ok'"),
-    (lines("time,a,b", "3,1,2", "4,1,2", "3.5,1,2"), {}, 4, "time", "time goes backwards: '3.5'"),
-    (lines("time,a", "2020-02-08 13:30:47,1", "2020-02-08 13:30:46,1"), {}, 3, "time", "backwards"),
+    (lines("time,a,b", "3,1,2", "4,1,2", "3.5,1,2"), {"strict_time": True}, 4, "time", "time goes backwards: '3.5'"),
+    (lines("time,a", "2020-02-08 13:30:47,1", "2020-02-08 13:30:46,1"), {"strict_time": True}, 3, "time",
+     "backwards"),
     (lines("time,a", "2020-02-08 13:30:47,1", "yesterday,1"), {}, 3, "time", "not a timestamp: 'yesterday'"),
     (lines("time,a", "2020-02-08 13:30:47,1", "2020-02-30 00:00:00,1"), {}, 3, "time", "not a timestamp"),
     (lines("time,a", "2021-02-29 00:00:00,1"), {}, 2, "time", "not a timestamp"),
@@ -378,7 +402,7 @@ def test_iso_timestamps(tmp_path, stamp, expected):
     single = read_csv(write(tmp_path, "one.csv", f"time,a\n{stamp},1\n"))
     assert single.time_raw == [stamp]
     assert single.time[0] == pytest.approx(expected, abs=1e-6)
-    many = read_csv(write(tmp_path, "many.csv", "time,a\n" + f"{stamp},1\n" * 5))
+    many = read_csv(write(tmp_path, "many.csv", "time,a\n" + f"{stamp},1\n" * 5), strict_time=True)  # equal times kept
     np.testing.assert_array_equal(many.time, np.full(5, single.time[0]))
 
 

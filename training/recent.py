@@ -91,13 +91,17 @@ def cut_stretches(asset: str, times_ms: np.ndarray, values: np.ndarray, sensors:
     return tables
 
 
-def from_files(path: str, sensors: tuple[str, ...], min_rows: int) -> list[SensorTable]:
-    """Recent data from CSV files; rows labelled anomalous (when there is a label column) are left out."""
+def from_files(path: str, sensors: tuple[str, ...], min_rows: int, strict_time: bool = False,
+               warn: Callable[[SensorTable], None] = lambda _t: None) -> list[SensorTable]:
+    """Recent data from CSV files; rows labelled anomalous (when there is a label column) are left out.
+    strict_time as csvdata.read_csv; warn is called with each file that had rows left out for their time."""
     from detector.csvdata import read_path
     from training.evaluation import runs
 
     tables = []
-    for t in read_path(path):
+    for t in read_path(path, strict_time=strict_time):
+        if t.skipped is not None:
+            warn(t)
         if t.labels is None or not t.labels.any():
             tables.append(t)
             continue

@@ -60,13 +60,30 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-column", help="name of the time column (default: the first column)")
     p.add_argument("--label-column", help="label column left out of the sensors (default: 'anomaly' when present)")
     p.add_argument("--drop-columns", default="", help="comma-separated columns to ignore")
+    _add_strict_time(p)
+
+
+def _add_strict_time(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strict-time", action="store_true",
+                   help="refuse a file whose time goes backwards (default: skip rows whose time is not after "
+                        "the row before, with one warning per file)")
 
 
 def _read(args):
     from detector.csvdata import read_path
 
     drop = tuple(c for c in args.drop_columns.split(",") if c)
-    return read_path(args.data, time_column=args.time_column, label_column=args.label_column, drop_columns=drop)
+    tables = read_path(args.data, time_column=args.time_column, label_column=args.label_column, drop_columns=drop,
+                       strict_time=args.strict_time)
+    _warn_skipped(args, tables)
+    return tables
+
+
+def _warn_skipped(args, tables) -> None:
+    """One warning per file with rows left out for their time (shown even with --quiet)."""
+    for t in tables:
+        if t.skipped is not None:
+            print(f"vigil {args.command}: warning: {t.skipped.describe(t.path)}", file=sys.stderr, flush=True)
 
 
 def _log(args, message: str) -> None:
@@ -281,7 +298,8 @@ def cmd_replay(args) -> int:
     from vigil.specs import parse_speed
 
     table = read_csv(args.file, time_column=args.time_column, label_column=args.label_column,
-                     drop_columns=tuple(c for c in args.drop_columns.split(",") if c))
+                     drop_columns=tuple(c for c in args.drop_columns.split(",") if c), strict_time=args.strict_time)
+    _warn_skipped(args, [table])
     speed = parse_speed(args.speed)
     asset = args.asset or Path(args.file).stem
     shift = round(time.time() - table.time[0]) if args.rebase else 0.0  # read_csv: at least one row
@@ -330,14 +348,16 @@ def cmd_retrain(args) -> int:
     if args.data is not None:
         from training.recent import from_files
 
-        tables, source = from_files(args.data, current.sensors, 2 * current.config.window), {"data": args.data}
+        tables, source = from_files(args.data, current.sensors, 2 * current.config.window, args.strict_time,
+                                    warn=lambda t: _warn_skipped(args, [t])), {"data": args.data}
     else:
         tables, source = _recent_kafka(args, current)
     labelled = []
     if args.labels:
         from detector.csvdata import read_path
 
-        labelled = read_path(args.labels)
+        labelled = read_path(args.labels, strict_time=args.strict_time)
+        _warn_skipped(args, labelled)
         unlabelled = [t.path for t in labelled if t.labels is None]
         if unlabelled:
             raise UserError(f"{unlabelled[0]}: no label column ('anomaly'); --labels needs labelled files")
@@ -513,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "(default 1h)")
     p.add_argument("--no-alerts", action="store_true", help="do not read the alerts topic (nothing left out)")
     p.add_argument("--labels", help="labelled CSV file or directory: the challenger must detect its events too")
+    _add_strict_time(p)
     p.add_argument("--config", help="TOML: training settings (default: the current model's) and a [gate] table")
     p.add_argument("--holdout-fraction", type=float, help="last part of each recent series held out (default 0.2)")
     p.add_argument("--max-false-alarm-rate", type=float, help="gate: challenger's flagged fraction of held-out rows "
@@ -557,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-column", help="name of the time column (default: the first column)")
     p.add_argument("--label-column", help="label column, not sent (default: 'anomaly' when present)")
     p.add_argument("--drop-columns", default="", help="comma-separated columns not to send")
+    _add_strict_time(p)
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_replay)
 
