@@ -71,6 +71,7 @@ class TrainedModel:
     threshold: Threshold
     persistence: Persistence = field(default_factory=Persistence)
     scoring: ScoreRule = field(default_factory=ScoreRule)
+    interval_seconds: float | None = None  # the sampling interval of the training data (None: unknown)
     version: str = ""
     metadata: dict = field(default_factory=dict)  # training summary, library versions, creation time
 
@@ -143,6 +144,7 @@ def save(model: TrainedModel, directory: str | os.PathLike, extra: dict[str, byt
         "scoring": model.scoring.to_dict(),
         "threshold": model.threshold.to_dict(),
         "persistence": model.persistence.to_dict(),
+        "interval_seconds": model.interval_seconds,
         "libraries": library_versions(),
     } | {k: v for k, v in model.metadata.items() if k not in ("libraries", "created_at")}
     tmp = writing = None
@@ -310,6 +312,10 @@ def _load(directory: Path) -> TrainedModel:
             raise ArtifactError(f"{path}: threshold {threshold.value} is not a finite number > 0")
         persistence = Persistence(**_require(config, "persistence", path))
         scoring = ScoreRule.from_dict(_require(config, "scoring", path))
+        interval = config.get("interval_seconds")  # models saved before it was recorded: unknown
+        if interval is not None and (isinstance(interval, bool) or not isinstance(interval, (int, float))
+                                     or not 0 < interval < math.inf):
+            raise ArtifactError(f"{path}: interval_seconds {interval!r} is not a number of seconds > 0")
         abstract = nnx.eval_shape(lambda: build_vae(model_config, len(sensors), rngs=nnx.Rngs(0)))
     except (TypeError, KeyError, ValueError) as e:
         if isinstance(e, ArtifactError):
@@ -333,11 +339,12 @@ def _load(directory: Path) -> TrainedModel:
         raise ArtifactError(f"{params_path}: parameters contain NaN or infinity")
     nnx.replace_by_pure_dict(state, restored)
     vae = nnx.merge(graphdef, state)
-    known = {"schema_version", "version", "sensors", "window", "model", "scaler", "scoring", "threshold", "persistence"}
+    known = {"schema_version", "version", "sensors", "window", "model", "scaler", "scoring", "threshold", "persistence",
+             "interval_seconds"}
     metadata = {k: v for k, v in config.items() if k not in known}
     try:
         return TrainedModel(sensors, model_config, scaler, vae, threshold, persistence, scoring,
-                            str(config.get("version", "")), metadata)
+                            None if interval is None else float(interval), str(config.get("version", "")), metadata)
     except ValueError as e:
         raise ArtifactError(f"{path}: {e}") from None
 
@@ -362,6 +369,12 @@ def describe_change(serving: TrainedModel, new: TrainedModel) -> list[tuple[str,
                                   + (f"; new: {', '.join(added)}" if added else "")))
     if new.config.window != serving.config.window:
         notes.append(("info", f"model {new.version} has window {new.config.window} (was {serving.config.window})"))
+    old, now = serving.interval_seconds, new.interval_seconds
+    if old and now and abs(now / old - 1) > 0.1:
+        from detector.sampling import duration
+
+        notes.append(("warning", f"model {new.version} was trained on readings {duration(now)} apart, "
+                                 f"{serving.version} on {duration(old)}: do the assets still send at that rate?"))
     if notes:
         notes.append(("info", "every asset's window starts afresh: no scores until it is full again"))
     return notes

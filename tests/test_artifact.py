@@ -113,3 +113,30 @@ def test_missing_key_is_named(saved):
 def test_not_a_directory(tmp_path):
     with pytest.raises(ArtifactError, match="not a model directory"):
         load(tmp_path / "nope")
+
+
+def test_sampling_interval_round_trip(model, tmp_path):
+    model.interval_seconds = 300.0
+    assert load(save(model, tmp_path / "m")).interval_seconds == 300.0
+
+
+def test_models_saved_before_the_interval_load_as_unknown(saved):
+    _rewrite_config(saved, lambda c: c.pop("interval_seconds"))
+    assert load(saved).interval_seconds is None
+
+
+@pytest.mark.parametrize("bad", [0, -5.0, "5s", True])
+def test_bad_interval_is_refused(saved, bad):
+    _rewrite_config(saved, lambda c: c.update(interval_seconds=bad))
+    with pytest.raises(ArtifactError, match="interval_seconds .* is not a number of seconds > 0"):
+        load(saved)
+
+
+def test_changed_interval_is_a_warning_on_promotion(model, tmp_path):
+    from detector.artifact import describe_change
+
+    model.interval_seconds = 1.0
+    serving = load(save(model, tmp_path / "a"))
+    model.interval_seconds, model.version = 60.0, ""
+    notes = describe_change(serving, load(save(model, tmp_path / "b")))
+    assert any(level == "warning" and "1 min apart" in text and "1 s" in text for level, text in notes)

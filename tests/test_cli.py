@@ -57,6 +57,27 @@ def test_train_progress_and_quiet(tmp_path, normal_csv, tiny_toml, capsys):
     assert "epoch   1/6" in err and "val" in err and "threshold" in err
 
 
+def test_train_reports_the_sampling_interval(tmp_path, normal_csv, tiny_toml, capsys):
+    assert main(["train", "--data", str(normal_csv), "--out", str(tmp_path / "m"), "--config", str(tiny_toml)]) == 0
+    assert "sampling interval 1 s (median of 1,199 spacings)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["interval_seconds"] == 1.0
+
+
+def test_a_given_interval_that_the_data_contradicts_is_a_warning(tmp_path, normal_csv, tiny_toml, capsys):
+    assert main(["train", "--data", str(normal_csv), "--out", str(tmp_path / "m"), "--config", str(tiny_toml),
+                 "--interval", "1m"]) == 0
+    err = capsys.readouterr().err
+    assert "sampling interval 1 min (given)" in err
+    assert "warning: the data's readings are 1 s apart, not the 1 min given" in err
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["interval_seconds"] == 60.0
+
+
+@pytest.mark.parametrize("bad", ["soon", "0", "0s"])
+def test_bad_interval_is_named(tmp_path, normal_csv, bad, capsys):
+    assert main(["train", "--data", str(normal_csv), "--out", str(tmp_path / "m"), "--interval", bad]) == 2
+    assert "--interval" in capsys.readouterr().err
+
+
 def test_training_is_reproducible(tmp_path, normal_csv, tiny_toml):
     for name in ("a", "b"):
         main(["train", "--data", str(normal_csv), "--out", str(tmp_path / name), "--config", str(tiny_toml),

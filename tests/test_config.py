@@ -25,6 +25,8 @@ def test_file_then_overrides(tmp_path):
     ("[alerting]\npersistence_k = 9\n", "alerting.persistence_k must be between"),
     ("[model]\nactivation = 'sigmoid'\n", "unsupported activation"),
     ("[training\n", "invalid TOML"),
+    ("[training]\ninterval_seconds = 0\n", "training.interval_seconds must be a number of seconds > 0"),
+    ("[training]\ninterval_seconds = '5s'\n", "training.interval_seconds must be a number of seconds > 0"),
 ])
 def test_errors_name_the_key(tmp_path, text, message):
     path = tmp_path / "bad.toml"
@@ -32,6 +34,12 @@ def test_errors_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match=message) as info:
         load_config(path)
     assert "bad.toml" in str(info.value)
+
+
+def test_interval_from_toml(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[training]\ninterval_seconds = 300\n")
+    assert load_config(path).interval_seconds == 300 and load_config().interval_seconds is None
 
 
 def test_missing_file(tmp_path):

@@ -60,9 +60,11 @@ def test_list_and_show(registry, capsys):
     assert main(["models", "list", "--registry", str(reg)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3 and [line for line in lines if line.startswith("*")][0].split()[1] == v1
+    assert all("interval 1 s" in line for line in lines)  # the fixture's data: 1 Hz
     assert main(["models", "show", v2, "--registry", str(reg)]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["version"] == v2 and shown["window"] == 8 and "training" in shown
+    assert shown["interval_seconds"] == 1.0 and shown["training"]["interval_source"] == "data"
 
 
 def test_promoting_a_broken_version_is_refused(registry, capsys):

@@ -17,6 +17,7 @@ Example FILE.toml (every key optional; unknown keys are an error):
     patience = 10          # epochs without validation improvement before stopping
     max_steps_per_epoch = 200
     seed = 0
+    interval_seconds = 5.0 # the sampling interval; default: inferred from the data (median spacing)
 
     [threshold]
     method = "pot"         # "pot" (peaks over threshold) or "quantile"
@@ -64,6 +65,7 @@ class TrainConfig:
     seed: int = 0
     robust_fraction: float = 0.0
     robust_warmup: int = 5
+    interval_seconds: float | None = None
     threshold_method: str = "pot"
     risk: float = 1e-3
     init_quantile: float = 0.98
@@ -88,6 +90,10 @@ class TrainConfig:
             (self.patience >= 1, "training.patience", "must be >= 1"),
             (0 <= self.robust_fraction < 1, "training.robust_fraction", "must be >= 0 and < 1"),
             (self.robust_warmup >= 0, "training.robust_warmup", "must be >= 0"),
+            (self.interval_seconds is None or (isinstance(self.interval_seconds, (int, float))
+                                               and not isinstance(self.interval_seconds, bool)
+                                               and 0 < self.interval_seconds < float("inf")),
+             "training.interval_seconds", "must be a number of seconds > 0"),
             (self.max_steps_per_epoch >= 1, "training.max_steps_per_epoch", "must be >= 1"),
             (self.threshold_method in THRESHOLD_METHODS, "threshold.method", f"must be one of {THRESHOLD_METHODS}"),
             (0 < self.risk < 1, "threshold.risk", "must be between 0 and 1"),
@@ -128,7 +134,8 @@ class TrainConfig:
 # TOML section -> {key: TrainConfig field}; the [model] section maps onto ModelConfig.
 SECTIONS = {
     "training": {k: k for k in ("epochs", "batch_size", "learning_rate", "beta", "validation_fraction",
-                                "patience", "max_steps_per_epoch", "seed", "robust_fraction", "robust_warmup")},
+                                "patience", "max_steps_per_epoch", "seed", "robust_fraction", "robust_warmup",
+                                "interval_seconds")},
     "threshold": {"method": "threshold_method", "risk": "risk", "init_quantile": "init_quantile",
                   "q": "q", "margin": "margin", "min_shape": "min_shape"},
     "alerting": {"persistence_k": "persistence_k", "persistence_n": "persistence_n"},

@@ -16,6 +16,7 @@ import numpy as np
 from detector.artifact import TrainedModel
 from detector.csvdata import DataError, SensorTable
 from detector.preprocessing import Scaler
+from detector.sampling import infer_sampling
 from detector.scoring import calibrate_rule
 from detector.threshold import Threshold, calibrate
 from training.config import TrainConfig
@@ -74,8 +75,10 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
 
     # calibrate on the validation windows, scored exactly as the detector will score them:
     # first each sensor's own error scale, then the threshold on the resulting scores
+    sampling = infer_sampling([t.time for t in tables])
+    interval = config.interval_seconds or sampling.interval_seconds
     model = TrainedModel(sensors, config.model, scaler, vae, Threshold(float("inf"), "uncalibrated"),
-                         config.persistence, config.score_rule)
+                         config.persistence, config.score_rule, interval)
     if not config.score_rule.legacy:
         raw = model.scorer()
         errors = [raw.sensor_errors_series(v[s:]) for v, s in zip(series, splits)]
@@ -96,6 +99,9 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
         "time_start": _iso(float(min(t.time[0] for t in tables))),
         "time_end": _iso(float(max(t.time[-1] for t in tables))),
         "max_missing_fraction": max(missing),
+        "interval_seconds": interval,
+        "interval_source": "given" if config.interval_seconds else "data",
+        "sampling": sampling.to_dict(),
         "epochs_run": len(history),
         "best_epoch": best_epoch,
         "best_validation_loss": min((h.val_loss for h in history), default=None),

@@ -97,7 +97,18 @@ def cmd_train(args) -> int:
     from training.job import train_model
     from training.report import render_report
 
-    config = load_config(args.config, window=args.window, epochs=args.epochs, seed=args.seed)
+    interval = None
+    if args.interval is not None:
+        from vigil.durations import parse_duration
+
+        try:
+            interval = parse_duration(args.interval)
+        except ValueError as e:
+            raise UserError(f"--interval: {e}") from None
+        if not interval > 0:
+            raise UserError(f"--interval {args.interval}: must be more than 0")
+    config = load_config(args.config, window=args.window, epochs=args.epochs, seed=args.seed,
+                         interval_seconds=interval)
     if (args.out is None) == (args.registry is None):
         raise UserError("give exactly one of --out MODEL_DIR and --registry DIR")
     if args.promote and args.registry is None:
@@ -125,6 +136,7 @@ def cmd_train(args) -> int:
     _log(args, f"stopped after {report['summary']['epochs_run']} epochs (best {report['summary']['best_epoch']}), "
                f"{report['summary']['seconds']:.1f}s")
     _log(args, f"threshold {t.value:.5g} ({t.method}), persistence {model.persistence.k} of {model.persistence.n}")
+    _report_sampling(args, report["summary"])
     print(f"model {model.version} written to {out}")
     if args.promote:
         from detector.registry import promote
@@ -134,11 +146,26 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _report_sampling(args, summary: dict) -> None:
+    from detector.sampling import Sampling, duration
+
+    data = Sampling(**summary["sampling"])
+    if summary["interval_source"] == "data":
+        _log(args, f"sampling interval {data.describe()}")
+        return
+    given = summary["interval_seconds"]
+    _log(args, f"sampling interval {duration(given)} (given); the data's: {data.describe()}")
+    if data.interval_seconds is not None and not 1 / 1.5 <= data.interval_seconds / given <= 1.5:
+        print(f"vigil train: warning: the data's readings are {duration(data.interval_seconds)} apart, not the "
+              f"{duration(given)} given by --interval or interval_seconds", file=sys.stderr, flush=True)
+
+
 def cmd_models(args) -> int:
     import json
 
     from detector import registry as reg
     from detector.artifact import ArtifactError, describe_change, load, verify
+    from detector.sampling import duration
 
     if args.action == "list":
         registry = Path(args.registry)
@@ -157,8 +184,10 @@ def cmd_models(args) -> int:
                 verify(registry / name)
                 config = json.loads((registry / name / "config.json").read_text())
                 training, threshold = config.get("training", {}), config["threshold"]
+                interval = config.get("interval_seconds")
                 about = (f"created {config.get('created_at', '?')}  {len(config.get('sensors', []))} sensors  "
-                         f"window {config.get('window')}  threshold {threshold['value']:.4g} ({threshold['method']})  "
+                         f"window {config.get('window')}  interval {duration(interval) if interval else '?'}  "
+                         f"threshold {threshold['value']:.4g} ({threshold['method']})  "
                          f"trained on {training.get('rows', '?')} rows")
             except (ArtifactError, ValueError, KeyError, TypeError) as e:
                 about = f"BROKEN: {e}"
@@ -176,7 +205,7 @@ def cmd_models(args) -> int:
             raise UserError("show needs a VERSION")
         model = load(Path(args.registry) / reg.check_version_name(args.version))
         print(json.dumps({"version": model.version, "sensors": list(model.sensors), "window": model.config.window,
-                          "model": model.config.to_dict(), "threshold": model.threshold.to_dict(),
+                          "interval_seconds": model.interval_seconds, "model": model.config.to_dict(), "threshold": model.threshold.to_dict(),
                           "persistence": model.persistence.to_dict(), **model.metadata}, indent=2))
         return 0
     if args.action == "promote":
@@ -473,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, help="time steps per window (default 60)")
     p.add_argument("--epochs", type=int, help="maximum epochs (default 100; early stopping ends sooner)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--interval", help="the sampling interval, e.g. 1s or 5m (default: the median spacing of the "
+                                      "data's timestamps)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_train)
 
