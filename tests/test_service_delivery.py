@@ -120,3 +120,104 @@ def test_lag_series_follow_the_assignment(service):
     service.consumer.assigned = set()
     service.update_lag()
     assert lag(1) is None
+
+
+# -- acknowledgements in the background: offsets committed in order, once acknowledged ---------------
+
+class Pending:
+    """A producer future that completes when the test says so."""
+
+    def __init__(self):
+        self.is_done, self.ok = False, None
+
+    def resolve(self, ok=True):
+        self.is_done, self.ok = True, ok
+
+    def failed(self):
+        return self.is_done and not self.ok
+
+
+class SlowProducer:
+    """Acknowledges only when told (ack_all), or on flush."""
+
+    def __init__(self):
+        self.sent, self.flushes = [], 0
+
+    def send(self, topic, key=None, value=None, headers=None):
+        future = Pending()
+        self.sent.append(((topic, key, value), future))
+        return future
+
+    def ack_all(self, ok=True):
+        for _, f in self.sent:
+            if not f.is_done:
+                f.resolve(ok)
+
+    def flush(self, timeout=None):
+        self.flushes += 1
+        self.ack_all()
+
+
+class OwningConsumer:
+    def __init__(self, owned):
+        self.owned, self.committed = set(owned), []
+
+    def assignment(self):
+        return set(self.owned)
+
+    def commit(self, offsets, timeout_ms=None):
+        self.committed.append(dict(offsets))
+
+
+def sent_batch(service, n, offset, tp="tp0"):
+    from detector.service import _Sent
+
+    service._unacked.append(_Sent(service.send([("alerts", b"p", b"e", None)] * n), {tp: offset}))
+
+
+def test_offsets_are_committed_once_acknowledged_in_order_without_waiting(service):
+    service.producer, service.consumer = SlowProducer(), OwningConsumer({"tp0"})
+    sent_batch(service, 2, 10)
+    sent_batch(service, 1, 20)
+    assert service.settle() and service.consumer.committed == [] and service.producer.flushes == 0
+    service.producer.sent[2][1].resolve()  # the second batch's message: it waits for the first
+    assert service.settle() and service.consumer.committed == []
+    service.producer.sent[0][1].resolve()
+    service.producer.sent[1][1].resolve()
+    assert service.settle() and service.consumer.committed == [{"tp0": 20}] and not service._unacked
+    assert service.producer.flushes == 0  # never waited
+
+
+def test_a_failed_message_is_sent_again_before_its_offsets_are_committed(service):
+    service.producer, service.consumer = SlowProducer(), OwningConsumer({"tp0"})
+    service._stop.wait = lambda timeout: False
+    sent_batch(service, 1, 10)
+    service.producer.ack_all(ok=False)
+    assert service.settle()
+    assert len(service.producer.sent) == 2 and service.consumer.committed == [{"tp0": 10}]
+
+
+def test_the_loop_waits_when_too_many_batches_are_unacknowledged(service):
+    from detector.service import MAX_UNACKED_BATCHES
+
+    service.producer, service.consumer = SlowProducer(), OwningConsumer({"tp0"})
+    for i in range(MAX_UNACKED_BATCHES + 1):
+        sent_batch(service, 1, i + 1)
+        service.settle(wait=len(service._unacked) > MAX_UNACKED_BATCHES)
+    assert service.producer.flushes == 1 and not service._unacked
+    assert service.consumer.committed == [{"tp0": MAX_UNACKED_BATCHES + 1}]
+
+
+def test_offsets_of_a_partition_given_away_are_left_to_its_new_owner(service):
+    service.producer, service.consumer = SlowProducer(), OwningConsumer({"tp0"})
+    sent_batch(service, 1, 10, tp="tp1")
+    sent_batch(service, 1, 11, tp="tp0")
+    service.producer.ack_all()
+    assert service.settle() and service.consumer.committed == [{"tp0": 11}]
+
+
+def test_stop_while_unacknowledged_commits_nothing_of_them(service):
+    service.producer, service.consumer = FlakyProducer(outage=10**9), OwningConsumer({"tp0"})
+    sent_batch(service, 1, 10)
+    service.stop()
+    assert not service.settle(wait=True) and service.consumer.committed == []
