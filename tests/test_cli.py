@@ -34,7 +34,8 @@ def trained(tmp_path, normal_csv, tiny_toml):
     return out
 
 
-@pytest.mark.parametrize("command", ["train", "score", "evaluate", "demo", "serve", "models", "retrain", "simulate", "replay", "report"])
+@pytest.mark.parametrize("command", ["train", "score", "evaluate", "demo", "serve", "models", "retrain", "simulate", "replay", "report",
+                                     "inspect"])
 def test_help_shows_an_example(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])

@@ -12,6 +12,10 @@ from pathlib import Path
 EXAMPLES = {
     "train": "examples:\n  vigil train --data history/normal.csv --out models/pump-v1 --window 60 --epochs 100\n"
              "  vigil train --data history/ --registry models/ --promote",
+    "inspect": "examples:\n  vigil inspect --data history/normal.csv\n"
+               "  vigil inspect --data history/ --json quality.json --html quality.html --window 120\n\n"
+               "Prints one line per finding (warning or note) with the file, column and lines, then the counts;\n"
+               "exit status 0 whatever it finds (2 when the data cannot be read).",
     "score": "example:\n  vigil score --model models/pump-v1 --data today.csv --out scores.csv",
     "evaluate": "example:\n  vigil evaluate --model models/pump-v1 --data labelled/ --label-column anomaly --json eval.json",
     "report": "examples:\n  vigil report --model models/pump-v1 --data today.csv --out report.html\n"
@@ -117,6 +121,8 @@ def cmd_train(args) -> int:
         raise UserError(f"{args.out}: already exists; choose a new directory for the model")
     check_writable(Path(args.registry) if args.registry is not None else Path(args.out).parent)  # before training
     tables = _read(args)
+    quality = _inspect(tables, config)
+    _warn_quality(args, quality)
     rows = sum(len(t.time) for t in tables)
     _log(args, f"training on {rows} rows from {len(tables)} file(s), {len(tables[0].sensors)} sensors, "
                f"window {config.model.window}")
@@ -125,6 +131,7 @@ def cmd_train(args) -> int:
         _log(args, f"epoch {s.epoch:3d}/{config.epochs}  loss {s.loss:9.4f}  val {s.val_loss:9.4f}  {s.seconds:6.2f}s")
 
     model, report = train_model(tables, config, progress)
+    report["summary"] = report["summary"] | {"data_quality": quality.summary()}  # the report's, not config.json's
     if args.registry is not None:
         from detector.artifact import new_version
 
@@ -143,6 +150,48 @@ def cmd_train(args) -> int:
 
         promote(args.registry, model.version)
         print(f"promoted {model.version}: now current in {args.registry}")
+    return 0
+
+
+def _inspect(tables, config):
+    from training.dataquality import inspect_tables
+
+    return inspect_tables(tables, window=config.model.window, validation_fraction=config.validation_fraction,
+                          init_quantile=config.init_quantile)
+
+
+MAX_QUALITY_WARNINGS = 10
+
+
+def _warn_quality(args, quality) -> None:
+    """vigil train: the data-quality warnings (shown even with --quiet; at most MAX_QUALITY_WARNINGS, and
+    not the skipped rows _read has warned about), and how many notes vigil inspect would add."""
+    shown = [f for f in quality.warnings if f.check not in ("duplicate_times", "backward_times")]
+    for f in shown[:MAX_QUALITY_WARNINGS]:
+        print(f"vigil train: {f.describe()}", file=sys.stderr, flush=True)
+    if len(shown) > MAX_QUALITY_WARNINGS:
+        print(f"vigil train: warning: {len(shown) - MAX_QUALITY_WARNINGS} more data-quality warnings "
+              f"(vigil inspect --data {args.data} lists them all)", file=sys.stderr, flush=True)
+    if quality.notes:
+        _log(args, f"{len(quality.notes)} data-quality note(s): vigil inspect --data {args.data} lists them")
+
+
+def cmd_inspect(args) -> int:
+    from training.config import load_config
+    from training.dataquality import format_text
+
+    if args.html is not None and Path(args.html).suffix.lower() != ".html":
+        raise UserError(f"{args.html}: --html writes a page; name it *.html")
+    config = load_config(args.config, window=args.window)
+    tables = _read(args)
+    quality = _inspect(tables, config)
+    sys.stdout.write(format_text(quality))
+    if args.json:
+        Path(args.json).write_text(json.dumps(quality.to_dict(), indent=2) + "\n")
+    if args.html:
+        from vigil.inspect_page import write_page
+
+        write_page(quality, tables, args.html)
     return 0
 
 
@@ -506,6 +555,16 @@ def build_parser() -> argparse.ArgumentParser:
                                       "data's timestamps)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_train)
+
+    p = command("inspect", "Check sensor data before training: per sensor missing readings, constant and flat-lined "
+                           "stretches, categorical channels, outliers, counters; per file the sampling interval, "
+                           "jitter, gaps, duplicate and backward times, and whether there are enough windows.")
+    _add_data_options(p)
+    p.add_argument("--config", help="the training TOML: its window and validation settings decide 'enough windows'")
+    p.add_argument("--window", type=int, help="time steps per window (default: the config's, else 60)")
+    p.add_argument("--json", help="also write the report (findings and per-sensor statistics) to this JSON file")
+    p.add_argument("--html", help="also write a page with the findings and a small plot per sensor (*.html)")
+    p.set_defaults(func=cmd_inspect)
 
     p = command("score", "Score every row of a CSV (or directory) with a model; write scores.csv.")
     _add_data_options(p)

@@ -1,0 +1,571 @@
+"""Data quality of sensor files before training: what `vigil inspect` reports and `vigil train` warns about.
+
+`inspect_tables(tables, window=..., validation_fraction=..., init_quantile=...)` looks at
+SensorTables (as detector.csvdata reads them) and returns a QualityReport: per file its
+rows, sampling and windows, per sensor a few statistics, and a list of Findings, each a
+one-line verdict with a severity ("warning": likely to hurt the model or its threshold;
+"note": worth knowing), the file, the column and the lines and times concerned. Nothing
+here prints; `format_text` and `QualityReport.to_dict` render a report.
+
+Checks, per sensor (thresholds are the module constants below):
+- missing: the share of empty cells, the longest run of them;
+- constant: one value in every reading;
+- flat-lined: the longest run of one repeated value, when it is at least a window long
+  (a stuck sensor in training data teaches the model that stuck is normal);
+- held: most readings repeat the one before, in runs shorter than a window (a sensor
+  sampled more slowly than the file, like the analysers in TEP);
+- categorical: at most MAX_CATEGORIES distinct values (binary states, valve positions);
+- outliers: readings beyond the 1-99 % range of the sensor by more than OUTLIER_FACTOR
+  times that range's width: quantiles, so the bulk's own spread sets the scale;
+- counter: rises (or falls) over nearly every step it moves, in many steps: a counter or
+  a trend, whose later values the model has never seen.
+Per file: the sampling interval and its jitter (detector.sampling), gaps, rows left out
+because their time was a duplicate or stepped back (table.skipped), rows labelled
+anomalous, times that look like sample counts, and the windows of normal data.
+
+Enough windows: the threshold is calibrated on the validation windows (the last
+validation_fraction of every file) by a GPD fit to the scores above their init_quantile
+(0.98); detector.threshold.MIN_PEAKS (10) peaks is the least it fits on, so it needs
+MIN_PEAKS / (1 - init_quantile) = 500 validation windows to fit the tail where it is meant
+to start, and fewer lower that starting point (a threshold extrapolated from the middle
+of the distribution). With the default split that is 500 / 0.25 = 2,000 windows of normal
+data (about 2,000 rows per file plus a window): the least, not a target, since
+overlapping windows are far from independent (2,000 rows hold 33 disjoint windows of 60).
+
+Line numbers are file lines (the header is line 1) of a file whose rows are one line
+each: a table row's line counts the rows left out for their time before it.
+Speed: vectorised numpy over whole columns; per-sensor Python only for the findings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from detector.csvdata import SensorTable
+from detector.sampling import GAP_FACTOR, JITTER_TOLERANCE, Sampling, duration, infer_sampling
+from detector.threshold import MIN_PEAKS
+
+__all__ = ["FileQuality", "Finding", "QualityReport", "SensorQuality", "format_text", "inspect_tables",
+           "windows_needed"]
+
+WARNING, NOTE = "warning", "note"
+MISSING_WARNING = 0.05  # a sensor missing in this share of rows (or for a window on end) is a warning
+MAX_CATEGORIES = 10  # at most this many distinct values: a categorical-looking channel
+MIN_READINGS = 50  # fewer readings than this: no categorical, outlier, counter or held verdict
+HELD_SHARE = 0.5  # a sensor repeating its previous reading this often is held (sampled slower)
+OUTLIER_FACTOR = 2.0  # outliers lie beyond the 1-99 % range by this many times its width
+OUTLIER_QUANTILES = (0.01, 0.5, 0.99)
+COUNTER_BACKSTEPS = 0.01  # a counter moves against its direction in at most this share of its moves
+COUNTER_MIN_STEPS = 20  # ... and moves in at least this many steps (and MIN_STEP_SHARE of them)
+COUNTER_MIN_STEP_SHARE = 0.01
+JITTER_NOTE = 0.01  # timestamps jittered in this share of spacings are a note
+SAMPLE_ROWS = 1 << 16  # quantiles and distinct values are estimated on about this many rows
+EPOCH_YEAR = 365 * 86400.0  # times all inside 1970: step counts read as epoch seconds
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One problem, as a one-line verdict.
+
+    check: which check found it (missing, constant, flatline, held, categorical, outliers,
+    counter, gaps, jitter, duplicate_times, backward_times, labelled, step_times,
+    short_file, windows).
+    path: the file (None: the data as a whole); column: the sensor (None: the file or its
+    timestamps); lines: first and last file line concerned; times: their time cells.
+    """
+
+    severity: str
+    check: str
+    path: str | None
+    column: str | None
+    message: str
+    lines: tuple[int, int] | None = None
+    times: tuple[str, str] | None = None
+
+    def describe(self) -> str:
+        """'warning: pump.csv, column 'pressure', lines 1202-1562: flat at 3.2 for 361 readings ...'."""
+        where = [self.path or "all files"]
+        if self.column is not None:
+            where.append(f"column {self.column!r}")
+        if self.lines is not None:
+            a, b = self.lines
+            where.append(f"line {a}" if a == b else f"lines {a}-{b}")
+        return f"{self.severity}: {', '.join(where)}: {self.message}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lines"] = None if self.lines is None else list(self.lines)
+        d["times"] = None if self.times is None else list(self.times)
+        return d
+
+
+@dataclass(frozen=True)
+class SensorQuality:
+    """Statistics of one sensor in one file. values: its distinct values when there are at
+    most MAX_CATEGORIES, else None. longest_flat: the longest run of one repeated value, in
+    readings, starting at table row flat_start. outliers: readings beyond the fences."""
+
+    name: str
+    observed: int
+    missing_share: float
+    minimum: float | None
+    maximum: float | None
+    median: float | None
+    values: tuple[float, ...] | None
+    longest_flat: int
+    flat_start: int
+    repeat_share: float
+    outliers: int
+    fences: tuple[float, float] | None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["values"] = None if self.values is None else list(self.values)
+        d["fences"] = None if self.fences is None else list(self.fences)
+        return d
+
+
+@dataclass(frozen=True)
+class FileQuality:
+    """One file: rows kept, rows left out for their time (duplicates, steps back), rows
+    labelled anomalous, windows of `window` rows holding no labelled row, its sampling."""
+
+    path: str
+    rows: int
+    time_start: str | None
+    time_end: str | None
+    sampling: Sampling
+    duplicate_times: int
+    backward_times: int
+    labelled_rows: int
+    windows: int
+    sensors: tuple[SensorQuality, ...]
+
+    def to_dict(self) -> dict:
+        return {"path": self.path, "rows": self.rows, "time_start": self.time_start, "time_end": self.time_end,
+                "sampling": self.sampling.to_dict(), "duplicate_times": self.duplicate_times,
+                "backward_times": self.backward_times, "labelled_rows": self.labelled_rows,
+                "windows": self.windows, "sensors": [s.to_dict() for s in self.sensors]}
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    """The whole inspection: window and windows_needed (the rule above), files, findings."""
+
+    window: int
+    windows_needed: int
+    files: tuple[FileQuality, ...]
+    findings: tuple[Finding, ...] = field(default=())
+
+    @property
+    def windows(self) -> int:
+        return sum(f.windows for f in self.files)
+
+    @property
+    def enough_windows(self) -> bool:
+        return self.windows >= self.windows_needed
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == WARNING]
+
+    @property
+    def notes(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == NOTE]
+
+    def summary(self) -> dict:
+        """What the training report keeps: the counts and the findings, no per-sensor statistics."""
+        return {"window": self.window, "windows": self.windows, "windows_needed": self.windows_needed,
+                "enough_windows": self.enough_windows, "warnings": len(self.warnings), "notes": len(self.notes),
+                "findings": [f.to_dict() for f in self.findings]}
+
+    def to_dict(self) -> dict:
+        return self.summary() | {"files": [f.to_dict() for f in self.files]}
+
+
+def windows_needed(validation_fraction: float, init_quantile: float) -> int:
+    """Windows of normal data the threshold calibration wants (see the module docstring)."""
+    validation = math.ceil(MIN_PEAKS / (1.0 - init_quantile) - 1e-9)
+    return math.ceil(validation / validation_fraction - 1e-9)
+
+
+def inspect_tables(tables: Sequence[SensorTable], *, window: int, validation_fraction: float,
+                   init_quantile: float) -> QualityReport:
+    """Inspect sensor tables for a model with windows of `window` rows, trained with
+    `validation_fraction` of each file held out and a POT threshold fitted above
+    `init_quantile` (TrainConfig's fields of those names)."""
+    needed = windows_needed(validation_fraction, init_quantile)
+    files, findings = [], []
+    for table in tables:
+        quality, found = _inspect_file(table, window)
+        files.append(quality)
+        findings.extend(found)
+    total = sum(f.windows for f in files)
+    if total < needed:
+        rows = sum(f.rows for f in files)
+        labelled = sum(f.labelled_rows for f in files)
+        normal = " without a labelled row" if labelled else ""
+        findings.append(Finding(WARNING, "windows", None, None,
+                                f"{total:,} windows of {window} readings{normal} in {rows:,} rows: too few to "
+                                f"train on; at least {needed:,} are wanted (the threshold's tail fit needs "
+                                f"{math.ceil(needed * validation_fraction - 1e-9):,} validation windows): use more "
+                                "normal history or a smaller --window"))
+    return QualityReport(window, needed, tuple(files), tuple(findings))
+
+
+# ----------------------------------------------------------------------------- one file
+
+
+class _Rows:
+    """Row -> file line and time cell of one table."""
+
+    def __init__(self, table: SensorTable):
+        self.path = table.path
+        self.time_raw = table.time_raw
+        rows = np.arange(table.rows, dtype=np.int64)
+        if table.skipped is not None:  # a kept row's data row counts the skipped rows before it
+            s = np.asarray(table.skipped.index, np.int64)
+            rows = rows + np.searchsorted(s - np.arange(len(s)), rows, side="right")
+        self.lines = rows + 2
+
+    def finding(self, severity: str, check: str, column: str | None, message: str,
+                first: int | None = None, last: int | None = None) -> Finding:
+        if first is None:
+            return Finding(severity, check, self.path, column, message)
+        last = first if last is None else last
+        return Finding(severity, check, self.path, column, message, (int(self.lines[first]), int(self.lines[last])),
+                       (self.time_raw[first], self.time_raw[last]))
+
+
+def _inspect_file(table: SensorTable, window: int) -> tuple[FileQuality, list[Finding]]:
+    rows = _Rows(table)
+    findings: list[Finding] = []
+    sampling = infer_sampling([table.time])
+    findings += _time_findings(table, rows, sampling, window)
+    duplicates, backward = _skipped_findings(table, rows, findings)
+    labelled, windows = _labels(table, rows, window, findings)
+    sensors = _sensor_quality(table, rows, window, findings)
+    n = table.rows
+    quality = FileQuality(table.path, n, table.time_raw[0] if n else None, table.time_raw[-1] if n else None,
+                          sampling, duplicates, backward, labelled, windows, sensors)
+    return quality, findings
+
+
+def _time_findings(table: SensorTable, rows: _Rows, sampling: Sampling, window: int) -> list[Finding]:
+    found = []
+    interval = sampling.interval_seconds
+    if table.rows and table.time[-1] - table.time[0] < EPOCH_YEAR and table.time[-1] < EPOCH_YEAR:
+        found.append(rows.finding(NOTE, "step_times", None,
+                                  f"times {table.time_raw[0]} to {table.time_raw[-1]} lie inside 1970 as epoch "
+                                  f"seconds: if they count samples, the interval "
+                                  f"{duration(interval) if interval else '?'} below is one step, not real time"))
+    if interval is None:
+        return found
+    spacing = np.diff(table.time)
+    gap = np.flatnonzero(spacing > GAP_FACTOR * interval)
+    if len(gap):
+        longest = int(gap[np.argmax(spacing[gap])])
+        first = int(gap[0])
+        span = window * interval
+        severity = WARNING if spacing[longest] > span else NOTE
+        what = (f"{len(gap):,} gap{'s' if len(gap) > 1 else ''} in the readings (more than {GAP_FACTOR:g} x the "
+                f"{duration(interval)} interval), the longest {duration(spacing[longest])} from "
+                f"{table.time_raw[longest]} to {table.time_raw[longest + 1]}")
+        if first != longest:
+            what += (f"; the first on lines {rows.lines[first]}-{rows.lines[first + 1]} "
+                     f"({duration(spacing[first])} from {table.time_raw[first]})")
+        if severity == WARNING:
+            what += f"; longer than a window ({window} readings, {duration(span)}): a window there joins both sides"
+        found.append(rows.finding(severity, "gaps", None, what, longest, longest + 1))
+    if sampling.jittered >= JITTER_NOTE:
+        regular = np.flatnonzero(spacing <= GAP_FACTOR * interval)
+        off = np.abs(spacing[regular] - interval)
+        worst = int(regular[np.argmax(off)])
+        found.append(rows.finding(
+            NOTE, "jitter", None,
+            f"timestamps jittered: {sampling.jittered:.1%} of spacings are more than {JITTER_TOLERANCE:.0%} off the "
+            f"{duration(interval)} interval; the farthest {duration(float(spacing[worst]))} after "
+            f"{table.time_raw[worst]}", worst + 1))
+    return found
+
+
+def _skipped_findings(table: SensorTable, rows: _Rows, found: list[Finding]) -> tuple[int, int]:
+    """Findings for the rows csvdata left out: duplicate times and steps back. Returns their counts."""
+    skipped = table.skipped
+    if skipped is None:
+        return 0, 0
+    s = np.asarray(skipped.index, np.int64)
+    before = s - np.arange(len(s)) - 1  # the table row kept last before each skipped row
+    previous = [table.time_raw[i] for i in before.tolist()]
+    same = np.array([a == b for a, b in zip(skipped.time_raw, previous)], bool)
+    # a repeated time written differently is a duplicate too
+    for i in np.flatnonzero(~same).tolist():
+        same[i] = _seconds(skipped.time_raw[i]) == table.time[before[i]]
+    for kind, mask, what in (("duplicate_times", same, "repeat the time of the row before"),
+                             ("backward_times", ~same, "step back in time (a clock set back?)")):
+        k = np.flatnonzero(mask)
+        if not len(k):
+            continue
+        first = int(k[0])
+        line = skipped.line if first == 0 else int(s[first]) + 2
+        prev_line = int(rows.lines[before[first]])
+        count = f"{len(k):,} row{'s' if len(k) > 1 else ''}"
+        found.append(Finding(WARNING, kind, table.path, None,
+                             f"{count} {what}, left out (the daemon's rule); the first: "
+                             f"{skipped.time_raw[first]!r} after {previous[first]!r} on line {prev_line}",
+                             (line, line), (skipped.time_raw[first], skipped.time_raw[first])))
+    return int(same.sum()), int((~same).sum())
+
+
+def _seconds(text: str) -> float | None:
+    """A time cell as csvdata reads it, for the rare duplicate written differently (None if unsure)."""
+    from datetime import datetime, timezone
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        stamp = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return stamp.timestamp()
+
+
+def _labels(table: SensorTable, rows: _Rows, window: int, found: list[Finding]) -> tuple[int, int]:
+    """(rows labelled anomalous, windows without one)."""
+    n = table.rows
+    labelled = 0
+    if table.labels is None or not table.labels.any():
+        windows = max(n - window + 1, 0)
+    else:
+        c = np.concatenate([[0], np.cumsum(table.labels, dtype=np.int64)])
+        windows = int(np.count_nonzero(c[window:] == c[:-window])) if n >= window else 0
+        labelled = int(c[-1])
+        first = int(np.argmax(table.labels))
+        found.append(rows.finding(WARNING, "labelled", None,
+                                  f"{labelled:,} rows ({labelled / n:.1%}) labelled anomalous, the first at "
+                                  f"{table.time_raw[first]}: vigil train takes every row as normal; train on "
+                                  "normal history only", first))
+    if n < window:
+        found.append(rows.finding(WARNING, "short_file", None,
+                                  f"{n} rows: shorter than one window ({window} readings); vigil train gets "
+                                  "nothing from it"))
+    return labelled, windows
+
+
+# ----------------------------------------------------------------------------- sensors
+
+
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Runs of True in a 1-D mask: (start, length) of each, in order."""
+    edges = np.diff(np.concatenate([[False], mask, [False]]).view(np.int8))
+    start = np.flatnonzero(edges == 1)
+    return start, np.flatnonzero(edges == -1) - start
+
+
+def _quantiles(sample: np.ndarray, qs: Sequence[float]) -> np.ndarray:
+    """Per-row quantiles (linear) of sample [sensors, rows] ignoring NaN: [len(qs), sensors]
+    (NaN for a sensor without readings)."""
+    ordered = np.sort(sample, axis=1)  # NaN last
+    count = sample.shape[1] - np.count_nonzero(np.isnan(sample), axis=1)
+    top = np.maximum(count - 1, 0)
+    out = np.full((len(qs), sample.shape[0]), np.nan)
+    rows = np.arange(sample.shape[0])
+    for i, q in enumerate(qs):
+        pos = q * top
+        lo = np.floor(pos).astype(np.int64)
+        a = ordered[rows, lo].astype(np.float64)
+        b = ordered[rows, np.minimum(lo + 1, top)].astype(np.float64)
+        out[i] = np.where(count > 0, a + (b - a) * (pos - lo), np.nan)
+    return out
+
+
+def _distinct(column: np.ndarray, sample: np.ndarray, limit: int) -> np.ndarray | None:
+    """The distinct values of a column when there are at most `limit`, else None. The sample
+    (a subset of its rows) rules most columns out at once; the rest are checked in full."""
+    seen = np.unique(sample[~np.isnan(sample)])
+    if len(seen) > limit:
+        return None
+    known = np.isnan(column)
+    for value in seen:
+        known |= column == value
+    rest = column[~known]
+    if len(rest):
+        if len(seen) + len(np.unique(rest[:SAMPLE_ROWS])) > limit:
+            return None
+        seen = np.union1d(seen, np.unique(rest))
+    return seen if len(seen) <= limit else None
+
+
+class _Column:
+    """Step statistics of one sensor column x: [rows] float32 (contiguous), NaN for missing."""
+
+    def __init__(self, x: np.ndarray, window: int):
+        n = len(x)
+        missing = np.isnan(x)
+        self.observed = n - int(np.count_nonzero(missing))
+        self.lowest, self.highest = float(np.fmin.reduce(x)), float(np.fmax.reduce(x))
+        self.first_missing = int(np.argmax(missing)) if self.observed < n else None
+        self.gap_start, self.gap_length = self._longest(missing) if self.first_missing is not None else (0, 0)
+        with np.errstate(invalid="ignore"):
+            step = x[1:] - x[:-1]
+            same = step == 0
+            self.rising = int(np.count_nonzero(step > 0))
+            self.falling = int(np.count_nonzero(step < 0))
+        self.repeats = int(np.count_nonzero(same))
+        # runs of equal steps -> runs of readings; only a sensor repeating often enough can have a long one
+        self.flat_start, self.flat_length, self.flat_stretches, self.flat_rows = 0, 1, 0, 0
+        if self.repeats:
+            start, length = _runs(same)
+            i = int(np.argmax(length))
+            self.flat_start, self.flat_length = int(start[i]), int(length[i]) + 1
+            long = length >= window - 1
+            self.flat_stretches = int(np.count_nonzero(long))
+            self.flat_rows = int(length[long].sum()) + self.flat_stretches
+
+    @staticmethod
+    def _longest(mask: np.ndarray) -> tuple[int, int]:
+        start, length = _runs(mask)
+        i = int(np.argmax(length))
+        return int(start[i]), int(length[i])
+
+    @property
+    def held_share(self) -> float:
+        """The share of steps between two readings that repeat the reading before."""
+        return self.repeats / max(self.repeats + self.rising + self.falling, 1)
+
+
+def _sensor_quality(table: SensorTable, rows: _Rows, window: int,
+                    found: list[Finding]) -> tuple[SensorQuality, ...]:
+    n, k = table.values.shape
+    if n == 0:
+        return tuple(SensorQuality(s, 0, 1.0, None, None, None, None, 0, 0, 0.0, 0, None) for s in table.sensors)
+    columns = np.ascontiguousarray(table.values.T)  # [sensors, rows]: every pass below reads contiguous memory
+    sample = columns[:, ::max(1, n // SAMPLE_ROWS)]
+    q_low, q_mid, q_high = _quantiles(sample, OUTLIER_QUANTILES)
+    return tuple(_sensor(table, rows, window, name, columns[j], sample[j], (q_low[j], q_mid[j], q_high[j]), found)
+                 for j, name in enumerate(table.sensors))
+
+
+def _sensor(table: SensorTable, rows: _Rows, window: int, name: str, x: np.ndarray, sample: np.ndarray,
+            quantiles: tuple[float, float, float], found: list[Finding]) -> SensorQuality:
+    """One sensor's statistics; its findings are appended to `found`."""
+    def say(severity, check, message, first=None, last=None):
+        found.append(rows.finding(severity, check, name, message, first, last))
+
+    n = len(x)
+    c = _Column(x, window)
+    seen = c.observed
+    if seen == 0:
+        say(WARNING, "missing", f"no readings at all ({n:,} empty cells): vigil train cannot scale it; "
+                                "drop it (--drop-columns)")
+        return SensorQuality(name, 0, 1.0, None, None, None, None, 0, 0, 0.0, 0, None)
+    missing_share = 1.0 - seen / n
+    if c.first_missing is not None:
+        heavy = missing_share >= MISSING_WARNING or c.gap_length >= window
+        at, longest = c.gap_start, c.gap_length
+        say(WARNING if heavy else NOTE, "missing",
+            f"{missing_share:.1%} of readings missing ({n - seen:,}); the longest run {longest:,} "
+            f"readings on lines {rows.lines[at]}-{rows.lines[at + longest - 1]}"
+            + (" (longer than a window)" if longest >= window else ""), c.first_missing)
+    values = None
+    constant = c.lowest == c.highest
+    if constant:
+        values = (c.lowest,)
+        say(WARNING, "constant", f"constant at {_num(c.lowest)} in all {seen:,} readings: it tells the model "
+                                 "nothing; drop it (--drop-columns)")
+    elif seen >= MIN_READINGS:
+        distinct = _distinct(x, sample, MAX_CATEGORIES)
+        if distinct is not None:
+            values = tuple(float(v) for v in distinct)
+            kind = "binary" if len(values) == 2 else "categorical-looking"
+            say(NOTE, "categorical", f"{kind}: only {len(values)} distinct values "
+                                     f"({', '.join(_num(v) for v in values)}); the model treats them as a "
+                                     "continuous measurement")
+    varying = not constant and values is None and seen >= MIN_READINGS
+    at, longest = c.flat_start, c.flat_length
+    if not constant and values is None and longest >= window:
+        last = at + longest - 1
+        more = (f"; {c.flat_stretches:,} stretches of {window}+ readings hold {c.flat_rows / n:.1%} of them"
+                if c.flat_stretches > 1 else "")
+        say(WARNING, "flatline", f"flat-lined: {_num(x[at])} repeated {longest:,} times "
+                                 f"({duration(float(table.time[last] - table.time[at]))}, {table.time_raw[at]} to "
+                                 f"{table.time_raw[last]}), longer than a window ({window}){more}", at, last)
+    elif varying and c.held_share >= HELD_SHARE:
+        say(NOTE, "held", f"repeats the reading before in {c.held_share:.0%} of steps, in runs of up to "
+                          f"{longest}: sampled more slowly than the file, or coarsely quantised")
+    q_low, q_mid, q_high = quantiles
+    width = q_high - q_low
+    outliers, fences = 0, None
+    if varying and width > 0:
+        fences = (q_low - OUTLIER_FACTOR * width, q_high + OUTLIER_FACTOR * width)
+        with np.errstate(invalid="ignore"):
+            low, high = x < np.float32(fences[0]), x > np.float32(fences[1])
+        below, above = int(np.count_nonzero(low)), int(np.count_nonzero(high))
+        outliers = below + above
+        if outliers:
+            where = np.flatnonzero(low | high)
+            first, last = int(where[0]), int(where[-1])
+            extreme = int(where[np.argmax(np.abs(x[where] - q_mid))])
+            beyond = " or ".join(f"{side} {_num(fence)}" for side, fence, count in
+                                 (("below", fences[0], below), ("above", fences[1], above)) if count)
+            say(WARNING, "outliers",
+                f"{outliers:,} reading{'s' if outliers > 1 else ''} far outside the bulk (1-99 % range "
+                f"{_num(q_low)} to {_num(q_high)}; these are {beyond}): the first {_num(x[first])} on line "
+                f"{rows.lines[first]}, the farthest {_num(x[extreme])} on line {rows.lines[extreme]}; they "
+                "stretch the sensor's scale", first, last)
+    if varying:
+        main, back = max(c.rising, c.falling), min(c.rising, c.falling)
+        if (back <= COUNTER_BACKSTEPS * (c.rising + c.falling) and main >= COUNTER_MIN_STEPS
+                and main >= COUNTER_MIN_STEP_SHARE * seen):
+            direction = "rises" if c.rising > c.falling else "falls"
+            say(WARNING, "counter", f"monotonic: {direction} in {main:,} steps and goes back in {back:,}, from "
+                                    f"{_num(c.lowest if c.rising > c.falling else c.highest)} to "
+                                    f"{_num(c.highest if c.rising > c.falling else c.lowest)}: a counter or a trend; "
+                                    "later data will hold values training never saw (use its rate of change, "
+                                    "or drop it)")
+    median = float(q_mid) if np.isfinite(q_mid) else None  # (None: the sample missed its few readings)
+    return SensorQuality(name, seen, missing_share, c.lowest, c.highest, median, values, longest, at,
+                         c.held_share, outliers, fences)
+
+
+def _num(x) -> str:
+    """A reading as the user would write it: 3.2, 1e+06, nan."""
+    return f"{float(x):.6g}"
+
+
+# ----------------------------------------------------------------------------- text
+
+
+def format_text(report: QualityReport) -> str:
+    """The report as `vigil inspect` prints it: per file a summary, then every finding."""
+    lines = []
+    for f in report.files:
+        sensors = len(f.sensors)
+        lines.append(f"{f.path}: {f.rows:,} rows, {sensors} sensor{'s' if sensors != 1 else ''}, "
+                     f"{f.time_start} to {f.time_end}")
+        lines.append(f"  sampling interval {f.sampling.describe()}")
+        skipped = f.duplicate_times + f.backward_times
+        if skipped:
+            lines.append(f"  rows left out for their time: {f.duplicate_times:,} duplicate, "
+                         f"{f.backward_times:,} stepping back")
+        if f.labelled_rows:
+            lines.append(f"  rows labelled anomalous: {f.labelled_rows:,}")
+    verdict = "enough" if report.enough_windows else "too few"
+    normal = " without a labelled row" if any(f.labelled_rows for f in report.files) else ""
+    lines.append(f"windows of {report.window} readings{normal}: {report.windows:,} ({verdict}; at least "
+                 f"{report.windows_needed:,} wanted)")
+    lines.append("")
+    lines.extend(f.describe() for f in report.findings)
+    w, n = len(report.warnings), len(report.notes)
+    if report.findings:
+        lines.append("")
+    lines.append(f"{w} warning{'s' if w != 1 else ''}, {n} note{'s' if n != 1 else ''}")
+    return "\n".join(lines) + "\n"
