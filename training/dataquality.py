@@ -34,7 +34,9 @@ overlapping windows are far from independent (2,000 rows hold 33 disjoint window
 
 Line numbers are file lines (the header is line 1) of a file whose rows are one line
 each: a table row's line counts the rows left out for their time before it.
-Speed: vectorised numpy over whole columns; per-sensor Python only for the findings.
+Speed: it runs on every `vigil train`, so it is numpy over whole contiguous columns (quantiles
+and distinct values on a strided sample of SAMPLE_ROWS rows), Python only per sensor and per
+finding: 0.1 s for 1,000,000 rows x 7 sensors, 6-8 % of the time reading the file takes.
 """
 
 from __future__ import annotations
@@ -209,7 +211,7 @@ def inspect_tables(tables: Sequence[SensorTable], *, window: int, validation_fra
         rows = sum(f.rows for f in files)
         labelled = sum(f.labelled_rows for f in files)
         normal = " without a labelled row" if labelled else ""
-        findings.append(Finding(WARNING, "windows", None, None,
+        findings.append(Finding(WARNING, "windows", files[0].path if len(files) == 1 else None, None,
                                 f"{total:,} windows of {window} readings{normal} in {rows:,} rows: too few to "
                                 f"train on; at least {needed:,} are wanted (the threshold's tail fit needs "
                                 f"{math.ceil(needed * validation_fraction - 1e-9):,} validation windows): use more "
@@ -258,7 +260,7 @@ def _inspect_file(table: SensorTable, window: int) -> tuple[FileQuality, list[Fi
 def _time_findings(table: SensorTable, rows: _Rows, sampling: Sampling, window: int) -> list[Finding]:
     found = []
     interval = sampling.interval_seconds
-    if table.rows and table.time[-1] - table.time[0] < EPOCH_YEAR and table.time[-1] < EPOCH_YEAR:
+    if table.rows and table.time[-1] < EPOCH_YEAR:
         found.append(rows.finding(NOTE, "step_times", None,
                                   f"times {table.time_raw[0]} to {table.time_raw[-1]} lie inside 1970 as epoch "
                                   f"seconds: if they count samples, the interval "
@@ -288,8 +290,8 @@ def _time_findings(table: SensorTable, rows: _Rows, sampling: Sampling, window: 
         found.append(rows.finding(
             NOTE, "jitter", None,
             f"timestamps jittered: {sampling.jittered:.1%} of spacings are more than {JITTER_TOLERANCE:.0%} off the "
-            f"{duration(interval)} interval; the farthest {duration(float(spacing[worst]))} after "
-            f"{table.time_raw[worst]}", worst + 1))
+            f"{duration(interval)} interval; the farthest off {duration(float(spacing[worst]))}, from "
+            f"{table.time_raw[worst]} to {table.time_raw[worst + 1]}", worst, worst + 1))
     return found
 
 

@@ -162,8 +162,9 @@ def render_sensor_png(table: SensorTable, j: int, sensor: SensorQuality, quality
             with np.errstate(invalid="ignore"):
                 far = np.flatnonzero((y < low) | (y > high))[:MAX_MARKED]
             ax.plot(x[far], y[far], "o", color=OUTLIER_COLOR, markersize=2.5)
-            for fence in sensor.fences:
-                ax.axhline(fence, color=OUTLIER_COLOR, linestyle="--", linewidth=0.6)
+            for fence, side in zip(sensor.fences, (y[far] < low, y[far] > high)):
+                if side.any():  # the fence that was crossed (the other would only stretch the axis)
+                    ax.axhline(fence, color=OUTLIER_COLOR, linestyle="--", linewidth=0.6)
     ax.tick_params(labelsize=7)
     if not steps:
         import matplotlib.dates as mdates
