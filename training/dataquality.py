@@ -212,7 +212,7 @@ def inspect_tables(tables: Sequence[SensorTable], *, window: int, validation_fra
         labelled = sum(f.labelled_rows for f in files)
         normal = " without a labelled row" if labelled else ""
         findings.append(Finding(WARNING, "windows", files[0].path if len(files) == 1 else None, None,
-                                f"{total:,} windows of {window} readings{normal} in {rows:,} rows: too few to "
+                                f"{total:,} windows of {window} readings{normal} in {_count(rows, 'row')}: too few to "
                                 f"train on; at least {needed:,} are wanted (the threshold's tail fit needs "
                                 f"{math.ceil(needed * validation_fraction - 1e-9):,} validation windows): use more "
                                 "normal history or a smaller --window"))
@@ -357,7 +357,7 @@ def _labels(table: SensorTable, rows: _Rows, window: int, found: list[Finding]) 
                                   "normal history only", first))
     if n < window:
         found.append(rows.finding(WARNING, "short_file", None,
-                                  f"{n} rows: shorter than one window ({window} readings); vigil train gets "
+                                  f"{_count(n, 'row')}: shorter than one window ({window} readings); vigil train gets "
                                   "nothing from it"))
     return labelled, windows
 
@@ -481,7 +481,7 @@ def _sensor(table: SensorTable, rows: _Rows, window: int, name: str, x: np.ndarr
     constant = c.lowest == c.highest
     if constant:
         values = (c.lowest,)
-        say(WARNING, "constant", f"constant at {_num(c.lowest)} in all {seen:,} readings: it tells the model "
+        say(WARNING, "constant", f"constant at {_num(c.lowest)} in {'all ' if seen > 1 else ''}{_count(seen, 'reading')}: it tells the model "
                                  "nothing; drop it (--drop-columns)")
     elif seen >= MIN_READINGS:
         distinct = _distinct(x, sample, MAX_CATEGORIES)
@@ -538,6 +538,11 @@ def _sensor(table: SensorTable, rows: _Rows, window: int, name: str, x: np.ndarr
                          c.held_share, outliers, fences)
 
 
+def _count(n: int, word: str) -> str:
+    """'1 row', '1,500 rows'."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
 def _num(x) -> str:
     """A reading as the user would write it: 3.2, 1e+06, nan."""
     return f"{float(x):.6g}"
@@ -551,7 +556,7 @@ def format_text(report: QualityReport) -> str:
     lines = []
     for f in report.files:
         sensors = len(f.sensors)
-        lines.append(f"{f.path}: {f.rows:,} rows, {sensors} sensor{'s' if sensors != 1 else ''}, "
+        lines.append(f"{f.path}: {_count(f.rows, 'row')}, {_count(sensors, 'sensor')}, "
                      f"{f.time_start} to {f.time_end}")
         lines.append(f"  sampling interval {f.sampling.describe()}")
         skipped = f.duplicate_times + f.backward_times
