@@ -44,7 +44,18 @@ EXAMPLES = {
                 "  durations: 90s, 30m, 2h, 1d, 1w, 1.5h (a bare number is seconds); e.g.\n"
                 "  --fault pump-3:bearing@2h+30m --fault pump-1:dropout/temperature@1d+10m\n"
                 "Rows inside a fault are labelled anomaly = 1. Times are simulated time: at --speed 10\n"
-                "a fault @10m starts one wall-clock minute after the start.",
+                "a fault @10m starts one wall-clock minute after the start.\n\n"
+                "normal operation (labelled anomaly = 0, recorded in faults.json); ASSETS is a name or a\n"
+                "pattern such as 'pump-*' or 'pump-[13]':\n"
+                "  --stop ASSETS@HH:MM+DURATION    switched off every day at HH:MM UTC (ASSETS@START+DURATION:\n"
+                "                                  once): current, flow and vibration near zero, 30 s ramps\n"
+                "  --outage ASSETS@START+DURATION  gateway down: no rows, no messages\n"
+                "  --jitter SECONDS                reading times within +-SECONDS of the grid, still in order\n"
+                "  --clock-step ASSETS@START-STEP  the clock goes back by STEP: the file repeats that time\n"
+                "                                  (Kafka: readings carry the stepped times too)\n"
+                "  --slow-sensor SENSOR/FACTOR     the sensor reports every FACTOR-th reading (empty/null between)\n"
+                "  e.g. vigil simulate --assets 3 --duration 3d --out sim/ --stop 'pump-*@22:00+6h' \\\n"
+                "         --outage pump-2@30h+2h --jitter 0.2 --clock-step pump-1@50h-55m --slow-sensor temperature/10",
     "replay": "examples:\n  vigil replay sim/pump-3.csv --speed 10\n"
               "  vigil replay history.csv --asset pump-7 --bootstrap-servers 127.0.0.1:9092 --speed max --rebase\n\n"
               "Each row becomes one reading message keyed by the asset (batches at --speed max), with the\n"
@@ -357,7 +368,8 @@ def cmd_simulate(args) -> int:
         raise UserError(f"--rate {args.rate}: readings per second per asset must be more than 0")
     start = parse_start(args.start) if args.start else DEFAULT_START if args.out else parse_start("now")
     config, rows = plan(args.assets, start=start, interval=args.interval, period=args.period, seed=args.seed,
-                        faults=args.fault, duration=args.duration)
+                        faults=args.fault, duration=args.duration, stops=args.stop, outages=args.outage,
+                        clock_steps=args.clock_step, slow_sensors=args.slow_sensor, jitter=args.jitter)
     for line in describe_faults(config):
         _log(args, f"simulate: {line}")
     if args.out is not None:
@@ -649,6 +661,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="same seed, same readings (default 0)")
     p.add_argument("--fault", action="append", default=[], metavar="SPEC",
                    help="inject a fault, ASSET:KIND[/SENSOR]@START+DURATION (repeatable; see below)")
+    p.add_argument("--stop", action="append", default=[], metavar="SPEC",
+                   help="switch pumps off, ASSETS@HH:MM+DURATION every day (UTC) or ASSETS@START+DURATION once "
+                        "(repeatable; labelled normal)")
+    p.add_argument("--outage", action="append", default=[], metavar="SPEC",
+                   help="a gateway outage, ASSETS@START+DURATION: no readings at all (repeatable)")
+    p.add_argument("--jitter", metavar="SECONDS",
+                   help="move each reading's time by up to +-SECONDS (below half the interval: order is kept)")
+    p.add_argument("--clock-step", action="append", default=[], metavar="SPEC",
+                   help="the clock steps back, ASSETS@START-STEP: later readings carry times STEP earlier "
+                        "(repeatable)")
+    p.add_argument("--slow-sensor", action="append", default=[], metavar="SENSOR/FACTOR",
+                   help="the sensor reports only every FACTOR-th reading, missing between (repeatable)")
     p.add_argument("--out", metavar="DIR", help="write DIR/pump-N.csv (timestamp, sensors, anomaly) and DIR/faults.json")
     p.add_argument("--bootstrap-servers", help="instead of --out: produce live readings to these Kafka brokers")
     p.add_argument("--topic", default="vigil.readings", help="Kafka topic (default vigil.readings)")

@@ -209,14 +209,21 @@ class _Tally:
 
 
 def produce_fleet(fleet: Fleet, rows: int | None, sink: Sink, speed: float | None, stop: threading.Event) -> Produced:
-    """Produce the fleet's readings, `rows` per asset (None: until stopped), paced at `speed`."""
+    """Produce the fleet's readings, `rows` per asset (None: until stopped), paced at `speed`.
+
+    Paced by when readings are due; each carries the time its asset's clock gives it (jitter,
+    clock steps), and an outage sends nothing, as in the CSV files."""
     config, tally = fleet.config, _Tally()
     keys = [name.encode() for name in config.assets]
 
     def emit(first: int, end: int) -> None:
         chunk = fleet.chunk(end - first)
-        stamps = iso_stamps(chunk.seconds, config.millis)
-        for asset, key, values in zip(config.assets, keys, chunk.values):
+        shared = iso_stamps(chunk.seconds, config.millis) if chunk.uniform else None
+        for i, (asset, key) in enumerate(zip(config.assets, keys)):
+            seconds, values, _ = chunk.asset(i)
+            if not len(seconds):  # an outage
+                continue
+            stamps = shared if shared is not None else iso_stamps(seconds, config.millis)
             rounded = np.column_stack([np.round(values[:, j], d) for j, d in enumerate(synthetic.DECIMALS)])
             messages = encode(asset, stamps, rounded, synthetic.SENSORS, batch=speed is None)
             for m in messages:

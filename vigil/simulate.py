@@ -9,6 +9,9 @@ Readings are made chunk by chunk with all state carried between chunks, and ever
 stream is drawn row-major from its own generator, so a seed gives the same readings for
 any chunk sizes: a week written as CSV equals the same week produced live. Each pump's
 generators come from its index in the plant, so pump-1 is the same in a plant of 3 or 30.
+
+Situations of normal operation (stops, outages, jitter, clock steps, slow sensors) are
+vigil.situations'; without them the readings are exactly what they were before they existed.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import lfilter
 
-from vigil import csvformat, synthetic
-from vigil.specs import Fault, SimulationError, parse_fault, positive_duration
+from vigil import csvformat, situations, synthetic
+from vigil.specs import (ClockStep, Fault, Outage, SimulationError, SlowSensor, Stop, parse_clock_step, parse_fault,
+                         parse_jitter, parse_outage, parse_slow_sensor, parse_stop, positive_duration)
 
 DEFAULT_START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 LOAD_MEAN, DAILY_SWING = 0.6, 0.25
@@ -39,7 +43,8 @@ _DRAWS = len(synthetic.SENSORS) + synthetic.NOISE_COLUMNS + 1  # per row: sensor
 
 @dataclass(frozen=True)
 class FleetConfig:
-    """A plant: asset names, first reading time, sample interval and daily period (seconds), seed, faults."""
+    """A plant: asset names, first reading time, sample interval and daily period (seconds), seed,
+    faults, and situations of normal operation (vigil.situations; jitter in seconds)."""
 
     assets: tuple[str, ...]
     start: datetime = DEFAULT_START
@@ -47,11 +52,17 @@ class FleetConfig:
     period: float = 86400.0
     seed: int = 0
     faults: tuple[Fault, ...] = ()
+    stops: tuple[Stop, ...] = ()
+    outages: tuple[Outage, ...] = ()
+    clock_steps: tuple[ClockStep, ...] = ()
+    slow_sensors: tuple[SlowSensor, ...] = ()
+    jitter: float = 0.0
 
     @property
     def millis(self) -> bool:
-        """Whether timestamps need milliseconds (a sub-second interval or start)."""
-        return self.interval % 1 != 0 or self.start.microsecond != 0
+        """Whether timestamps need milliseconds (a sub-second interval, start or clock step, or jitter)."""
+        return (self.interval % 1 != 0 or self.start.microsecond != 0 or self.jitter > 0
+                or any(c.step % 1 != 0 for c in self.clock_steps))
 
     def fault_rows(self, fault: Fault) -> tuple[int, int]:
         """The rows [first, end) whose time offset lies in [start, start + duration); at least one."""
@@ -61,34 +72,77 @@ class FleetConfig:
 
 
 def plan(assets: int, *, start: datetime = DEFAULT_START, interval: str = "1s", period: str = "1d", seed: int = 0,
-         faults: Sequence[str] = (), duration: str | None = None) -> tuple[FleetConfig, int | None]:
+         faults: Sequence[str] = (), duration: str | None = None, stops: Sequence[str] = (),
+         outages: Sequence[str] = (), clock_steps: Sequence[str] = (), slow_sensors: Sequence[str] = (),
+         jitter: str | None = None) -> tuple[FleetConfig, int | None]:
     """A checked FleetConfig for pump-1..pump-N and its number of rows (None: no end) from
-    command-line text; raises SimulationError naming what is wrong."""
+    command-line text; raises SimulationError naming the option and what is wrong."""
     if assets < 1:
         raise SimulationError(f"--assets {assets}: need at least 1")
     config = FleetConfig(tuple(f"pump-{i}" for i in range(1, assets + 1)), start,
                          positive_duration(interval, "--interval"), positive_duration(period, "--period"), seed,
-                         tuple(parse_fault(f) for f in faults))
+                         tuple(parse_fault(f) for f in faults), tuple(parse_stop(s) for s in stops),
+                         tuple(parse_outage(o) for o in outages), tuple(parse_clock_step(c) for c in clock_steps),
+                         tuple(parse_slow_sensor(s) for s in slow_sensors),
+                         0.0 if jitter is None else parse_jitter(jitter))
     rows = None
     if duration is not None:
         rows = max(1, round(positive_duration(duration, "--duration") / config.interval))
+    simulating = f"simulating {config.assets[0]}..{config.assets[-1]}"
+    ends = f"starts after the simulation ends (--duration {duration})"
     for f in config.faults:
         if f.asset not in config.assets:
-            raise SimulationError(f"--fault {f.spec!r}: no asset {f.asset!r} "
-                                  f"(simulating {config.assets[0]}..{config.assets[-1]})")
+            raise SimulationError(f"--fault {f.spec!r}: no asset {f.asset!r} ({simulating})")
         if rows is not None and config.fault_rows(f)[0] >= rows:
-            raise SimulationError(f"--fault {f.spec!r}: starts after the simulation ends (--duration {duration})")
+            raise SimulationError(f"--fault {f.spec!r}: {ends}")
+    for option, given in (("--stop", config.stops), ("--outage", config.outages), ("--clock-step", config.clock_steps)):
+        for g in given:
+            if not situations.matching(g.assets, config.assets):
+                raise SimulationError(f"{option} {g.spec!r}: no asset matches {g.assets!r} ({simulating})")
+            once = not getattr(g, "daily", False)
+            if once and rows is not None and situations.rows_between(g.start, g.start, config.interval)[0] >= rows:
+                raise SimulationError(f"{option} {g.spec!r}: {ends}")
+    if rows is not None:
+        for i, name in enumerate(config.assets):
+            if situations.outage_rows(config, i, rows) == [(0, rows)]:
+                spec = next(o.spec for o in config.outages if i in situations.matching(o.assets, config.assets))
+                raise SimulationError(f"--outage {spec!r}: leaves {name} without a single reading")
+    if not 0 <= config.jitter <= (config.interval - 0.001) / 2:
+        raise SimulationError(f"--jitter {jitter!r}: must be less than half the --interval ({config.interval:g}s) "
+                              f"less a millisecond, at most {max(config.interval - 0.001, 0) / 2:g}s, "
+                              "so that readings stay in order")
+    sensors = [s.sensor for s in config.slow_sensors]
+    for s in config.slow_sensors:
+        if sensors.count(s.sensor) > 1:
+            raise SimulationError(f"--slow-sensor {s.spec!r}: {s.sensor} is given more than once")
     return config, rows
 
 
 @dataclass(frozen=True)
 class Chunk:
-    """Consecutive readings of every asset: seconds [rows] epoch seconds;
-    values [assets, rows, sensors] (NaN = missing); labels [assets, rows] 0/1."""
+    """Consecutive readings of every asset: seconds [rows] epoch seconds when they were due;
+    values [assets, rows, sensors] (NaN = missing); labels [assets, rows] 0/1;
+    times [assets, rows] the epoch seconds the readings carry (jitter, clock steps; None: `seconds`);
+    present [assets, rows] False where an outage leaves a reading out (None: all present)."""
 
     seconds: np.ndarray
     values: np.ndarray
     labels: np.ndarray
+    times: np.ndarray | None = None
+    present: np.ndarray | None = None
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every asset reports every row at `seconds`."""
+        return self.times is None and self.present is None
+
+    def asset(self, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What asset i reports: times [n], values [n, sensors], labels [n] (outages left out)."""
+        times = self.seconds if self.times is None else self.times[i]
+        if self.present is None:
+            return times, self.values[i], self.labels[i]
+        keep = self.present[i]
+        return times[keep], self.values[i][keep], self.labels[i][keep]
 
 
 def _ar1(x: np.ndarray, phi: float, scale: float, last: np.ndarray) -> np.ndarray:
@@ -127,6 +181,8 @@ class Fleet:
             params_seed, noise_seed = s.spawn(2)
             self._params.append(synthetic.pump_params(np.random.default_rng(params_seed)))
             self._rngs.append(np.random.default_rng(noise_seed))
+        # a third stream per pump, spawned after the others so that they stay as they were
+        self._jitter_rngs = [np.random.default_rng(s.spawn(1)[0]) for s in pump_seeds] if config.jitter else []
         self._plant_walk, self._pump_walk = (_walk(*w, config.interval) for w in (PLANT_WALK, PUMP_WALK))
         self._thermal = 1 - math.exp(-config.interval / THERMAL_SECONDS)  # share of the gap closed per row
         self._plant = PLANT_WALK[0] * self._plant_rng.standard_normal()
@@ -148,13 +204,19 @@ class Fleet:
         walk = _ar1(z[:, :, -1], *self._pump_walk, self._walk)
         self._walk = walk[:, -1]
         load = cycle + plant + walk  # [assets, rows]
+        run = situations.running(c, first, rows)  # [assets, rows] 1 running .. 0 stopped, or None
+        heat = load if run is None else run * load + (1 - run) * synthetic.OFF_DRIVE
         if self._slow is None:
-            self._slow = load[:, 0]
-        slow = _ar1(load, 1 - self._thermal, self._thermal, self._slow)
+            self._slow = heat[:, 0]
+        slow = _ar1(heat, 1 - self._thermal, self._thermal, self._slow)
         self._slow = slow[:, -1]
         sensors = len(synthetic.SENSORS)
         values = np.stack([synthetic.readings(load[i], slow[i], p, z[i, :, :sensors])
                            for i, p in enumerate(self._params)])
+        if run is not None:
+            for i in range(len(c.assets)):
+                if run[i].min() < 1:
+                    synthetic.stopped(values[i], run[i], z[i, :, :sensors])
         labels = np.zeros((len(c.assets), rows), np.int8)
         for f in self._faults:
             lo, hi = max(f.first, first), min(f.end, first + rows)
@@ -164,11 +226,22 @@ class Fleet:
             if lo == f.first:
                 f.held = span[0, f.cols].copy()
             progress = (np.arange(lo, hi) - f.first) / max(f.end - f.first - 1, 1)
+            fading = None if run is None else run[f.asset, lo - first:hi - first, None]
+            before = span.copy() if f.fault.kind in synthetic.MACHINE_FAULTS and fading is not None \
+                and fading.min() < 1 else None
             synthetic.inject(f.fault.kind, span, progress, z[f.asset, lo - first:hi - first, sensors:-1],
                              f.cols, f.held)
+            if before is not None:  # a machine fault fades with the pump
+                span[:] = before + fading * (span - before)
             labels[f.asset, lo - first:hi - first] = 1
+        situations.thin_slow_sensors(c, first, values)
+        times = situations.clock_offsets(c, first, rows)
+        if self._jitter_rngs:
+            jitter = c.jitter * (2 * np.stack([rng.random(rows) for rng in self._jitter_rngs]) - 1)
+            times = jitter if times is None else times + jitter
         self.row += rows
-        return Chunk(seconds, values, labels)
+        return Chunk(seconds, values, labels, None if times is None else seconds + times,
+                     situations.present(c, first, rows))
 
 
 def iso(dt: datetime) -> str:
@@ -177,38 +250,44 @@ def iso(dt: datetime) -> str:
 
 
 def ground_truth(config: FleetConfig, rows: int | None) -> dict:
-    """The injected faults with their times and rows ([first_row, end_row): end exclusive)."""
+    """The injected faults with their times and rows ([first_row, end_row): end exclusive), and
+    the situations given (situations.ground_truth). `rows`: readings simulated per asset; rows
+    are positions among a CSV's data rows, which outages leave out."""
     faults = []
     for f in config.faults:
         first, end = config.fault_rows(f)
         end = end if rows is None else min(end, rows)
+        gaps = [] if rows is None else situations.outage_rows(config, config.assets.index(f.asset), rows)
         faults.append({"spec": f.spec, "asset": f.asset, "kind": f.kind,
                        "sensors": [synthetic.SENSORS[j] for j in synthetic.fault_columns(f.kind, f.sensor)],
                        "start": iso(config.start + timedelta(seconds=first * config.interval)),
                        "end": iso(config.start + timedelta(seconds=end * config.interval)),
-                       "first_row": first, "end_row": end})
-    return {"start": iso(config.start), "interval_seconds": config.interval, "rows": rows,
-            "period_seconds": config.period, "seed": config.seed, "assets": list(config.assets), "faults": faults}
+                       "first_row": situations.file_row(gaps, first), "end_row": situations.file_row(gaps, end)})
+    truth = {"start": iso(config.start), "interval_seconds": config.interval, "rows": rows,
+             "period_seconds": config.period, "seed": config.seed, "assets": list(config.assets), "faults": faults}
+    return truth if rows is None else truth | situations.ground_truth(config, rows)
 
 
 def describe_faults(config: FleetConfig) -> list[str]:
-    """One line per fault: asset, kind, sensors and times."""
+    """One line per fault (asset, kind, sensors and times), then one per situation."""
     return [f"fault {f['asset']} {f['kind']} ({', '.join(f['sensors'])}) from {f['start']} to {f['end']}"
-            for f in ground_truth(config, None)["faults"]]
+            for f in ground_truth(config, None)["faults"]] + situations.describe(config)
 
 
 @dataclass(frozen=True)
 class Written:
-    """The CSV files written, rows in each, wall seconds."""
+    """The CSV files written, rows simulated for each, wall seconds, rows left out by outages (all files)."""
 
     files: list[Path]
     rows: int
     seconds: float
+    missing: int = 0
 
     def describe(self) -> str:
         n = len(self.files)
-        return (f"wrote {n} file{'s' * (n != 1)} x {self.rows:,} rows in {self.seconds:.1f}s "
-                f"({n * self.rows / max(self.seconds, 1e-9) / 1e6:.2f}M rows/s)")
+        gaps = f" less {self.missing:,} in outages" if self.missing else ""
+        return (f"wrote {n} file{'s' * (n != 1)} x {self.rows:,} rows{gaps} in {self.seconds:.1f}s "
+                f"({(n * self.rows - self.missing) / max(self.seconds, 1e-9) / 1e6:.2f}M rows/s)")
 
 
 def write_csvs(config: FleetConfig, rows: int, out: str | Path, progress: Callable[[str], None] | None = None,
@@ -231,15 +310,20 @@ def write_csvs(config: FleetConfig, rows: int, out: str | Path, progress: Callab
             f.write(synthetic.header(labels=True))
         for done in range(0, rows, chunk_rows):
             chunk = fleet.chunk(min(chunk_rows, rows - done))
-            stamps = csvformat.timestamps(chunk.seconds, config.millis)
-            for f, values, labels in zip(files, chunk.values, chunk.labels):
-                f.write(synthetic.csv_rows(stamps, values, labels))
+            shared = csvformat.timestamps(chunk.seconds, config.millis) if chunk.uniform else None
+            for i, f in enumerate(files):
+                seconds, values, labels = chunk.asset(i)
+                if len(seconds):
+                    stamps = shared if shared is not None else csvformat.timestamps(seconds, config.millis)
+                    f.write(synthetic.csv_rows(stamps, values, labels))
             now = time.perf_counter()
             if progress is not None and now - last_report >= 2.0:
                 last_report = now
                 written = done + len(chunk.seconds)
                 progress(f"simulate: {written:,}/{rows:,} rows per asset ({written / rows:.0%}), "
                          f"{written * len(files) / (now - t0) / 1e6:.2f}M rows/s")
-    paths[-1].write_text(json.dumps(ground_truth(config, rows), indent=2) + "\n")
-    return Written(paths[:-1], rows, time.perf_counter() - t0)
+    truth = ground_truth(config, rows)
+    paths[-1].write_text(json.dumps(truth, indent=2) + "\n")
+    missing = sum(rows - n for n in truth.get("file_rows", {}).values())
+    return Written(paths[:-1], rows, time.perf_counter() - t0, missing)
 

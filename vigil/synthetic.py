@@ -29,6 +29,9 @@ FAULT_SENSORS = {
     "step": ("motor_current",),
 }
 CHOOSABLE = ("stuck", "dropout", "step")
+# Faults of the running machine: they fade with it when it is switched off (simulate's stops);
+# the others are the sensors' own and stay.
+MACHINE_FAULTS = ("bearing", "cavitation")
 FAULT_NOISE = {"bearing": 1, "cavitation": 2}  # standard-normal noise columns a fault uses per row
 NOISE_COLUMNS = max(FAULT_NOISE.values())
 STEP = np.array([0.4, 0.3, 3.0, 15.0, 0.6, 5.0, 8.0])  # step fault size per sensor
@@ -36,6 +39,15 @@ STEP = np.array([0.4, 0.3, 3.0, 15.0, 0.6, 5.0, 8.0])  # step fault size per sen
 _COL = {name: i for i, name in enumerate(SENSORS)}
 _VIB_X, _VIB_Y, _PRESSURE, _TEMPERATURE, _FLOW = (_COL[n] for n in ("vibration_x", "vibration_y", "pressure",
                                                                     "temperature", "flow"))
+
+# A stopped pump reads its sensors' floor: no vibration, current or flow, the pressure of the
+# standing column; its supply voltage is unchanged and it cools towards ambient (about 25 C):
+# OFF_DRIVE is the temperature drive of a stopped pump (base 55 + gain 10 x -3).
+OFF_SENSORS = ("vibration_x", "vibration_y", "motor_current", "pressure", "flow")
+_OFF_COLS = [_COL[n] for n in OFF_SENSORS]
+OFF_LEVEL = np.array([0.02, 0.02, 0.0, 0.3, 0.0])   # per OFF_SENSORS
+OFF_NOISE = np.array([0.01, 0.01, 0.02, 0.02, 0.05])  # x |N(0, 1)|: never below the level
+OFF_DRIVE = -3.0
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,15 @@ def readings(load: np.ndarray, slow: np.ndarray, params: PumpParams, z: np.ndarr
     drive = np.repeat(load[:, None], len(SENSORS), axis=1)
     drive[:, _TEMPERATURE] = slow
     return params.base + params.gain * drive + params.noise * z
+
+
+def stopped(rows: np.ndarray, run: np.ndarray, z: np.ndarray) -> None:
+    """Blend readings rows [n, 7], in place, towards a stopped pump's: run [n] is 1 running,
+    0 stopped, between on the ramps; z [n, 7] the rows' standard normals (the floor's noise).
+    Temperature is left alone: it follows a drive blended with OFF_DRIVE through its lag."""
+    off = OFF_LEVEL + OFF_NOISE * np.abs(z[:, _OFF_COLS])
+    r = run[:, None]
+    rows[:, _OFF_COLS] = r * rows[:, _OFF_COLS] + (1 - r) * off
 
 
 def fault_columns(kind: str, sensor: str | None = None) -> list[int]:
