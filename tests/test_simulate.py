@@ -18,14 +18,15 @@ from detector.messages import Decoder
 from tests.kafka_util import BOOTSTRAP, ROOT, broker_reachable, unique
 from vigil import csvformat, produce, simulate, synthetic
 from vigil.cli import main
-from vigil.specs import SimulationError, parse_fault, parse_speed
+from vigil.specs import (ClockStep, Outage, SimulationError, SlowSensor, Stop, parse_clock_step, parse_fault,
+                         parse_outage, parse_slow_sensor, parse_speed, parse_stop)
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 T0 = START.timestamp()
 
 
-def fleet(assets=1, faults=(), seed=0, interval="1s", duration="10m"):
-    config, rows = simulate.plan(assets, interval=interval, seed=seed, faults=faults, duration=duration)
+def fleet(assets=1, faults=(), seed=0, interval="1s", duration="10m", **situations):
+    config, rows = simulate.plan(assets, interval=interval, seed=seed, faults=faults, duration=duration, **situations)
     return config, rows
 
 
@@ -245,6 +246,269 @@ def test_help_shows_examples(command, capsys):
     assert info.value.code == 0 and "example" in out and f"\n  vigil {command} " in out
     if command == "simulate":
         assert all(f"\n  {kind} " in out for kind in synthetic.FAULTS) and "ASSET:KIND[/SENSOR]@START+DURATION" in out
+
+
+# ---------------------------------------------------------------- situations of normal operation
+
+COL = {name: j for j, name in enumerate(synthetic.SENSORS)}
+OFF = [COL[n] for n in ("vibration_x", "vibration_y", "motor_current", "flow")]  # near zero when stopped
+
+
+def rounded_equal(read, made):
+    """Whether values read from a CSV [rows, 7] are the readings made [rows, 7], rounded as written."""
+    return np.nanmax(np.abs(read - made) / 10.0 ** -np.array(synthetic.DECIMALS)) <= 0.51
+
+
+@pytest.mark.parametrize("parse, text, expect", [
+    (parse_stop, "pump-*@22:00+6h", Stop("pump-*", 79200, 21600, True, "pump-*@22:00+6h")),
+    (parse_stop, "pump-2@7:30:15+90s", Stop("pump-2", 27015, 90, True, "pump-2@7:30:15+90s")),
+    (parse_stop, "pump-[13]@2h+30m", Stop("pump-[13]", 7200, 1800, False, "pump-[13]@2h+30m")),
+    (parse_outage, "pump-2@30h+2h", Outage("pump-2", 108000, 7200, "pump-2@30h+2h")),
+    (parse_clock_step, "pump-1@5h-55m", ClockStep("pump-1", 18000, 3300, "pump-1@5h-55m")),
+    (parse_slow_sensor, "temperature/10", SlowSensor("temperature", 10, "temperature/10")),
+])
+def test_situation_specs(parse, text, expect):
+    assert parse(text) == expect
+
+
+@pytest.mark.parametrize("parse, text, message", [
+    (parse_stop, "pump-1", "--stop 'pump-1': expected ASSETS@HH:MM+DURATION (daily, UTC) or ASSETS@START+DURATION"),
+    (parse_stop, "pump-1@25:00+1h", "--stop 'pump-1@25:00+1h': not a time of day: '25:00'"),
+    (parse_stop, "pump-1@22:00+1d", "--stop 'pump-1@22:00+1d': DURATION '1d' must be shorter than a day"),
+    (parse_stop, "pump-1@22:00+x", "--stop 'pump-1@22:00+x': DURATION: not a duration: 'x'"),
+    (parse_stop, "pump-1@soon+1h", "--stop 'pump-1@soon+1h': START: not a duration: 'soon'"),
+    (parse_outage, "pump-1@2h", "--outage 'pump-1@2h': expected ASSETS@START+DURATION"),
+    (parse_outage, "pump-1@2h+0", "--outage 'pump-1@2h+0': DURATION: '0' must be more than 0"),
+    (parse_clock_step, "pump-1@5h+55m", "--clock-step 'pump-1@5h+55m': expected ASSETS@START-STEP"),
+    (parse_clock_step, "pump-1@5h-1y", "--clock-step 'pump-1@5h-1y': STEP: not a duration: '1y'"),
+    (parse_slow_sensor, "temperature", "--slow-sensor 'temperature': expected SENSOR/FACTOR"),
+    (parse_slow_sensor, "temp/10", "--slow-sensor 'temp/10': unknown sensor 'temp'"),
+    (parse_slow_sensor, "flow/1", "--slow-sensor 'flow/1': FACTOR '1' must be a whole number of at least 2"),
+    (parse_slow_sensor, "flow/2.5", "--slow-sensor 'flow/2.5': FACTOR '2.5'"),
+])
+def test_situation_spec_errors_name_the_option_and_part(parse, text, message):
+    with pytest.raises(SimulationError) as info:
+        parse(text)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"stops": ["pmp-*@22:00+1h"]}, "--stop 'pmp-*@22:00+1h': no asset matches 'pmp-*' (simulating pump-1..pump-2)"),
+    ({"outages": ["pump-3@1m+1m"]}, "--outage 'pump-3@1m+1m': no asset matches 'pump-3'"),
+    ({"clock_steps": ["pump-1@11m-1m"]}, "--clock-step 'pump-1@11m-1m': starts after the simulation ends"),
+    ({"stops": ["pump-1@11m+1m"]}, "--stop 'pump-1@11m+1m': starts after the simulation ends"),
+    ({"outages": ["pump-1@1m+1m", "pump-*@0+5m", "pump-1@4m+1h"]},
+     "--outage 'pump-1@1m+1m', 'pump-*@0+5m', 'pump-1@4m+1h': together leave pump-1 without a single reading"),
+    ({"outages": ["pump-2@0+1h"]}, "--outage 'pump-2@0+1h': leaves pump-2 without a single reading"),
+    ({"jitter": "0.5"}, "--jitter '0.5': must be less than half the --interval (1s)"),
+    ({"jitter": "fast"}, "--jitter: not a duration: 'fast'"),
+    ({"slow_sensors": ["flow/2", "flow/3"]}, "--slow-sensor 'flow/2': flow is given more than once"),
+])
+def test_plan_situation_errors(kwargs, message):
+    with pytest.raises(SimulationError) as info:
+        fleet(assets=2, **kwargs)
+    assert message in str(info.value)
+
+
+def test_daily_stop_reads_near_zero_with_ramps_and_label_0(tmp_path):
+    clean, rows = fleet(assets=2, duration="30m")
+    config, _ = fleet(assets=2, duration="30m", stops=["pump-1@00:10+10m", "pump-2@23:55+6m"],
+                      faults=["pump-1:bearing@12m+5m"])
+    simulate.write_csvs(config, rows, tmp_path)
+    base, _ = readings(clean, rows)
+    t1, t2 = (read_csv(tmp_path / f"pump-{i}.csv") for i in (1, 2))
+    values, labels = t1.values, t1.labels
+    assert t1.rows == t2.rows == rows and np.array_equal(t1.time, T0 + np.arange(rows))  # stopped is not missing
+    assert not np.isnan(values).any() and not np.isnan(t2.values).any()
+    stopped = slice(630, 1170)  # 00:10:30 .. 00:19:30, between the 30 s ramps
+    assert np.all(values[stopped][:, OFF] < 0.2) and np.all(values[stopped][:, OFF] >= 0)
+    assert np.all(np.abs(values[stopped, COL["pressure"]] - 0.35) < 0.1)  # the standing column
+    assert rounded_equal(values[:600], base[0, :600])  # the same pump up to the stop
+    assert np.abs(values[:, COL["voltage"]] - base[0, :, COL["voltage"]]).max() <= 0.0051  # the supply stays
+    current = values[:, COL["motor_current"]]
+    assert 1.0 < current[615] < current[605] - 1.0 and current[1185] > current[1175] + 1.0  # ramps down and up
+    temperature = values[:, COL["temperature"]]
+    assert temperature[1199] < temperature[599] - 10  # cooling while stopped
+    assert np.array_equal(np.flatnonzero(labels), np.arange(720, 1020))  # only the fault is labelled
+    vib = values[720:1020, COL["vibration_x"]] - base[0, 720:1020, COL["vibration_x"]]
+    assert np.all(values[720:1020, COL["vibration_x"]] < 0.2) and vib.max() < 0  # the wear fades with the pump
+    # pump-2: stopped every day from 23:55 for 6 min: the first minute of the file, then from 23:55
+    assert np.all(t2.values[:30][:, OFF] < 0.2) and np.all(t2.values[90:][:, OFF] > 0.2) and not t2.labels.any()
+    truth = json.loads((tmp_path / "faults.json").read_text())
+    assert truth["stops"] == [
+        {"spec": "pump-1@00:10+10m", "asset": "pump-1", "start": "2026-01-01T00:10:00Z",
+         "end": "2026-01-01T00:20:00Z", "first_row": 600, "end_row": 1200},
+        {"spec": "pump-2@23:55+6m", "asset": "pump-2", "start": "2026-01-01T00:00:00Z",
+         "end": "2026-01-01T00:01:00Z", "first_row": 0, "end_row": 60}]
+    assert [f["first_row"] for f in truth["faults"]] == [720]
+
+
+def test_a_stop_once_and_a_daily_stop_over_days():
+    config, rows = fleet(assets=3, interval="60s", duration="3d", stops=["pump-[12]@22:00+6h", "pump-3@1d+1h"])
+    values, labels = readings(config, rows)
+    minute = np.arange(rows) % 1440
+    night = (minute > 22 * 60) | (minute < 4 * 60)  # a 30 s ramp is within one 60 s reading
+    assert np.all(values[:2, night][..., OFF] < 0.2) and np.all(values[:2, ~night][..., COL["motor_current"]] > 2)
+    once = (np.arange(rows) > 1440) & (np.arange(rows) < 1500)
+    assert np.all(values[2, once][:, OFF] < 0.2) and np.all(values[2, ~once][:, COL["motor_current"]] > 2)
+    assert not labels.any()
+
+
+def test_outage_leaves_a_gap_and_rows_count_in_the_file(tmp_path):
+    config, rows = fleet(assets=2, outages=["pump-2@2m+1m"], faults=["pump-2:step@5m+1m"])
+    written = simulate.write_csvs(config, rows, tmp_path)
+    assert "less 60 in outages" in written.describe()
+    t1, t2 = read_csv(tmp_path / "pump-1.csv"), read_csv(tmp_path / "pump-2.csv")
+    assert t1.rows == 600 and t2.rows == 540
+    seconds = t2.time - T0
+    assert not np.any((seconds >= 120) & (seconds < 180)) and np.diff(seconds).max() == 61
+    values, labels = readings(config, rows)
+    keep = np.r_[0:120, 180:600]
+    assert rounded_equal(t2.values, values[1, keep]) and np.array_equal(t2.labels, labels[1, keep])
+    truth = json.loads((tmp_path / "faults.json").read_text())
+    assert truth["outages"] == [{"spec": "pump-2@2m+1m", "asset": "pump-2", "start": "2026-01-01T00:02:00Z",
+                                 "end": "2026-01-01T00:03:00Z", "readings": 60, "file_row": 120}]
+    assert truth["file_rows"] == {"pump-1": 600, "pump-2": 540}
+    fault = truth["faults"][0]
+    assert (fault["first_row"], fault["end_row"]) == (240, 300)  # rows of the file, after the gap
+    assert np.array_equal(np.flatnonzero(t2.labels), np.arange(240, 300))
+
+
+@pytest.mark.parametrize("jitter", ["0.3", "0.4995"])
+def test_jittered_times_vary_but_stay_in_order(tmp_path, jitter):
+    clean, rows = fleet(assets=2)
+    config, _ = fleet(assets=2, jitter=jitter)
+    simulate.write_csvs(config, rows, tmp_path)
+    values, _ = readings(clean, rows)
+    for i in range(2):
+        table = read_csv(tmp_path / f"pump-{i + 1}.csv", strict_time=True)
+        offsets = table.time - (T0 + np.arange(rows))
+        spacing = np.diff(table.time)
+        assert table.rows == rows and spacing.min() > 0 and spacing.std() > 0.1
+        assert np.abs(offsets).max() <= float(jitter) + 5e-4 and np.abs(offsets).max() > 0.8 * float(jitter)
+        assert rounded_equal(table.values, values[i])  # only the times move
+    assert json.loads((tmp_path / "faults.json").read_text())["jitter_seconds"] == float(jitter)
+
+
+def test_clock_step_repeats_times_in_the_file(tmp_path):
+    config, rows = fleet(assets=2, clock_steps=["pump-1@5m-2m"])
+    simulate.write_csvs(config, rows, tmp_path)
+    lines = (tmp_path / "pump-1.csv").read_text().splitlines()[1:]
+    stamps = [line.split(",")[0] for line in lines]
+    assert len(stamps) == rows and stamps[299:301] == ["2026-01-01T00:04:59Z", "2026-01-01T00:03:00Z"]
+    assert stamps[180:300] == stamps[300:420] and stamps[-1] == "2026-01-01T00:07:59Z"
+    assert len(set(stamps)) == rows - 120 and all(line.endswith(",0") for line in lines)
+    table = read_csv(tmp_path / "pump-1.csv")  # the daemon's rule: the repeated stretch is skipped
+    assert table.skipped.count == 120 and table.skipped.line == 302
+    with pytest.raises(Exception, match="time goes backwards"):
+        read_csv(tmp_path / "pump-1.csv", strict_time=True)
+    assert read_csv(tmp_path / "pump-2.csv", strict_time=True).rows == rows  # the other clock is right
+    truth = json.loads((tmp_path / "faults.json").read_text())
+    assert truth["clock_steps"] == [{"spec": "pump-1@5m-2m", "asset": "pump-1", "at": "2026-01-01T00:05:00Z",
+                                     "back_seconds": 120.0, "first_row": 300}]
+
+
+def test_slow_sensor_reports_every_factor_th_reading(tmp_path):
+    config, rows = fleet(assets=2, slow_sensors=["temperature/10", "pressure/3"], faults=["pump-1:dropout@1m+1m"])
+    simulate.write_csvs(config, rows, tmp_path)
+    for i in (1, 2):
+        table = read_csv(tmp_path / f"pump-{i}.csv")
+        missing = np.isnan(table.values)
+        row = np.arange(rows)
+        assert np.array_equal(missing[:, COL["temperature"]], row % 10 != 0)
+        assert np.array_equal(missing[:, COL["pressure"]], row % 3 != 0)
+        others = [j for j in range(7) if j not in (COL["temperature"], COL["pressure"], COL["flow"])]
+        assert not missing[:, others].any() and not table.labels[missing[:, COL["temperature"]]].any() == (i == 2)
+    cells = (tmp_path / "pump-2.csv").read_text().splitlines()[1:4]
+    assert [c.split(",")[COL["temperature"] + 1] for c in cells][1:] == ["", ""]
+    assert json.loads((tmp_path / "faults.json").read_text())["slow_sensors"] == {"temperature": 10, "pressure": 3}
+
+
+ALL = {"stops": ["pump-*@00:02+3m"], "outages": ["pump-2@7m+1m"], "jitter": "0.25",
+       "clock_steps": ["pump-3@6m-90s"], "slow_sensors": ["flow/4"]}
+
+
+def test_situations_are_deterministic_for_any_chunking(tmp_path):
+    config, rows = fleet(assets=3, faults=["pump-1:cavitation@3m+2m"], **ALL)
+    simulate.write_csvs(config, rows, tmp_path / "a")
+    simulate.write_csvs(config, rows, tmp_path / "b", chunk_rows=77)
+    other, _ = fleet(assets=3, seed=1, faults=["pump-1:cavitation@3m+2m"], **ALL)
+    simulate.write_csvs(other, rows, tmp_path / "c")
+    for name in ("pump-1.csv", "pump-2.csv", "pump-3.csv", "faults.json"):
+        a = (tmp_path / "a" / name).read_bytes()
+        assert a == (tmp_path / "b" / name).read_bytes() and a != (tmp_path / "c" / name).read_bytes()
+    times = [read_csv(tmp_path / d / "pump-1.csv").time for d in ("a", "c")]
+    assert not np.array_equal(*times)  # another seed, other jitter
+    bigger, _ = fleet(assets=4, faults=["pump-1:cavitation@3m+2m"], **ALL)
+    simulate.write_csvs(bigger, rows, tmp_path / "d")
+    assert (tmp_path / "d" / "pump-2.csv").read_bytes() == (tmp_path / "a" / "pump-2.csv").read_bytes()
+
+
+def test_situations_leave_other_pumps_as_they_were():
+    clean, rows = fleet(assets=2, faults=["pump-2:bearing@1m+2m"])
+    config, _ = fleet(assets=2, faults=["pump-2:bearing@1m+2m"], stops=["pump-1@00:02+3m"],
+                      outages=["pump-1@7m+1m"], clock_steps=["pump-1@6m-90s"])
+    chunk, base = simulate.Fleet(config).chunk(rows), simulate.Fleet(clean).chunk(rows)
+    assert np.array_equal(chunk.asset(1)[1], base.values[1]) and np.array_equal(chunk.asset(1)[0], base.seconds)
+    assert np.array_equal(chunk.labels, base.labels)  # situations are never labelled
+
+
+@pytest.mark.parametrize("speed", [None, 1e9])
+def test_live_readings_with_situations_equal_the_csv(tmp_path, speed):
+    config, rows = fleet(assets=3, duration="1500s", **ALL)
+    simulate.write_csvs(config, rows, tmp_path)
+    sink = ListSink()
+    done = produce.produce_fleet(simulate.Fleet(config), rows, sink, speed, threading.Event())
+    assert done.readings == 3 * 1500 - 60  # pump-2's outage sends nothing
+    messages = sink.decoded()  # every message in time order (batches are cut at the clock step)
+    for asset in ("pump-1", "pump-2", "pump-3"):
+        got = [m for m in messages if m.asset == asset]
+        table = read_csv(tmp_path / f"{asset}.csv")
+        times, values = np.concatenate([m.times for m in got]), np.concatenate([m.values for m in got])
+        # vigil serve refuses a message whose first reading is not after the asset's last one:
+        # it takes exactly the rows read_csv keeps
+        taken, last = [], -1
+        for m in got:
+            if m.times[0] > last:
+                taken.append(m)
+                last = m.times[-1]
+        assert np.array_equal(np.concatenate([m.times for m in taken]), np.rint(table.time * 1000).astype(np.int64))
+        assert np.array_equal(np.concatenate([m.values for m in taken]), table.values, equal_nan=True)  # nulls
+        assert len(times) == table.rows + (0 if table.skipped is None else table.skipped.count)
+    pump3 = np.concatenate([m.times for m in messages if m.asset == "pump-3"])
+    assert (np.diff(pump3) < 0).sum() == 1  # the clock step, sent as it is
+
+
+def test_cli_simulate_situations(tmp_path, capsys):
+    out = tmp_path / "sim"
+    assert main(["simulate", "--assets", "2", "--duration", "20m", "--out", str(out), "--stop", "pump-*@00:05+5m",
+                 "--outage", "pump-2@12m+2m", "--jitter", "0.2", "--clock-step", "pump-1@15m-55.5s",
+                 "--slow-sensor", "temperature/5"]) == 0
+    captured = capsys.readouterr()
+    assert "wrote 2 files x 1,200 rows less 120 in outages" in captured.out
+    for line in ("stop pump-1, pump-2 every day at 00:05:00 UTC for 5m (ramps of 30s; labelled normal)",
+                 "outage pump-2 from 2026-01-01T00:12:00Z for 2m: no readings",
+                 "clock of pump-1 steps back 55.5s at 2026-01-01T00:15:00Z",
+                 "jitter: reading times within +-0.2s of every 1s",
+                 "slow sensor temperature: every 5th reading (5s)"):
+        assert f"simulate: {line}" in captured.err
+    truth = json.loads((out / "faults.json").read_text())
+    assert [len(truth[k]) for k in ("stops", "outages", "clock_steps")] == [2, 1, 1]
+    assert [t.rows for t in read_path(out)] == [1200 - 55, 1080]  # pump-1: the repeated stretch skipped
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--stop", "pump-1@22:00"], "--stop 'pump-1@22:00': expected ASSETS@HH:MM+DURATION"),
+    (["--outage", "pump-9@1m+1m"], "--outage 'pump-9@1m+1m': no asset matches 'pump-9'"),
+    (["--jitter", "1"], "--jitter '1': must be less than half the --interval (1s)"),
+    (["--clock-step", "pump-1@1m-"], "--clock-step 'pump-1@1m-': expected ASSETS@START-STEP"),
+    (["--slow-sensor", "flow/0"], "--slow-sensor 'flow/0': FACTOR '0' must be a whole number of at least 2"),
+])
+def test_cli_simulate_situation_errors(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["simulate", "--out", "x", "--duration", "1h", *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
 
 
 # ---------------------------------------------------------------- producing (in memory)

@@ -157,6 +157,17 @@ def encode(asset: str, stamps: Sequence[str], values: np.ndarray, sensors: Seque
             for i in range(0, len(readings), per)]
 
 
+def in_order_runs(ms: np.ndarray, latest: float) -> list[tuple[int, int]]:
+    """Consecutive readings [first, end) of one asset that vigil serve takes or refuses as a
+    whole: each run in time order, and either all after the latest time before it or none.
+    ms: [n] reading times (epoch ms); latest: the latest time before them (-inf: none)."""
+    before = np.maximum.accumulate(np.r_[latest, ms])[:-1]
+    behind = ms <= before
+    cuts = np.flatnonzero((np.diff(ms) <= 0) | (behind[1:] != behind[:-1])) + 1
+    bounds = [0, *cuts.tolist(), len(ms)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def shortest(values: np.ndarray) -> np.ndarray:
     """float32 values as float64 numbers with the fewest significant digits (6-9) that read
     back as the same float32, so 0.8123 is sent as 0.8123 and not 0.8123000264167786."""
@@ -212,9 +223,12 @@ def produce_fleet(fleet: Fleet, rows: int | None, sink: Sink, speed: float | Non
     """Produce the fleet's readings, `rows` per asset (None: until stopped), paced at `speed`.
 
     Paced by when readings are due; each carries the time its asset's clock gives it (jitter,
-    clock steps), and an outage sends nothing, as in the CSV files."""
+    clock steps), and an outage sends nothing, as in the CSV files. After a clock step,
+    batches are cut where time goes back and where it passes the latest time sent, so that
+    vigil serve refuses exactly the readings it would refuse one by one."""
     config, tally = fleet.config, _Tally()
     keys = [name.encode() for name in config.assets]
+    latest = [-math.inf] * len(config.assets)  # each asset's latest reading time sent, ms
 
     def emit(first: int, end: int) -> None:
         chunk = fleet.chunk(end - first)
@@ -225,7 +239,13 @@ def produce_fleet(fleet: Fleet, rows: int | None, sink: Sink, speed: float | Non
                 continue
             stamps = shared if shared is not None else iso_stamps(seconds, config.millis)
             rounded = np.column_stack([np.round(values[:, j], d) for j, d in enumerate(synthetic.DECIMALS)])
-            messages = encode(asset, stamps, rounded, synthetic.SENSORS, batch=speed is None)
+            if config.clock_steps:  # batches in order, each all refused or all taken by vigil serve
+                ms = np.rint(seconds * 1000)
+                runs, latest[i] = in_order_runs(ms, latest[i]), max(latest[i], ms.max())
+            else:
+                runs = [(0, len(stamps))]
+            messages = [m for a, b in runs
+                        for m in encode(asset, stamps[a:b], rounded[a:b], synthetic.SENSORS, batch=speed is None)]
             for m in messages:
                 sink.send(key, m)
             tally.add(len(stamps), len(messages), stamps)

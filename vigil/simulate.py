@@ -105,8 +105,9 @@ def plan(assets: int, *, start: datetime = DEFAULT_START, interval: str = "1s", 
     if rows is not None:
         for i, name in enumerate(config.assets):
             if situations.outage_rows(config, i, rows) == [(0, rows)]:
-                spec = next(o.spec for o in config.outages if i in situations.matching(o.assets, config.assets))
-                raise SimulationError(f"--outage {spec!r}: leaves {name} without a single reading")
+                specs = [repr(o.spec) for o in config.outages if i in situations.matching(o.assets, config.assets)]
+                leave = "leaves" if len(specs) == 1 else "together leave"
+                raise SimulationError(f"--outage {', '.join(specs)}: {leave} {name} without a single reading")
     if not 0 <= config.jitter <= (config.interval - 0.001) / 2:
         raise SimulationError(f"--jitter {jitter!r}: must be less than half the --interval ({config.interval:g}s) "
                               f"less a millisecond, at most {max(config.interval - 0.001, 0) / 2:g}s, "

@@ -177,7 +177,7 @@ def describe(config: FleetConfig) -> list[str]:
     """One line per situation, for the command's log."""
     c, lines = config, []
     names = lambda pattern: ", ".join(c.assets[i] for i in matching(pattern, c.assets))  # noqa: E731
-    span = lambda seconds: f"{seconds / 3600:g}h" if seconds >= 3600 else f"{seconds / 60:g}m"  # noqa: E731
+    span = lambda s: f"{s / 3600:g}h" if s >= 3600 else f"{s / 60:g}m" if s >= 60 else f"{s:g}s"  # noqa: E731
     for s in c.stops:
         when = (f"every day at {int(s.start // 3600):02d}:{int(s.start % 3600 // 60):02d}:{int(s.start % 60):02d} UTC"
                 if s.daily else f"at {_iso(c.start + timedelta(seconds=s.start))}")
