@@ -661,6 +661,28 @@ def test_simulate_to_kafka_as_fast_as_possible(topic, tmp_path, capsys):
 
 @pytest.mark.kafka
 @pytest.mark.slow
+def test_simulate_situations_to_kafka(topic, tmp_path, capsys):
+    argv = ["--assets", "2", "--duration", "20m", "--seed", "3", "--stop", "pump-1@00:05+5m", "--outage",
+            "pump-2@12m+2m", "--jitter", "0.2", "--clock-step", "pump-1@15m-90s", "--slow-sensor", "temperature/5"]
+    assert main(["simulate", *argv, "--bootstrap-servers", BOOTSTRAP, "--topic", topic, "--speed", "max",
+                 "--start", "2026-01-01T00:00:00Z", "--quiet"]) == 0
+    assert "produced 2,280 readings" in capsys.readouterr().out
+    assert main(["simulate", *argv, "--out", str(tmp_path), "--quiet"]) == 0
+    records = consume(topic, 2280)
+    for asset in ("pump-1", "pump-2"):
+        table = read_csv(tmp_path / f"{asset}.csv")
+        taken, last = [], -1  # vigil serve's rule: a message not after the asset's last reading is refused
+        for _, m in (r for r in records if r[1].asset == asset):
+            if m.times[0] > last:
+                taken.append(m)
+                last = m.times[-1]
+        assert np.array_equal(np.concatenate([m.times for m in taken]), np.rint(table.time * 1000))
+        assert np.array_equal(np.concatenate([m.values for m in taken]), table.values, equal_nan=True)
+    assert read_csv(tmp_path / "pump-1.csv").skipped.count in (89, 90)
+
+
+@pytest.mark.kafka
+@pytest.mark.slow
 def test_simulate_live_until_sigterm(topic):
     env = os.environ | {"PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
     proc = subprocess.Popen([sys.executable, "-m", "vigil", "simulate", "--assets", "2", "--bootstrap-servers",
