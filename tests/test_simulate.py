@@ -300,7 +300,7 @@ def test_situation_spec_errors_name_the_option_and_part(parse, text, message):
     ({"outages": ["pump-1@1m+1m", "pump-*@0+5m", "pump-1@4m+1h"]},
      "--outage 'pump-1@1m+1m', 'pump-*@0+5m', 'pump-1@4m+1h': together leave pump-1 without a single reading"),
     ({"outages": ["pump-2@0+1h"]}, "--outage 'pump-2@0+1h': leaves pump-2 without a single reading"),
-    ({"jitter": "0.5"}, "--jitter '0.5': must be less than half the --interval (1s)"),
+    ({"jitter": "0.5"}, "--jitter 0.5: must be less than half the --interval (1s) less a millisecond, at most 0.4995s"),
     ({"jitter": "fast"}, "--jitter: not a duration: 'fast'"),
     ({"slow_sensors": ["flow/2", "flow/3"]}, "--slow-sensor 'flow/2': flow is given more than once"),
 ])
@@ -500,7 +500,7 @@ def test_cli_simulate_situations(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--stop", "pump-1@22:00"], "--stop 'pump-1@22:00': expected ASSETS@HH:MM+DURATION"),
     (["--outage", "pump-9@1m+1m"], "--outage 'pump-9@1m+1m': no asset matches 'pump-9'"),
-    (["--jitter", "1"], "--jitter '1': must be less than half the --interval (1s)"),
+    (["--jitter", "1"], "--jitter 1: must be less than half the --interval (1s)"),
     (["--clock-step", "pump-1@1m-"], "--clock-step 'pump-1@1m-': expected ASSETS@START-STEP"),
     (["--slow-sensor", "flow/0"], "--slow-sensor 'flow/0': FACTOR '0' must be a whole number of at least 2"),
 ])

@@ -88,34 +88,14 @@ def plan(assets: int, *, start: datetime = DEFAULT_START, interval: str = "1s", 
     rows = None
     if duration is not None:
         rows = max(1, round(positive_duration(duration, "--duration") / config.interval))
-    simulating = f"simulating {config.assets[0]}..{config.assets[-1]}"
     ends = f"starts after the simulation ends (--duration {duration})"
     for f in config.faults:
         if f.asset not in config.assets:
-            raise SimulationError(f"--fault {f.spec!r}: no asset {f.asset!r} ({simulating})")
+            raise SimulationError(f"--fault {f.spec!r}: no asset {f.asset!r} "
+                                  f"(simulating {config.assets[0]}..{config.assets[-1]})")
         if rows is not None and config.fault_rows(f)[0] >= rows:
             raise SimulationError(f"--fault {f.spec!r}: {ends}")
-    for option, given in (("--stop", config.stops), ("--outage", config.outages), ("--clock-step", config.clock_steps)):
-        for g in given:
-            if not situations.matching(g.assets, config.assets):
-                raise SimulationError(f"{option} {g.spec!r}: no asset matches {g.assets!r} ({simulating})")
-            once = not getattr(g, "daily", False)
-            if once and rows is not None and situations.rows_between(g.start, g.start, config.interval)[0] >= rows:
-                raise SimulationError(f"{option} {g.spec!r}: {ends}")
-    if rows is not None:
-        for i, name in enumerate(config.assets):
-            if situations.outage_rows(config, i, rows) == [(0, rows)]:
-                specs = [repr(o.spec) for o in config.outages if i in situations.matching(o.assets, config.assets)]
-                leave = "leaves" if len(specs) == 1 else "together leave"
-                raise SimulationError(f"--outage {', '.join(specs)}: {leave} {name} without a single reading")
-    if not 0 <= config.jitter <= (config.interval - 0.001) / 2:
-        raise SimulationError(f"--jitter {jitter!r}: must be less than half the --interval ({config.interval:g}s) "
-                              f"less a millisecond, at most {max(config.interval - 0.001, 0) / 2:g}s, "
-                              "so that readings stay in order")
-    sensors = [s.sensor for s in config.slow_sensors]
-    for s in config.slow_sensors:
-        if sensors.count(s.sensor) > 1:
-            raise SimulationError(f"--slow-sensor {s.spec!r}: {s.sensor} is given more than once")
+    situations.check(config, rows, ends)
     return config, rows
 
 

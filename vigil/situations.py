@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from vigil import synthetic
-from vigil.specs import Stop
+from vigil.specs import SimulationError, Stop
 
 if TYPE_CHECKING:
     from vigil.simulate import FleetConfig
@@ -40,6 +40,34 @@ DAY = 86400.0
 def matching(pattern: str, assets: Sequence[str]) -> list[int]:
     """Indices of the assets an ASSETS pattern (a name or a shell-style pattern) matches."""
     return [i for i, name in enumerate(assets) if fnmatchcase(name, pattern)]
+
+
+def check(config: FleetConfig, rows: int | None, ends: str) -> None:
+    """Raise SimulationError, naming the option and the spec, for a situation that cannot be
+    simulated as given; rows: readings per asset (None: no end); ends: what to say of a
+    situation after the end."""
+    c = config
+    for option, given in (("--stop", c.stops), ("--outage", c.outages), ("--clock-step", c.clock_steps)):
+        for g in given:
+            if not matching(g.assets, c.assets):
+                raise SimulationError(f"{option} {g.spec!r}: no asset matches {g.assets!r} "
+                                      f"(simulating {c.assets[0]}..{c.assets[-1]})")
+            daily = isinstance(g, Stop) and g.daily
+            if not daily and rows is not None and rows_between(g.start, g.start, c.interval)[0] >= rows:
+                raise SimulationError(f"{option} {g.spec!r}: {ends}")
+    for i, name in enumerate(c.assets if rows is not None else ()):
+        if outage_rows(c, i, rows) == [(0, rows)]:
+            specs = [repr(o.spec) for o in c.outages if i in matching(o.assets, c.assets)]
+            leave = "leaves" if len(specs) == 1 else "together leave"
+            raise SimulationError(f"--outage {', '.join(specs)}: {leave} {name} without a single reading")
+    most = max(c.interval - 0.001, 0.0) / 2
+    if not 0 <= c.jitter <= most:
+        raise SimulationError(f"--jitter {c.jitter:g}: must be less than half the --interval ({c.interval:g}s) "
+                              f"less a millisecond, at most {most:g}s, so that readings stay in order")
+    sensors = [s.sensor for s in c.slow_sensors]
+    for s in c.slow_sensors:
+        if sensors.count(s.sensor) > 1:
+            raise SimulationError(f"--slow-sensor {s.spec!r}: {s.sensor} is given more than once")
 
 
 def rows_between(start: float, end: float, interval: float) -> tuple[int, int]:
