@@ -220,5 +220,5 @@ def describe(config: FleetConfig) -> list[str]:
     if c.jitter:
         lines.append(f"jitter: reading times within +-{c.jitter:g}s of every {c.interval:g}s")
     for s in c.slow_sensors:
-        lines.append(f"slow sensor {s.sensor}: every {s.factor}th reading ({s.factor * c.interval:g}s)")
+        lines.append(f"slow sensor {s.sensor}: one reading in {s.factor} (every {s.factor * c.interval:g}s)")
     return lines
