@@ -234,32 +234,19 @@ class Pipeline:
         starts = [0] + [i for i in range(1, n) if assets[i] != assets[i - 1]]
         ends = starts[1:] + [n]
         hot = np.logical_or.reduceat(normalized > 1.0, starts).tolist()
-        names, restore, tracker = self.model.sensors, self.open_alerts_to_restore, self.alerts
-        score_list = normalized_list = time_list = leaders = None
-        top = _Top(scores, names)
+        restore, tracker = self.open_alerts_to_restore, self.alerts
         flagged = [False] * n if self.emit_scores else None  # the rule holds at the window (is_anomaly)
-        events = {"open": 0, "update": 0, "resolve": 0}
+        attend = []  # (start, end) of the assets whose windows go to the tracker one by one
         for s, e, over in zip(starts, ends, hot):
             asset = assets[s]
             if restore and asset in restore:
                 tracker.restore(restore.pop(asset))
             if not over and tracker.quiet(asset):
                 tracker.observe_quiet(asset, e - s)
-                continue
-            if score_list is None:  # the first asset that needs window-by-window attention
-                score_list, normalized_list, time_list = scores.score.tolist(), normalized.tolist(), times.tolist()
-                leaders = _leaders(scores.contributions, names, self.policy.lead_margin)
-            for i in range(s, e):
-                event = tracker.observe(asset, time_list[i], score_list[i], normalized_list[i],
-                                        lambda i=i: top(i), leaders[i])
-                if flagged is not None:
-                    flagged[i] = tracker.flagged(asset)
-                if event is not None and not silent[i]:
-                    result.alerts.append(event)
-                    events[event.type] += 1
-        for kind, count in events.items():
-            if count:
-                m.alert_events.labels(kind).inc(count)
+            else:
+                attend.append((s, e))
+        if attend:
+            self._observe(attend, assets, times, scores, normalized, silent, flagged, result)
         if flagged is not None:
             version = self.model.version
             result.scores.extend({"asset": a, "ts": t, "score": sc, "normalized_score": z, "is_anomaly": f,
@@ -280,6 +267,39 @@ class Pipeline:
         reference = np.where(sent > 0, sent, times[latest]) / 1000
         m.latency.observe_many(np.maximum(done - reference, 0.0))
 
+    def _observe(self, spans: list[tuple[int, int]], assets: list[str], times: np.ndarray, scores: Scores,
+                 normalized: np.ndarray, silent: np.ndarray, flagged: list[bool] | None, result: BatchResult) -> None:
+        """Feed the windows of `spans` (each one asset's, with an open alert or a window over
+        threshold) to the alert tracker one by one; live events go into result.alerts. What the
+        tracker needs of each window is worked out for these windows only, at once (under a
+        storm: all of them; otherwise a few)."""
+        tracker = self.alerts
+        if len(spans) == 1 or spans[-1][1] - spans[0][0] == sum(e - s for s, e in spans):
+            rows = np.arange(spans[0][0], spans[-1][1])
+        else:
+            rows = np.concatenate([np.arange(s, e) for s, e in spans])
+        contributions, score = scores.contributions[rows], scores.score[rows]
+        score_list, normalized_list, time_list = score.tolist(), normalized[rows].tolist(), times[rows].tolist()
+        silent_list = silent[rows].tolist()
+        leaders = _leaders(contributions, self.model.sensors, self.policy.lead_margin)
+        top = _Top(contributions, score, self.model.sensors)
+        events = {"open": 0, "update": 0, "resolve": 0}
+        j = 0
+        for s, e in spans:
+            asset = assets[s]
+            for i in range(s, e):
+                event = tracker.observe(asset, time_list[j], score_list[j], normalized_list[j],
+                                        lambda j=j: top(j), leaders[j])
+                if flagged is not None:
+                    flagged[i] = tracker.flagged(asset)
+                if event is not None and not silent_list[j]:
+                    result.alerts.append(event)
+                    events[event.type] += 1
+                j += 1
+        for kind, count in events.items():
+            if count:
+                self.metrics.alert_events.labels(kind).inc(count)
+
     def expire_idle(self) -> list[str]:
         """Drop assets without a reading for idle_seconds (windows, alert state, labels);
         an asset with an open alert is kept."""
@@ -297,12 +317,12 @@ class _Top:
     worked out for every window at once when the first event asks (a few events per batch
     cost one vectorised top_shares, not one each)."""
 
-    def __init__(self, scores: Scores, names: tuple[str, ...]):
-        self.scores, self.names, self._order = scores, names, None
+    def __init__(self, contributions: np.ndarray, score: np.ndarray, names: tuple[str, ...]):
+        self.contributions, self.score, self.names, self._order = contributions, score, names, None
 
     def __call__(self, i: int) -> list[tuple[str, float]]:
         if self._order is None:
-            order, shares = top_shares(self.scores.contributions, self.scores.score)
+            order, shares = top_shares(self.contributions, self.score)
             self._order, self._shares = order.tolist(), shares.tolist()
         names = self.names
         return [(names[j], share) for j, share in zip(self._order[i], self._shares[i])]
