@@ -15,11 +15,12 @@ from typing import NamedTuple
 
 import numpy as np
 
-from detector.alerts import AlertEvent, AlertPolicy, AlertTracker
+from detector.alerts import AlertEvent, AlertPolicy, AlertTracker, epoch_ms
 from detector.artifact import TrainedModel
 from detector.messages import MAX_MESSAGE_BYTES, BadMessage, Decoded, Decoder, not_after
 from detector.metrics import ServiceMetrics
 from detector.scoring import Scores, top_shares
+from detector.storm import StormEvent, StormPolicy, StormTracker
 from detector.windows import AssetWindows
 
 
@@ -45,6 +46,7 @@ class DeadLetter:
 @dataclass
 class BatchResult:
     alerts: list[AlertEvent] = field(default_factory=list)
+    storms: list[StormEvent] = field(default_factory=list)  # storm_start / storm_end, also for the alerts topic
     dead_letters: list[DeadLetter] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> next offset
     scored: int = 0
@@ -67,7 +69,8 @@ class Submitted:
 
 class Pipeline:
     def __init__(self, model: TrainedModel, metrics: ServiceMetrics, policy: AlertPolicy = AlertPolicy(),
-                 max_assets: int = 10_000, idle_seconds: float = 3600.0, max_message_bytes: int = MAX_MESSAGE_BYTES):
+                 max_assets: int = 10_000, idle_seconds: float = 3600.0, max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 storm: StormPolicy = StormPolicy()):
         """policy: as configured; its k and n, where unset, follow the serving model's persistence
         rule (self.policy is the policy in force)."""
         self.metrics, self.configured_policy = metrics, policy
@@ -77,6 +80,8 @@ class Pipeline:
         self.emit_scores = False                            # fill BatchResult.scores
         self.policy = policy.for_model(model.persistence)
         self.alerts = AlertTracker(self.policy, model.threshold.value, model.version)
+        self.storm = StormTracker(storm)  # the fleet-level condition (detector.storm)
+        metrics.storms.watch(self.storm)
         self._install(model)
 
     @property
@@ -235,12 +240,16 @@ class Pipeline:
         ends = starts[1:] + [n]
         hot = np.logical_or.reduceat(normalized > 1.0, starts).tolist()
         restore, tracker = self.open_alerts_to_restore, self.alerts
+        if n:
+            self.storm.set_assets(len(self.windows), int(times.max()))
         flagged = [False] * n if self.emit_scores else None  # the rule holds at the window (is_anomaly)
         attend = []  # (start, end) of the assets whose windows go to the tracker one by one
         for s, e, over in zip(starts, ends, hot):
             asset = assets[s]
             if restore and asset in restore:
-                tracker.restore(restore.pop(asset))
+                left = restore.pop(asset)
+                if tracker.restore(left):
+                    self.storm.take_up(asset, epoch_ms(left["opened_at"]))
             if not over and tracker.quiet(asset):
                 tracker.observe_quiet(asset, e - s)
             else:
@@ -283,7 +292,8 @@ class Pipeline:
         silent_list = silent[rows].tolist()
         leaders = _leaders(contributions, self.model.sensors, self.policy.lead_margin)
         top = _Top(contributions, score, self.model.sensors)
-        events = {"open": 0, "update": 0, "resolve": 0}
+        events = {"open": 0, "update": 0, "resolve": 0, "storm_start": 0, "storm_end": 0}
+        storm = self.storm
         j = 0
         for s, e in spans:
             asset = assets[s]
@@ -292,9 +302,15 @@ class Pipeline:
                                         lambda j=j: top(j), leaders[j])
                 if flagged is not None:
                     flagged[i] = tracker.flagged(asset)
-                if event is not None and not silent_list[j]:
-                    result.alerts.append(event)
-                    events[event.type] += 1
+                if event is not None:
+                    if event.type != "update":  # re-read history (silent) counts, but decides no storm
+                        storm_event = storm.observe(event.type, asset, time_list[j], silent_list[j])
+                        if storm_event is not None:
+                            result.storms.append(storm_event)
+                            events[storm_event.type] += 1
+                    if not silent_list[j]:
+                        result.alerts.append(event)
+                        events[event.type] += 1
                 j += 1
         for kind, count in events.items():
             if count:
@@ -309,6 +325,7 @@ class Pipeline:
             self.alerts.forget(asset)
             self.metrics.forget_asset(asset)
         self.metrics.assets.set(len(self.windows))
+        self.storm.set_assets(len(self.windows))
         return gone
 
 

@@ -40,6 +40,7 @@ from detector.metrics import Health, ServiceMetrics, serve_http
 from detector.pipeline import BatchResult, Pipeline, Submitted
 from detector.registry import current_version, is_registry, load_current, load_model_or_registry
 from detector.settings import ServeSettings
+from detector.storm import is_storm_event, open_storms
 from detector.topics import SourceError, read_records
 
 log = logging.getLogger("vigil.serve")
@@ -139,7 +140,7 @@ class Service:
                         if is_registry(settings.model) else None)
         # alert_k / alert_n unset: the model's persistence rule, which follows a hot-reloaded model
         self.pipeline = Pipeline(model, self.metrics, settings.alert_policy(model.persistence), settings.max_assets,
-                                 settings.idle_seconds, settings.max_message_bytes)
+                                 settings.idle_seconds, settings.max_message_bytes, settings.storm_policy())
         self.pipeline.emit_scores = bool(settings.scores_topic)
         self.health.model_loaded = True
         self.consumer: KafkaConsumer | None = None
@@ -160,8 +161,11 @@ class Service:
         s = self.settings
         preflight(s.kafka, s.bootstrap_servers)
         self.http = serve_http(s.metrics_addr, self.registry, self.health)
+        # linger_ms 0: nothing waits for the acknowledgements any more (settle), so holding messages
+        # back only delays them (+5 ms produce-to-alert at 5); a batch's messages are handed over
+        # together and group up while a request is in flight
         self.producer = KafkaProducer(**client_options(
-            s.kafka, bootstrap_servers=s.bootstrap_servers, acks="all", linger_ms=5, retries=2147483647,
+            s.kafka, bootstrap_servers=s.bootstrap_servers, acks="all", linger_ms=0, retries=2147483647,
             max_in_flight_requests_per_connection=5, client_id="vigil-serve", max_block_ms=BLOCK_MS,
             reconnect_backoff_max_ms=RECONNECT_MAX_MS))
         self.consumer = KafkaConsumer(**client_options(
@@ -169,7 +173,9 @@ class Service:
             auto_offset_reset="earliest", max_poll_records=s.batch_size, client_id="vigil-serve",
             session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=max(s.session_timeout_ms // 4, 100),
             reconnect_backoff_max_ms=RECONNECT_MAX_MS))
-        self.pipeline.open_alerts_to_restore = self.alerts_left_open()
+        self.pipeline.open_alerts_to_restore, storms = self.alerts_left_open()
+        for event in storms.values():
+            self.pipeline.storm.restore(event)
         self.consumer.subscribe([s.topic], listener=_Rebalance(self))
         try:  # see UNASSIGNED_POLL_MS: the first join should already know every partition
             self.consumer.partitions_for_topic(s.topic)
@@ -260,27 +266,32 @@ class Service:
             self.consumer = self.producer = self.http = None
             log.info("stopped")
 
-    def alerts_left_open(self) -> dict[str, dict]:
+    def alerts_left_open(self) -> tuple[dict[str, dict], dict[str, dict]]:
         """The last event of each asset's alert that is open on the alerts topic (opened within
-        alert_lookback_seconds and not resolved): a previous daemon's, to be taken up."""
+        alert_lookback_seconds and not resolved), and the storms left open there (scope ->
+        storm_start): a previous daemon's, to be taken up."""
         s = self.settings
         now_ms = int(time.time() * 1000)
         options = client_options(s.kafka, bootstrap_servers=s.bootstrap_servers, client_id="vigil-serve-restore")
         last: dict[str, dict] = {}
+        storms: list[dict] = []
         try:
             for record in read_records(options, s.alerts_topic, now_ms - int(s.alert_lookback_seconds * 1000), now_ms + 1):
                 try:
                     event = json.loads(record.value)
+                    if is_storm_event(event):
+                        storms.append(event)
+                        continue
                     last[event["asset"]] = event
                 except (ValueError, KeyError, TypeError):
                     continue
         except (SourceError, KafkaError) as e:
             log.info("no alerts to take up: %s", e)
-            return {}
+            return {}, {}
         left_open = {asset: e for asset, e in last.items() if e.get("type") in ("open", "update")}
         if left_open:
             log.info("taking up %d alert(s) left open on %s", len(left_open), s.alerts_topic)
-        return left_open
+        return left_open, open_storms(storms)
 
     # -- one batch ---------------------------------------------------------------------------
     def complete(self) -> BatchResult | None:
@@ -293,6 +304,7 @@ class Service:
         result = self.pipeline.finish(batch)
         s = self.settings
         out = [(s.alerts_topic, e.asset.encode(), e.to_json(), None) for e in result.alerts]
+        out += [(s.alerts_topic, e.key, orjson.dumps(e.to_json_dict()), None) for e in result.storms]
         for dl in result.dead_letters:
             r = dl.record
             headers = [("vigil.reason", dl.reason.encode()), ("vigil.detail", dl.detail[:500].encode()),

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from detector.alerts import AlertPolicy
+from detector.storm import StormPolicy
 from detector.threshold import Persistence
 
 KAFKA_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -173,6 +174,13 @@ class ServeSettings:
     update_heartbeat_seconds: float = 3600.0  # an update anyway after this much reading time without an event
     reload_seconds: float = 5.0             # how often a registry's `current` file is checked
     alert_lookback_seconds: float = 86400.0 # at start-up, alerts opened this far back and not resolved are taken up
+    # alert storm (detector.storm): starts when at least storm_min_assets assets, and more than
+    # storm_share of the known assets, opened an alert (still open) within storm_window_seconds
+    # of reading time; ends when fewer than storm_end_share of them still have an open alert
+    storm_share: float = 0.2
+    storm_min_assets: int = 3
+    storm_window_seconds: float = 300.0
+    storm_end_share: float = 0.1
     log_level: str = "info"
     # Kafka security: KafkaSecurity's fields; the secrets only from the environment or files
     kafka_security_protocol: str = KafkaSecurity.security_protocol
@@ -218,8 +226,16 @@ class ServeSettings:
                                 f"that is still open; got {self.update_heartbeat_seconds:g}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise SettingsError(f"log_level: must be debug, info, warning or error, got {self.log_level!r}")
+        self.storm_policy()
         self.kafka.validate()
         return self
+
+    def storm_policy(self) -> StormPolicy:
+        """The alert-storm policy; SettingsError naming the setting when a value is out of range."""
+        try:
+            return StormPolicy(self.storm_share, self.storm_min_assets, self.storm_window_seconds, self.storm_end_share)
+        except ValueError as e:
+            raise SettingsError(str(e)) from None
 
     def alert_policy(self, persistence: Persistence) -> AlertPolicy:
         """The alert policy as configured (alert_k / alert_n None: the model's), after checking
