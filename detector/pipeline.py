@@ -240,8 +240,7 @@ class Pipeline:
         ends = starts[1:] + [n]
         hot = np.logical_or.reduceat(normalized > 1.0, starts).tolist()
         restore, tracker = self.open_alerts_to_restore, self.alerts
-        if n:
-            self.storm.set_assets(len(self.windows), int(times.max()))
+        self.storm.set_assets(len(self.windows))  # the window slides with the events' own times
         flagged = [False] * n if self.emit_scores else None  # the rule holds at the window (is_anomaly)
         attend = []  # (start, end) of the assets whose windows go to the tracker one by one
         for s, e, over in zip(starts, ends, hot):
@@ -256,6 +255,8 @@ class Pipeline:
                 attend.append((s, e))
         if attend:
             self._observe(attend, assets, times, scores, normalized, silent, flagged, result)
+        if n:  # then on to the batch's newest reading (opens older than the storm window age out)
+            self.storm.set_assets(len(self.windows), int(times.max()))
         if flagged is not None:
             version = self.model.version
             result.scores.extend({"asset": a, "ts": t, "score": sc, "normalized_score": z, "is_anomaly": f,

@@ -71,3 +71,14 @@ def test_alerts_taken_up_count_for_the_storm(pipeline):
 def test_bad_storm_settings_are_refused(key, value):
     with pytest.raises(SettingsError, match=f"^{key}: "):
         ServeSettings(model="m", **{key: value}).validate()
+
+
+def test_a_batch_longer_than_the_storm_window_still_starts_the_storm(registry):
+    """Readings 1 s apart, a 5 s storm window and one batch of 30 s: the alerts open within a
+    second of each other, early in the batch, and that is a storm (the window must not jump to
+    the batch's newest reading before the opens are counted)."""
+    p = Pipeline(make_model(), ServiceMetrics(registry), AlertPolicy(k=2, n=3, resolve_after=2, update_seconds=0),
+                 storm=StormPolicy(share=0.5, min_assets=3, window_seconds=5.0, end_share=0.5))
+    r = p.process(batch(0, 0, 6, faulty=()) + batch(100, 6, 30, faulty={0, 1, 2}))
+    assert len([e for e in r.alerts if e.type == "open"]) == 3
+    assert [e.type for e in r.storms] == ["storm_start"]
