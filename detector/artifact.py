@@ -32,6 +32,7 @@ import jax
 import numpy as np
 from flax import nnx, serialization
 
+from detector.grid import TimeGrid
 from detector.model import ModelConfig, WindowVAE, build_vae
 from detector.preprocessing import Scaler
 from detector.scoring import ScoreRule, Scorer
@@ -87,6 +88,11 @@ class TrainedModel:
 
     def scorer(self, **options) -> Scorer:
         return Scorer(self.vae, self.scaler, self.scoring, **options)
+
+    @property
+    def grid(self) -> TimeGrid:
+        """How readings become windows (detector.grid): W intervals of interval_seconds."""
+        return TimeGrid.of(self.config.window, self.interval_seconds)
 
 
 def library_versions() -> dict[str, str]:

@@ -154,6 +154,10 @@ class SensorTable:
     def rows(self) -> int:
         return len(self.time)
 
+    def times_ms(self) -> np.ndarray:
+        """[rows] int64 epoch milliseconds, as the daemon takes a reading's time."""
+        return np.round(self.time * 1000.0).astype(np.int64)
+
     def select(self, names: Sequence[str]) -> np.ndarray:
         """Sensor columns by name, in the order given: [rows, len(names)] float32 (a copy)."""
         if isinstance(names, str):

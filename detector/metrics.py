@@ -182,9 +182,12 @@ class ServiceMetrics:
         self.last_message = Gauge("last_message_timestamp_seconds", "Kafka timestamp of the last processed record", **r)
         self.assets = Gauge("assets_tracked", "Assets with a window in memory", **r)
         self.assets_evicted = Counter("assets_evicted", "Assets dropped because max_assets was reached", **r)
+        self.windows_sparse = Counter("windows_mostly_missing", "Full windows not scored because fewer than the "
+                                      "model's minimum share of their cells was observed", **r)
         self.model_created = Gauge("model_created_timestamp_seconds", "Unix time the serving model was trained", **r)
         self.model_info = Gauge("model_info", "The serving model and the alert rule in force (value 1)",
-                                ["version", "window", "sensors", "threshold", "alert_k", "alert_n", "alert_rule_source"],
+                                ["version", "window", "sensors", "threshold", "alert_k", "alert_n", "alert_rule_source",
+                                 "interval_seconds"],
                                 **r)
         self.model_reloads = Counter("model_reloads", "Model reload attempts, by result", ["result"], **r)
         self.broker_up = Gauge("broker_up", "1 while the Kafka broker is reachable", **r)
@@ -195,12 +198,15 @@ class ServiceMetrics:
             self.model_reloads.labels(result)
 
     def set_model(self, version: str, window: int, sensors: tuple[str, ...], threshold: float,
-                  created: float | None, alert_k: int, alert_n: int, alert_rule_source: str) -> None:
+                  created: float | None, alert_k: int, alert_n: int, alert_rule_source: str,
+                  interval_seconds: float | None = None) -> None:
         """alert_k of alert_n: the alert rule in force; alert_rule_source: "model" (the model's
-        persistence rule) or "override" (alert_k and/or alert_n set for the daemon)."""
+        persistence rule) or "override" (alert_k and/or alert_n set for the daemon);
+        interval_seconds: the model's sampling interval ("" when unknown: an older model)."""
         self.model_info.clear()
         self.model_info.labels(version, str(window), ",".join(sensors), f"{threshold:.6g}", str(alert_k),
-                               str(alert_n), alert_rule_source).set(1)
+                               str(alert_n), alert_rule_source,
+                               "" if interval_seconds is None else f"{interval_seconds:g}").set(1)
         self.per_asset.set_sensors(sensors)
         if created is not None:
             self.model_created.set(created)

@@ -20,6 +20,7 @@ import numpy as np
 
 from detector.artifact import TrainedModel
 from detector.csvdata import SensorTable
+from detector.grid import Placed, place
 from detector.scoring import Scorer, top_shares
 
 HEADER = "timestamp,score,threshold,is_anomaly,top_sensors,normalized_score\n"
@@ -42,25 +43,59 @@ def score_chunks(model: TrainedModel, table: SensorTable, scorer: Scorer | None 
                  chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[int, TableScores]]:
     """Score a table in chunks of rows: yields (first row, results for the chunk's rows).
 
-    Each chunk is scored with the W-1 rows before it as context, and the persistence
-    rule carries its last n-1 window states over, so results equal scoring all at once.
+    The rows are put on the model's time grid (detector.grid) as the daemon puts an
+    asset's readings: a row's score is that of the window ending at its interval, NaN
+    where that window is not scored (not full, or mostly missing). Each chunk is scored
+    with the rows before it as context, and the persistence rule (over scored rows only,
+    as the daemon's alert tracker sees them) carries its last n-1 states over, so results
+    equal scoring all at once.
     """
     scorer = scorer or model.scorer()
-    values = table.select(model.sensors)
-    context = model.config.window - 1
+    window = model.config.window
+    placed = place(table.times_ms(), table.select(model.sensors), model.grid)
     carry = np.zeros(0, bool)
     threshold = np.float32(model.threshold.value)
-    for lo in range(0, len(values), chunk_rows):
-        hi = min(lo + chunk_rows, len(values))
-        start = max(lo - context, 0)
-        result = scorer.score_series(values[start:hi])
-        score = result.score[lo - start:]
+    keep = model.persistence.n - 1
+    for lo in range(0, len(placed.slot), chunk_rows):
+        hi = min(lo + chunk_rows, len(placed.slot))
+        score, contributions = _score_rows(scorer, placed, lo, hi, window)
         normalized = score / threshold
-        with np.errstate(invalid="ignore"):
-            over = np.concatenate([carry, normalized > 1.0])
-        flags = model.persistence.apply(over)[carry.size:]
-        carry = over[over.size - (model.persistence.n - 1):] if model.persistence.n > 1 else carry
-        yield lo, TableScores(score, normalized, flags, result.contributions[lo - start:])
+        scored = np.isfinite(score)
+        over = np.concatenate([carry, normalized[scored] > 1.0])
+        flags = np.zeros(hi - lo, bool)
+        flags[scored] = model.persistence.apply(over)[carry.size:]
+        carry = over[over.size - keep:] if keep else carry
+        yield lo, TableScores(score, normalized, flags, contributions)
+
+
+def _score_rows(scorer: Scorer, placed: Placed, lo: int, hi: int, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and contributions of readings lo..hi-1: their windows on the grid (NaN where not scored)."""
+    slots = placed.slot[lo:hi]
+    first, last = int(slots[0]), int(slots[-1]) + 1
+    score = np.full(hi - lo, np.nan, np.float32)
+    contributions = np.zeros((hi - lo, scorer.sensors), np.float32)
+    wanted = placed.scorable[slots]
+    if wanted.any():
+        if last - first <= 2 * (hi - lo):  # the intervals hold about one reading each: score them all
+            start = max(first - window + 1, 0)
+            result = scorer.score_series(placed.rows[start:last])
+            at = slots[wanted] - start
+        else:  # sparse readings: the wanted windows only
+            ends = np.unique(slots[wanted])
+            result = scorer(placed.rows[ends[:, None] - np.arange(window - 1, -1, -1)[None, :]])
+            at = np.searchsorted(ends, slots[wanted])
+        score[wanted] = result.score[at]
+        contributions[wanted] = result.contributions[at]
+    inside = (placed.partial >= lo) & (placed.partial < hi)
+    if inside.any():  # readings followed by others in the same interval: their own windows
+        score[placed.partial[inside] - lo] = np.nan
+        contributions[placed.partial[inside] - lo] = 0.0
+        ok = inside & placed.partial_scorable
+        if ok.any():
+            result = scorer(placed.windows_of_partial(window)[ok])
+            score[placed.partial[ok] - lo] = result.score
+            contributions[placed.partial[ok] - lo] = result.contributions
+    return score, contributions
 
 
 def score_table(model: TrainedModel, table: SensorTable, scorer: Scorer | None = None) -> TableScores:

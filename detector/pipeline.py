@@ -19,6 +19,7 @@ from detector.alerts import AlertEvent, AlertPolicy, AlertTracker, epoch_ms
 from detector.artifact import TrainedModel
 from detector.messages import MAX_MESSAGE_BYTES, BadMessage, Decoded, Decoder, not_after
 from detector.metrics import ServiceMetrics
+from detector.sampling import duration
 from detector.scoring import Scores, top_shares
 from detector.storm import StormEvent, StormPolicy, StormTracker
 from detector.windows import AssetWindows
@@ -89,6 +90,15 @@ class Pipeline:
         """The alert rule in force and where it comes from, e.g. "3 of 5 (model)"."""
         return self.configured_policy.describe(self.model.persistence)
 
+    @property
+    def window_span(self) -> str:
+        """The serving model's window in time, e.g. "32 x 1 s intervals (gaps over 32 s restart it)"."""
+        grid = self.model.grid
+        if grid.interval_ms is None:
+            return f"{grid.window} readings (the model does not record its sampling interval)"
+        return (f"{grid.window} x {duration(grid.interval_ms / 1000)} intervals "
+                f"(gaps over {duration(grid.max_gap_ms / 1000)} restart it)")
+
     def _install(self, model: TrainedModel) -> None:
         policy = self.configured_policy.for_model(model.persistence)  # an override that does not fit: refused
         previous = getattr(self, "model", None)
@@ -97,17 +107,18 @@ class Pipeline:
             scorer(np.zeros((size, model.config.window, len(model.sensors)), np.float32))
         self.model, self.scorer = model, scorer
         self.decoder = Decoder(model.sensors, self.max_message_bytes)
-        same_shape = previous is not None and previous.sensors == model.sensors and \
+        same_shape = previous is not None and previous.sensors == model.sensors and previous.grid == model.grid and \
             previous.config.window == model.config.window
         if not same_shape:
-            self.windows = AssetWindows(model.config.window, len(model.sensors), self.max_assets)
+            self.windows = AssetWindows(model.config.window, len(model.sensors), self.max_assets, model.grid)
         self.threshold = np.float32(model.threshold.value)
         self.policy = policy
         self.alerts.set_model(model.threshold.value, model.version)
         self.alerts.set_policy(policy)
         self.metrics.set_model(model.version, model.config.window, model.sensors, model.threshold.value,
                                _created_seconds(model), alert_k=policy.k, alert_n=policy.n,
-                               alert_rule_source="override" if self.configured_policy.overrides else "model")
+                               alert_rule_source="override" if self.configured_policy.overrides else "model",
+                               interval_seconds=model.interval_seconds)
 
     def swap_model(self, model: TrainedModel) -> None:
         """Serve another (already verified) model from the next batch on; the alert rule follows
@@ -145,7 +156,7 @@ class Pipeline:
         decoded = self.decoder.decode_batch([r.value for r in records], [r.key for r in records], now_ms)
         refused = dict(decoded.errors)
         keep = self._in_order(decoded, replay, refused)
-        evicted = self.windows.evicted
+        evicted, sparse = self.windows.evicted, self.windows.sparse
         if keep.all():
             assets, times, values, source = decoded.assets, decoded.times, decoded.values, decoded.record
         else:
@@ -160,6 +171,8 @@ class Pipeline:
             m.unknown_sensors.inc(unknown)
         if self.windows.evicted != evicted:
             m.assets_evicted.inc(self.windows.evicted - evicted)
+        if self.windows.sparse != sparse:
+            m.windows_sparse.inc(self.windows.sparse - sparse)
         last_timestamp = max((r.timestamp for tp, r in last.items() if r.offset >= replay_until.get(tp, -1)),
                              default=-1)
         if last_timestamp > 0:

@@ -182,8 +182,9 @@ class Service:
         except KafkaError as e:
             log.debug("partitions of %s not known yet: %s", s.topic, e)
         self._broker(True)
-        log.info("serving model %s from %s on topic %s (group %s), alert rule %s; metrics on http://%s/metrics",
-                 self.pipeline.model.version, s.model, s.topic, s.group, self.pipeline.alert_rule, s.metrics_addr)
+        log.info("serving model %s from %s on topic %s (group %s), alert rule %s, windows of %s; "
+                 "metrics on http://%s/metrics", self.pipeline.model.version, s.model, s.topic, s.group,
+                 self.pipeline.alert_rule, self.pipeline.window_span, s.metrics_addr)
 
     def run(self) -> None:
         """The loop; returns after stop() once the last batch is committed and clients closed."""
@@ -487,8 +488,8 @@ class Service:
                 gc.unfreeze()
                 self._freeze_heap()
             self.metrics.model_reloads.labels("ok").inc()
-            log.info("hot reload: now serving model %s (threshold %.5g, alert rule %s)", model.version,
-                     model.threshold.value, self.pipeline.alert_rule)
+            log.info("hot reload: now serving model %s (threshold %.5g, alert rule %s, windows of %s)", model.version,
+                     model.threshold.value, self.pipeline.alert_rule, self.pipeline.window_span)
         elif error is not None:
             self.metrics.model_reloads.labels("refused").inc()
             log.error("hot reload refused%s: %s; still serving %s",

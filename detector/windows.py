@@ -1,11 +1,16 @@
-"""Per-asset sliding windows of the latest readings, with a bound on the number of assets.
+"""Per-asset sliding windows on the model's time grid, with a bound on the number of assets.
 
-Every asset has a slot in shared arrays holding its last W readings (oldest first), how
-many readings it has had (up to W) and the time of the newest. A micro-batch of readings
-of many assets is appended with a handful of numpy operations, whatever the number of
-assets, and yields the full windows ending at each new reading. When a new asset would
-exceed `max_assets`, the asset that has gone longest without a reading is dropped (its
-window refills if it comes back) and counted.
+Every asset has a slot in shared arrays holding its last W intervals (oldest first; the
+rules are detector.grid's: readings in one interval are averaged, an interval without one
+is a missing row, a long gap restarts the window), how many intervals its run has had (up
+to W), its run's anchor and current interval, and the time of its newest reading. A
+micro-batch of readings of many assets is appended with a handful of numpy operations,
+whatever the number of assets, as long as each reading starts the asset's next interval
+(regular data); an asset with a gap, a skipped interval or two readings in one interval
+in the batch goes through the same rules reading by reading. Each reading yields the
+window ending at its interval when that window is scored (full and observed enough).
+When a new asset would exceed `max_assets`, the asset that has gone longest without a
+reading is dropped (its window refills if it comes back) and counted.
 """
 
 from __future__ import annotations
@@ -15,21 +20,32 @@ from collections import OrderedDict
 
 import numpy as np
 
+from detector.grid import TimeGrid
 from detector.messages import not_after
 
 
 class AssetWindows:
-    def __init__(self, window: int, sensors: int, max_assets: int = 10_000):
+    def __init__(self, window: int, sensors: int, max_assets: int = 10_000, grid: TimeGrid | None = None):
+        """grid: the model's (default: one row per reading, no restart)."""
         if max_assets < 1:
             raise ValueError(f"max_assets must be >= 1, got {max_assets}")
+        self.grid = grid or TimeGrid(window)
+        if self.grid.window != window:
+            raise ValueError(f"a grid of {self.grid.window} intervals for windows of {window}")
         self.window, self.sensors, self.max_assets = window, sensors, max_assets
+        self._need = self.grid.min_observed * window * sensors  # observed cells of a scored window
         self._slots: OrderedDict[str, int] = OrderedDict()  # asset -> slot, longest idle first
         self._free: list[int] = []
-        self._rows = np.empty((0, window, sensors), np.float32)  # [slot, W, sensors]: last W readings
-        self._count = np.empty(0, np.int64)                      # readings seen, saturating at W
-        self._last = np.empty(0, np.int64)                       # time of the newest reading (ms)
+        self._rows = np.empty((0, window, sensors), np.float32)  # [slot, W, sensors]: last W intervals
+        self._count = np.empty(0, np.int64)                      # intervals of the run, saturating at W
+        self._last = np.empty(0, np.int64)                       # time of the newest reading (ms; -1: none)
+        self._anchor = np.empty(0, np.int64)                     # time of the run's first reading (ms)
+        self._interval = np.empty(0, np.int64)                   # the newest reading's interval in its run
+        self._sum = np.empty((0, sensors), np.float64)           # the newest interval: sum of observed values
+        self._n = np.empty((0, sensors), np.int64)               # ... and how many were observed
         self._seen = np.empty(0, np.float64)                     # time.monotonic() of the newest reading
         self.evicted = 0
+        self.sparse = 0  # full windows not scored: mostly missing
 
     def __len__(self) -> int:
         return len(self._slots)
@@ -68,16 +84,64 @@ class AssetWindows:
     def append(self, assets: list[str], times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Append readings of many assets: reading i is (assets[i], times[i], values[i]); each
         asset's readings must be in strictly increasing time, after its last one (the caller
-        checks). Returns (rows, windows): the indices of the readings that complete a full
-        window and those windows [len(rows), W, sensors], grouped by asset, each asset's in time order."""
+        checks). Returns (rows, windows): the indices of the readings whose window is scored
+        and those windows [len(rows), W, sensors], grouped by asset, each asset's in time order."""
         n, w = len(assets), self.window
         if n == 0:
             return np.empty(0, np.int64), np.empty((0, w, self.sensors), np.float32)
+        times = np.asarray(times, np.int64)
+        values = np.asarray(values, np.float32)
         slot_of = self._allocate(dict.fromkeys(assets))
         slots = np.fromiter(map(slot_of.__getitem__, assets), np.int64, n)
         order = np.argsort(slots, kind="stable")
+        starts = _starts(slots[order])
+        irregular = self._irregular(slots[order], starts, times[order])
+        if not irregular.any():
+            rows, windows = self._append_regular(order, slots, times, values)
+        else:
+            by_group = np.repeat(irregular, np.diff(np.r_[starts, n]))
+            rows, windows = self._append_regular(order[~by_group], slots, times, values)
+            more_rows, more_windows = [rows], [windows]
+            for a, b in zip(starts[irregular].tolist(), np.r_[starts, n][1:][irregular].tolist()):
+                r, win = self._append_one(int(slots[order[a]]), order[a:b], times, values)
+                more_rows.append(r)
+                more_windows.append(win)
+            rows, windows = np.concatenate(more_rows), np.concatenate(more_windows)
+        self._seen[np.unique(slots)] = time.monotonic()
+        while len(self._slots) > self.max_assets:  # only when one batch held more assets than the cap
+            self._evict()
+        return rows, windows
+
+    def _irregular(self, sorted_slots: np.ndarray, starts: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """[assets of the batch] bool: the asset has a reading that does not simply start its next
+        interval (a gap that restarts the window, a skipped interval, two in one interval)."""
+        grid, n = self.grid, len(t)
+        group_slots = sorted_slots[starts]
+        group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n]))
+        last = self._last[group_slots]
+        previous = np.empty_like(t)
+        previous[1:] = t[:-1]
+        previous[starts] = last
+        odd = (t - previous > grid.max_gap_ms) & (previous >= 0)
+        if grid.interval_ms is not None:
+            new = last < 0
+            anchor = np.where(new, t[starts], self._anchor[group_slots])[group]
+            interval = grid.slot(t, anchor)
+            before = np.empty_like(interval)
+            before[1:] = interval[:-1]
+            before[starts] = np.where(new, -1, self._interval[group_slots])
+            odd |= interval != before + 1
+        return np.logical_or.reduceat(odd, starts)
+
+    def _append_regular(self, order: np.ndarray, slots: np.ndarray, times: np.ndarray, values: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """Append readings `order` (grouped by asset, each asset's in time order) that each start
+        their asset's next interval: one new row each."""
+        n, w = len(order), self.window
+        if n == 0:
+            return np.empty(0, np.int64), np.empty((0, w, self.sensors), np.float32)
         sorted_slots = slots[order]
-        starts = np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])
+        starts = _starts(sorted_slots)
         group_slots = sorted_slots[starts]
         k = np.diff(np.r_[starts, n])                     # new readings per asset
         # one block per asset: its W stored rows, then its k new ones
@@ -87,17 +151,74 @@ class AssetWindows:
         group = np.repeat(np.arange(len(starts)), k)
         within = np.arange(n) - starts[group]
         position = base[group] + w + within               # where each new reading sits in `block`
-        block[position] = np.asarray(values, np.float32)[order]
+        new_values = values[order]
+        block[position] = new_values
         full = self._count[group_slots][group] + within + 1 >= w
         every = np.lib.stride_tricks.sliding_window_view(block, w, axis=0)  # [i] = block[i:i + w].T, no copy
         windows = np.ascontiguousarray(every[position[full] - w + 1].transpose(0, 2, 1))
         self._rows[group_slots] = every[base + k].transpose(0, 2, 1)
         self._count[group_slots] = np.minimum(self._count[group_slots] + k, w)
-        self._last[group_slots] = np.asarray(times, np.int64)[order][starts + k - 1]
-        self._seen[group_slots] = time.monotonic()
-        while len(self._slots) > self.max_assets:  # only when one batch held more assets than the cap
-            self._evict()
-        return order[full], windows
+        ends = starts + k - 1
+        fresh = self._last[group_slots] < 0
+        self._anchor[group_slots] = np.where(fresh, times[order[starts]], self._anchor[group_slots])
+        self._interval[group_slots] = np.where(fresh, -1, self._interval[group_slots]) + k
+        self._last[group_slots] = times[order[ends]]
+        newest = new_values[ends]
+        observed = np.isfinite(newest)
+        self._sum[group_slots] = np.where(observed, newest, 0.0)
+        self._n[group_slots] = observed
+        rows = order[full]
+        if self._need > 0 and len(rows):
+            enough = np.count_nonzero(np.isfinite(windows).reshape(len(windows), -1), axis=1) >= self._need
+            if not enough.all():
+                self.sparse += int(len(enough) - enough.sum())
+                rows, windows = rows[enough], windows[enough]
+        return rows, windows
+
+    def _append_one(self, slot: int, readings: np.ndarray, times: np.ndarray, values: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """Append one asset's readings (indices, in time order) one by one under detector.grid's rules."""
+        grid, w = self.grid, self.window
+        rows, count = self._rows[slot], int(self._count[slot])
+        last, anchor, interval = int(self._last[slot]), int(self._anchor[slot]), int(self._interval[slot])
+        total, seen = self._sum[slot], self._n[slot]
+        out_rows, out_windows = [], []
+        for i in readings.tolist():
+            t, v = int(times[i]), values[i]
+            observed = np.isfinite(v)
+            if last < 0 or t - last > grid.max_gap_ms:  # a new run
+                rows[:] = np.nan
+                count, anchor, step = 0, t, 1
+                interval = 0
+            else:
+                now = interval + 1 if grid.interval_ms is None else int(grid.slot(t, anchor))
+                step, interval = now - interval, now
+            if step == 0:  # another reading in the same interval: the mean so far
+                total += np.where(observed, v, 0.0)
+                seen += observed
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    rows[-1] = np.where(seen > 0, total / np.maximum(seen, 1), np.nan)
+            else:
+                if step >= w:
+                    rows[:] = np.nan
+                else:
+                    rows[:w - step] = rows[step:]
+                    rows[w - step:] = np.nan
+                rows[-1] = v
+                count = min(count + step, w)
+                total[:] = np.where(observed, v, 0.0)
+                seen[:] = observed
+            last = t
+            if count >= w:
+                if np.count_nonzero(np.isfinite(rows)) >= self._need:
+                    out_rows.append(i)
+                    out_windows.append(rows.copy())
+                else:
+                    self.sparse += 1
+        self._count[slot], self._last[slot], self._anchor[slot], self._interval[slot] = count, last, anchor, interval
+        if not out_rows:
+            return np.empty(0, np.int64), np.empty((0, w, self.sensors), np.float32)
+        return np.asarray(out_rows, np.int64), np.stack(out_windows)
 
     def _allocate(self, batch: dict[str, None]) -> dict[str, int]:
         """Slots of a batch's assets (in first-seen order), marked most recently used; new
@@ -120,6 +241,7 @@ class AssetWindows:
             slot = out[asset] = slots[asset] = self._free.pop()
             self._count[slot] = 0
             self._last[slot] = -1
+            self._interval[slot] = -1
         return out
 
     def _evict(self) -> None:
@@ -133,6 +255,10 @@ class AssetWindows:
         self._rows = np.concatenate([self._rows, np.empty((size - old, self.window, self.sensors), np.float32)])
         self._count = np.concatenate([self._count, np.zeros(size - old, np.int64)])
         self._last = np.concatenate([self._last, np.full(size - old, -1, np.int64)])
+        self._anchor = np.concatenate([self._anchor, np.zeros(size - old, np.int64)])
+        self._interval = np.concatenate([self._interval, np.full(size - old, -1, np.int64)])
+        self._sum = np.concatenate([self._sum, np.zeros((size - old, self.sensors))])
+        self._n = np.concatenate([self._n, np.zeros((size - old, self.sensors), np.int64)])
         self._seen = np.concatenate([self._seen, np.zeros(size - old)])
         self._free.extend(range(size - 1, old - 1, -1))
 
@@ -150,3 +276,8 @@ class AssetWindows:
                 break
             out.append(asset)
         return out
+
+
+def _starts(sorted_slots: np.ndarray) -> np.ndarray:
+    """The first position of every run of equal slots."""
+    return np.flatnonzero(np.r_[True, sorted_slots[1:] != sorted_slots[:-1]])

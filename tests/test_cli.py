@@ -66,11 +66,19 @@ def test_train_reports_the_sampling_interval(tmp_path, normal_csv, tiny_toml, ca
 
 def test_a_given_interval_that_the_data_contradicts_is_a_warning(tmp_path, normal_csv, tiny_toml, capsys):
     assert main(["train", "--data", str(normal_csv), "--out", str(tmp_path / "m"), "--config", str(tiny_toml),
-                 "--interval", "1m"]) == 0
+                 "--interval", "2s"]) == 0
     err = capsys.readouterr().err
-    assert "sampling interval 1 min (given)" in err
-    assert "warning: the data's readings are 1 s apart, not the 1 min given" in err
-    assert json.loads((tmp_path / "m" / "config.json").read_text())["interval_seconds"] == 60.0
+    assert "sampling interval 2 s (given)" in err
+    assert "warning: the data's readings are 1 s apart, not the 2 s given" in err
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["interval_seconds"] == 2.0
+
+
+def test_an_interval_that_leaves_too_few_windows_is_refused_clearly(tmp_path, normal_csv, tiny_toml, capsys):
+    # 1,200 readings 1 s apart averaged into 20 one-minute intervals: not enough to calibrate on
+    assert main(["train", "--data", str(normal_csv), "--out", str(tmp_path / "m"), "--config", str(tiny_toml),
+                 "--interval", "1m"]) == 2
+    err = capsys.readouterr().err
+    assert "intervals of 1 min" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("bad", ["soon", "0", "0s"])
@@ -119,7 +127,11 @@ def _clock_step_csv(path, rows=8640, step_row=8150):
     return path
 
 
-def test_a_clock_step_back_is_skipped_with_one_warning(trained, tmp_path, capsys):
+def test_a_clock_step_back_is_skipped_with_one_warning(tmp_path, tiny_toml, capsys):
+    trained = tmp_path / "model"  # on 5-minute history, like the file it scores
+    assert main(["train", "--data", str(_clock_step_csv(tmp_path / "normal.csv", rows=1200, step_row=1200)),
+                 "--out", str(trained), "--config", str(tiny_toml), "--quiet"]) == 0
+    capsys.readouterr()
     data = _clock_step_csv(tmp_path / "historian.csv")
     out = tmp_path / "scores.csv"
     assert main(["score", "--model", str(trained), "--data", str(data), "--out", str(out), "--quiet"]) == 0

@@ -1,8 +1,11 @@
 """The training job: sensor tables in, a calibrated TrainedModel and its report out.
 
-Each file is split in time: the first part of its rows trains, the last
-`validation_fraction` validates (early stopping and threshold calibration). Windows
-never cross a file boundary nor the train/validation boundary.
+Each file is put on the model's time grid (detector.grid: the sampling interval given or
+inferred, readings in one interval averaged, missing intervals masked, a long gap ending
+the run) and split in time: the first part of its intervals trains, the last
+`validation_fraction` validates (early stopping and threshold calibration). Only windows
+the detector would score are used (within one run, observed enough); they never cross a
+file boundary nor the train/validation boundary.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ import numpy as np
 
 from detector.artifact import TrainedModel
 from detector.csvdata import DataError, SensorTable
+from detector.grid import TimeGrid, place
 from detector.preprocessing import Scaler
-from detector.sampling import infer_sampling
+from detector.sampling import duration, infer_sampling
 from detector.scoring import calibrate_rule
 from detector.threshold import Threshold, calibrate
 from training.config import TrainConfig
@@ -31,8 +35,20 @@ def _split_rows(rows: int, window: int, fraction: float) -> int:
     return rows - val_rows
 
 
-def _window_starts(offset: int, rows: int, window: int) -> np.ndarray:
-    return np.arange(offset, offset + max(rows - window + 1, 0), dtype=np.int32)
+def _window_starts(scorable: np.ndarray, lo: int, hi: int, window: int) -> np.ndarray:
+    """Starts (within the series) of the windows inside rows lo..hi-1 that the detector scores."""
+    ends = lo + window - 1 + np.flatnonzero(scorable[lo + window - 1:hi])
+    return (ends - window + 1).astype(np.int32)
+
+
+def _rows_of(interval: float | None) -> str:
+    """What a window is made of: 'intervals of 5 min', or 'rows' (interval unknown)."""
+    return f"intervals of {duration(interval)}" if interval else "rows"
+
+
+def _scored(scorable: np.ndarray, *per_window: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Of arrays with one entry per full window, the entries of the windows the detector scores."""
+    return tuple(a[scorable[:len(a)]] for a in per_window)
 
 
 def _iso(seconds: float) -> str:
@@ -49,51 +65,66 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
     t0 = time.perf_counter()
     window = config.model.window
     sensors = tuple(sensors or tables[0].sensors)
-    series = [t.select(sensors) for t in tables]
+    sampling = infer_sampling([t.time for t in tables])
+    interval = config.interval_seconds or sampling.interval_seconds
+    grid = TimeGrid.of(window, interval)
+    placed = [place(t.times_ms(), t.select(sensors), grid) for t in tables]  # as the detector windows them
+    series = [p.rows for p in placed]
     splits = [_split_rows(len(v), window, config.validation_fraction) for v in series]
     train_rows = [v[:s] for v, s in zip(series, splits)]
     if not any(len(r) >= window for r in train_rows) or all(s == len(v) for v, s in zip(series, splits)):
         need = int(np.ceil(2 * window / min(config.validation_fraction, 1 - config.validation_fraction)))
         raise DataError(
             f"not enough rows to train with window {window}: the longest file has "
-            f"{max(len(v) for v in series)} rows, need about {need} (or a smaller --window)"
+            f"{max(len(v) for v in series)} {_rows_of(interval)}, need about {need} (or a smaller --window)"
         )
     scaler = Scaler.fit(np.concatenate(train_rows))
     values, masks, train_starts, val_starts = [], [], [], []
     offset = 0
-    for v, s in zip(series, splits):
+    for v, s, p in zip(series, splits, placed):
         mask = np.isfinite(v)
         z = np.where(mask, scaler.transform(v), 0.0).astype(np.float32)
         values.append(z)
         masks.append(mask.astype(np.float32))
-        train_starts.append(_window_starts(offset, s, window))
-        val_starts.append(_window_starts(offset + s, len(v) - s, window))
+        train_starts.append(offset + _window_starts(p.scorable, 0, s, window))
+        val_starts.append(offset + _window_starts(p.scorable, s, len(v), window))
         offset += len(v)
     data = WindowData(np.concatenate(values), np.concatenate(masks),
                       np.concatenate(train_starts), np.concatenate(val_starts))
+    if data.train_starts.size == 0 or data.val_starts.size == 0:
+        raise DataError(
+            f"no {'training' if data.train_starts.size == 0 else 'validation'} window is observed enough to "
+            f"learn from: a window is {window} intervals of {duration(interval) if interval else '?'}, and at "
+            f"least {grid.min_observed:.0%} of its cells must be observed (readings far apart, long gaps or a "
+            f"wrong --interval?)")
     vae, history, best_epoch = fit(config, data, len(sensors), progress)
 
     # calibrate on the validation windows, scored exactly as the detector will score them:
     # first each sensor's own error scale, then the threshold on the resulting scores
-    sampling = infer_sampling([t.time for t in tables])
-    interval = config.interval_seconds or sampling.interval_seconds
     model = TrainedModel(sensors, config.model, scaler, vae, Threshold(float("inf"), "uncalibrated"),
                          config.persistence, config.score_rule, interval)
     if not config.score_rule.legacy:
         raw = model.scorer()
-        errors = [raw.sensor_errors_series(v[s:]) for v, s in zip(series, splits)]
+        errors = [_scored(p.scorable[s + window - 1:], *raw.sensor_errors_series(v[s:]))
+                  for v, s, p in zip(series, splits, placed)]
         model.scoring = calibrate_rule(config.score_rule, np.concatenate([e for e, _ in errors]),
                                        np.concatenate([o for _, o in errors]))
     scorer = model.scorer()
-    val_scores = np.concatenate([scorer.score_series(v[s:]).score[window - 1:] for v, s in zip(series, splits)])
-    train_scores = np.concatenate([scorer.score_series(v[:s]).score[window - 1:] for v, s in zip(series, splits)])
+    val_scores = np.concatenate([scorer.score_series(v[s:]).score[window - 1:][p.scorable[s + window - 1:]]
+                                 for v, s, p in zip(series, splits, placed)])
+    train_scores = np.concatenate([scorer.score_series(v[:s]).score[window - 1:][p.scorable[window - 1:s]]
+                                   for v, s, p in zip(series, splits, placed)])
     val_scores = val_scores[np.isfinite(val_scores)]
-    model.threshold = calibrate(val_scores, config.threshold_method, **config.threshold_options())
+    try:
+        model.threshold = calibrate(val_scores, config.threshold_method, **config.threshold_options())
+    except ValueError as e:
+        raise DataError(f"cannot calibrate the threshold on {val_scores.size} validation windows of "
+                        f"{window} {_rows_of(interval)} ({e}): more normal history, or a smaller --window") from None
 
-    missing = [float(np.mean(~np.isfinite(v), axis=0).max()) if len(v) else 0.0 for v in series]
+    missing = [float(np.mean(~np.isfinite(t.values), axis=0).max()) if t.rows else 0.0 for t in tables]
     summary = {
         "files": [t.path for t in tables],
-        "rows": int(sum(len(v) for v in series)),
+        "rows": int(sum(t.rows for t in tables)),
         "train_windows": int(data.train_starts.size),
         "validation_windows": int(data.val_starts.size),
         "time_start": _iso(float(min(t.time[0] for t in tables))),

@@ -291,10 +291,27 @@ def cmd_score(args) -> int:
 
     model = load(args.model)
     tables = _read(args)
+    _warn_interval(args, model, tables)
     t0 = time.perf_counter()
     rows = write_scores(model, tables, args.out)
     _log(args, f"scored {rows} rows in {time.perf_counter() - t0:.2f}s -> {args.out}")
     return 0
+
+
+def _warn_interval(args, model, tables) -> None:
+    """Warn when the data's readings are much further apart (or closer) than the model's interval:
+    windows are laid on the model's grid (detector.grid), so 10 s data on a 1 s model leaves most
+    of each window missing and unscored, and 0.1 s data is averaged per interval."""
+    from detector.sampling import duration, infer_sampling
+
+    given = model.interval_seconds
+    data = infer_sampling([t.time for t in tables]).interval_seconds
+    if given is None or data is None or 1 / 1.5 <= data / given <= 1.5:
+        return
+    effect = ("most of each window is missing, and a window with less than half of its cells observed "
+              "is not scored") if data > given else "the readings in each interval are averaged"
+    print(f"vigil {args.command}: warning: the readings are {duration(data)} apart, the model's "
+          f"windows are {model.config.window} intervals of {duration(given)}: {effect}", file=sys.stderr, flush=True)
 
 
 def cmd_evaluate(args) -> int:
@@ -303,6 +320,7 @@ def cmd_evaluate(args) -> int:
 
     model = load(args.model)
     tables = _read(args)
+    _warn_interval(args, model, tables)
     missing = [t.path for t in tables if t.labels is None]
     if missing:
         raise UserError(f"{missing[0]}: no label column; pass --label-column NAME")
@@ -326,6 +344,7 @@ def cmd_report(args) -> int:
         start, end = (None if t is None else parse_time(t) for t in (args.start, args.end))
         model = load(args.model)
         tables = _read(args)
+        _warn_interval(args, model, tables)
         if len(tables) > 1:
             raise UserError(f"{args.data}: {len(tables)} CSV files; a report covers one file "
                             f"(e.g. --data {tables[0].path})")
