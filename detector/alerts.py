@@ -117,6 +117,7 @@ class _State:
     top: tuple = ()              # its top sensors' names
     peak: float = 0.0
     under: int = 0
+    last: tuple = (0.0, 0.0)     # (score, normalised score) of the newest window while the alert is open
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,7 @@ class AlertEvent:
     model_version: str = ""
     opened_at: str = ""
     peak_normalized_score: float = 0.0
+    reason: str | None = None     # of a resolve: "recovered" (scores back under exit_threshold) or "switched_off"
 
     def to_json_dict(self) -> dict:
         return asdict(self)
@@ -252,10 +254,11 @@ class AlertTracker:
             return None
         if normalized > s.peak:
             s.peak = normalized
+        s.last = (score, normalized)
         if normalized < p.exit_threshold:
             s.under += 1
             if s.under >= p.resolve_after:
-                e = self._event("resolve", s, asset, ts_ms, score, normalized, top)
+                e = self._event("resolve", s, asset, ts_ms, score, normalized, top, "recovered")
                 s.alert_id, s.under, s.fresh = None, 0, 0
                 return e
             return None
@@ -270,14 +273,25 @@ class AlertTracker:
             return self._event("update", s, asset, ts_ms, score, normalized, top)
         return None
 
+    def switch_off(self, asset: str, ts_ms: int) -> AlertEvent | None:
+        """The asset was switched off at ts_ms (its model's off condition holds): an open alert
+        resolves, reason "switched_off", with the score of its newest window and no top sensors
+        (nothing is measured while off). Its last windows stay: the rule's state is as scored."""
+        s = self._assets.get(asset)
+        if s is None or s.alert_id is None:
+            return None
+        e = self._event("resolve", s, asset, ts_ms, s.last[0], s.last[1], list, "switched_off")
+        s.alert_id, s.under, s.fresh = None, 0, 0
+        return e
+
     def _event(self, kind: str, s: _State, asset: str, ts_ms: int, score: float, normalized: float,
-               top: Callable[[], list[tuple[str, float]]]) -> AlertEvent:
+               top: Callable[[], list[tuple[str, float]]], reason: str | None = None) -> AlertEvent:
         """The event, and the alert's reference for the next update: its time, level, top sensors."""
         pairs = top()
         s.last_event_ms, s.reported, s.top = ts_ms, normalized, tuple(name for name, _ in pairs)
         return AlertEvent(kind, s.alert_id, asset, iso_ms(ts_ms), float(score), float(normalized),
                           float(self.threshold), [{"sensor": n, "share": round(v, 4)} for n, v in pairs],
-                          self.model_version, s.opened_at, float(s.peak))
+                          self.model_version, s.opened_at, float(s.peak), reason)
 
 
 def _reported(event: dict, peak: float) -> float:

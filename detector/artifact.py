@@ -34,6 +34,7 @@ from flax import nnx, serialization
 
 from detector.grid import TimeGrid
 from detector.model import ModelConfig, WindowVAE, build_vae
+from detector.offcondition import OffCondition
 from detector.preprocessing import Scaler
 from detector.scoring import ScoreRule, Scorer
 from detector.threshold import Persistence, Threshold
@@ -75,8 +76,10 @@ class TrainedModel:
     interval_seconds: float | None = None  # the sampling interval of the training data (None: unknown)
     version: str = ""
     metadata: dict = field(default_factory=dict)  # training summary, library versions, creation time
+    off_condition: str | None = None  # when the machine counts as switched off (detector.offcondition)
 
     def __post_init__(self):
+        self.off = None if self.off_condition is None else OffCondition.parse(self.off_condition, self.sensors)
         if self.scoring.spread is not None and len(self.scoring.spread) != len(self.sensors):
             raise ValueError(f"the scoring rule has {len(self.scoring.spread)} sensor scales for "
                              f"{len(self.sensors)} sensors")
@@ -151,6 +154,7 @@ def save(model: TrainedModel, directory: str | os.PathLike, extra: dict[str, byt
         "threshold": model.threshold.to_dict(),
         "persistence": model.persistence.to_dict(),
         "interval_seconds": model.interval_seconds,
+        "off_condition": model.off_condition,
         "libraries": library_versions(),
     } | {k: v for k, v in model.metadata.items() if k not in ("libraries", "created_at")}
     tmp = writing = None
@@ -322,6 +326,9 @@ def _load(directory: Path) -> TrainedModel:
         if interval is not None and (isinstance(interval, bool) or not isinstance(interval, (int, float))
                                      or not 0 < interval < math.inf):
             raise ArtifactError(f"{path}: interval_seconds {interval!r} is not a number of seconds > 0")
+        off_condition = config.get("off_condition")  # models saved before it existed: none
+        if off_condition is not None and not isinstance(off_condition, str):
+            raise ArtifactError(f"{path}: off_condition {off_condition!r} is not a text")
         abstract = nnx.eval_shape(lambda: build_vae(model_config, len(sensors), rngs=nnx.Rngs(0)))
     except (TypeError, KeyError, ValueError) as e:
         if isinstance(e, ArtifactError):
@@ -346,11 +353,12 @@ def _load(directory: Path) -> TrainedModel:
     nnx.replace_by_pure_dict(state, restored)
     vae = nnx.merge(graphdef, state)
     known = {"schema_version", "version", "sensors", "window", "model", "scaler", "scoring", "threshold", "persistence",
-             "interval_seconds"}
+             "interval_seconds", "off_condition"}
     metadata = {k: v for k, v in config.items() if k not in known}
     try:
         return TrainedModel(sensors, model_config, scaler, vae, threshold, persistence, scoring,
-                            None if interval is None else float(interval), str(config.get("version", "")), metadata)
+                            None if interval is None else float(interval), str(config.get("version", "")), metadata,
+                            off_condition)
     except ValueError as e:
         raise ArtifactError(f"{path}: {e}") from None
 
@@ -381,6 +389,11 @@ def describe_change(serving: TrainedModel, new: TrainedModel) -> list[tuple[str,
 
         notes.append(("warning", f"model {new.version} was trained on readings {duration(now)} apart, "
                                  f"{serving.version} on {duration(old)}: do the assets still send at that rate?"))
-    if notes:
+    if new.off_condition != serving.off_condition:
+        notes.append(("info", f"model {new.version} counts an asset as switched off "
+                              + (f"when {new.off_condition}" if new.off_condition else "never")
+                              + f" ({serving.version}: " + (serving.off_condition or "never") + ")"))
+    if notes and (new.sensors != serving.sensors or new.config.window != serving.config.window or
+                  new.grid != serving.grid):
         notes.append(("info", "every asset's window starts afresh: no scores until it is full again"))
     return notes

@@ -182,6 +182,8 @@ class ServiceMetrics:
         self.last_message = Gauge("last_message_timestamp_seconds", "Kafka timestamp of the last processed record", **r)
         self.assets = Gauge("assets_tracked", "Assets with a window in memory", **r)
         self.assets_evicted = Counter("assets_evicted", "Assets dropped because max_assets was reached", **r)
+        self.assets_off = Gauge("assets_off", "Assets whose newest reading meets the model's off condition "
+                                "(switched off: not scored)", **r)
         self.windows_sparse = Counter("windows_mostly_missing", "Full windows not scored because fewer than the "
                                       "model's minimum share of their cells was observed", **r)
         self.model_created = Gauge("model_created_timestamp_seconds", "Unix time the serving model was trained", **r)

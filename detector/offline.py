@@ -44,21 +44,28 @@ def score_chunks(model: TrainedModel, table: SensorTable, scorer: Scorer | None 
     """Score a table in chunks of rows: yields (first row, results for the chunk's rows).
 
     The rows are put on the model's time grid (detector.grid) as the daemon puts an
-    asset's readings: a row's score is that of the window ending at its interval, NaN
-    where that window is not scored (not full, or mostly missing). Each chunk is scored
+    asset's readings, leaving out rows where the model's off condition holds: a row's
+    score is that of the window ending at its interval, NaN where that window is not
+    scored (not full, or mostly missing) and for an off row. Each chunk is scored
     with the rows before it as context, and the persistence rule (over scored rows only,
     as the daemon's alert tracker sees them) carries its last n-1 states over, so results
     equal scoring all at once.
     """
     scorer = scorer or model.scorer()
     window = model.config.window
-    placed = place(table.times_ms(), table.select(model.sensors), model.grid)
+    values = table.select(model.sensors)
+    kept = np.arange(table.rows) if model.off is None else np.flatnonzero(~model.off.holds(values))
+    placed = place(table.times_ms()[kept], values[kept], model.grid)  # off readings: as if they had not come
     carry = np.zeros(0, bool)
     threshold = np.float32(model.threshold.value)
     keep = model.persistence.n - 1
-    for lo in range(0, len(placed.slot), chunk_rows):
-        hi = min(lo + chunk_rows, len(placed.slot))
-        score, contributions = _score_rows(scorer, placed, lo, hi, window)
+    for lo in range(0, table.rows, chunk_rows):
+        hi = min(lo + chunk_rows, table.rows)
+        a, b = np.searchsorted(kept, [lo, hi])
+        score = np.full(hi - lo, np.nan, np.float32)
+        contributions = np.zeros((hi - lo, len(model.sensors)), np.float32)
+        if b > a:
+            score[kept[a:b] - lo], contributions[kept[a:b] - lo] = _score_rows(scorer, placed, a, b, window)
         normalized = score / threshold
         scored = np.isfinite(score)
         over = np.concatenate([carry, normalized[scored] > 1.0])

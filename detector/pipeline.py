@@ -66,6 +66,7 @@ class Submitted:
     source: np.ndarray           # [windows] index of the record of the window's last reading
     scores: Callable[[], Scores] | None
     submitted: float             # time.perf_counter() when handed to the scorer
+    switched_off: list = field(default_factory=list)  # (asset, time ms, re-read) of assets switched off
 
 
 class Pipeline:
@@ -78,6 +79,7 @@ class Pipeline:
         self.max_assets, self.idle_seconds = max_assets, idle_seconds
         self.max_message_bytes = max_message_bytes
         self.open_alerts_to_restore: dict[str, dict] = {}  # asset -> last event, taken up when the asset is seen
+        self.off_assets: dict[str, float] = {}              # assets whose newest reading is off -> time.monotonic()
         self.emit_scores = False                            # fill BatchResult.scores
         self.policy = policy.for_model(model.persistence)
         self.alerts = AlertTracker(self.policy, model.threshold.value, model.version)
@@ -93,11 +95,12 @@ class Pipeline:
     @property
     def window_span(self) -> str:
         """The serving model's window in time, e.g. "32 x 1 s intervals (gaps over 32 s restart it)"."""
-        grid = self.model.grid
+        grid, model = self.model.grid, self.model
+        off = "" if model.off_condition is None else f"; off when {model.off_condition}"
         if grid.interval_ms is None:
-            return f"{grid.window} readings (the model does not record its sampling interval)"
+            return f"{grid.window} readings (the model does not record its sampling interval){off}"
         return (f"{grid.window} x {duration(grid.interval_ms / 1000)} intervals "
-                f"(gaps over {duration(grid.max_gap_ms / 1000)} restart it)")
+                f"(gaps over {duration(grid.max_gap_ms / 1000)} restart it){off}")
 
     def _install(self, model: TrainedModel) -> None:
         policy = self.configured_policy.for_model(model.persistence)  # an override that does not fit: refused
@@ -163,6 +166,15 @@ class Pipeline:
             kept = np.flatnonzero(keep)
             assets = [decoded.assets[i] for i in kept.tolist()]
             times, values, source = decoded.times[kept], decoded.values[kept], decoded.record[kept]
+        switched_off = []
+        if self.model.off is not None and len(times):
+            off = self.model.off.holds(values)
+            if off.any() or self.off_assets:
+                switched_off = self._switch(assets, times, off, replay[source])
+                if off.any():  # an off reading is left out as if it had not come (detector.offcondition)
+                    on = np.flatnonzero(~off)
+                    assets = [assets[i] for i in on.tolist()]
+                    times, values, source = times[on], values[on], source[on]
         rows, windows = self.windows.append(assets, times, values)
         m.messages.inc(int(live.sum()))
         m.readings.inc(int(live[decoded.record].sum()))
@@ -183,13 +195,42 @@ class Pipeline:
                 result.dead_letters.append(DeadLetter(records[i], e.reason, e.detail))
                 m.dead_letters.labels(e.reason).inc()
         m.assets.set(len(self.windows))
+        m.assets_off.set(len(self.off_assets))
         return Submitted(records, replay, result, [assets[i] for i in rows.tolist()], times[rows], source[rows],
-                         self.scorer.start(windows) if len(rows) else None, time.perf_counter())
+                         self.scorer.start(windows) if len(rows) else None, time.perf_counter(), switched_off)
+
+    def _switch(self, assets: list[str], times: np.ndarray, off: np.ndarray, silent: np.ndarray) -> list:
+        """Follow which assets are off (their newest reading is); returns (asset, time, re-read) of
+        those switched off in this batch, whose open alert finish() resolves."""
+        newest = {}
+        for asset, is_off, t, quiet in zip(assets, off.tolist(), times.tolist(), silent.tolist()):
+            newest[asset] = (is_off, t, quiet)
+        now, switched, known = time.monotonic(), [], self.off_assets
+        for asset, (is_off, t, quiet) in newest.items():
+            if not is_off:
+                known.pop(asset, None)
+                continue
+            if asset not in known:
+                switched.append((asset, t, quiet))
+            known[asset] = now
+        self.windows.touch([a for a, (is_off, _, _) in newest.items() if is_off])  # off is not idle
+        return switched
 
     def finish(self, batch: Submitted) -> BatchResult:
         """The second half of process(): scores -> alert state, events and metrics."""
         if batch.scores is not None:
             self._score(batch)
+        for asset, t, silent in batch.switched_off:
+            event = self.alerts.switch_off(asset, t)
+            if event is None:
+                continue
+            storm_event = self.storm.observe("resolve", asset, t, silent)
+            if storm_event is not None:
+                batch.result.storms.append(storm_event)
+                self.metrics.alert_events.labels(storm_event.type).inc()
+            if not silent:
+                batch.result.alerts.append(event)
+                self.metrics.alert_events.labels("resolve").inc()
         self.metrics.open_alerts.set(self.alerts.open_alerts)
         return batch.result
 
@@ -338,7 +379,11 @@ class Pipeline:
             self.windows.forget(asset)
             self.alerts.forget(asset)
             self.metrics.forget_asset(asset)
+        cutoff = time.monotonic() - self.idle_seconds
+        for asset in [a for a, seen in self.off_assets.items() if seen < cutoff]:
+            del self.off_assets[asset]
         self.metrics.assets.set(len(self.windows))
+        self.metrics.assets_off.set(len(self.off_assets))
         self.storm.set_assets(len(self.windows))
         return gone
 

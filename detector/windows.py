@@ -262,6 +262,15 @@ class AssetWindows:
         self._seen = np.concatenate([self._seen, np.zeros(size - old)])
         self._free.extend(range(size - 1, old - 1, -1))
 
+    def touch(self, assets: list[str]) -> None:
+        """Mark known assets as just heard from (a reading that is not appended: an off one)."""
+        now = time.monotonic()
+        for asset in assets:
+            slot = self._slots.get(asset)
+            if slot is not None:
+                self._slots.move_to_end(asset)
+                self._seen[slot] = now
+
     def forget(self, asset: str) -> None:
         slot = self._slots.pop(asset, None)
         if slot is not None:

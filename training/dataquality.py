@@ -19,6 +19,8 @@ Checks, per sensor (thresholds are the module constants below):
   times that range's width: quantiles, so the bulk's own spread sets the scale;
 - counter: rises (or falls) over nearly every step it moves, in many steps: a counter or
   a trend, whose later values the model has never seen.
+For the data as a whole: an off state (suggest_off_condition): rows where several sensors
+read near zero at once, clearly apart from the running rows, when no off condition is given.
 Per file: the sampling interval and its jitter (detector.sampling), gaps, rows left out
 because their time was a duplicate or stepped back (table.skipped), rows labelled
 anomalous, times that look like sample counts, and the windows of normal data.
@@ -42,6 +44,7 @@ finding: 0.1 s for 1,000,000 rows x 7 sensors, 6-8 % of the time reading the fil
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -67,6 +70,11 @@ COUNTER_MIN_STEP_SHARE = 0.01
 JITTER_NOTE = 0.01  # timestamps jittered in this share of spacings are a note
 SAMPLE_ROWS = 1 << 16  # quantiles and distinct values are estimated on about this many rows
 EPOCH_YEAR = 365 * 86400.0  # times all inside 1970: step counts read as epoch seconds
+OFF_NEAR_ZERO = 0.1  # off state: a sensor under this fraction of its typical (median) magnitude ...
+OFF_MIN_SENSORS = 2  # ... in at least this many sensors at once
+OFF_SHARE = (0.005, 0.5)  # ... in this share of the rows
+OFF_COVERAGE = 0.9  # the suggested sensor is near zero in this share of those rows
+OFF_RUNNING = 0.5  # and its running rows stay above this fraction of its typical magnitude (1 % quantile)
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,7 @@ class Finding:
 
     check: which check found it (missing, constant, flatline, held, categorical, outliers,
     counter, gaps, jitter, duplicate_times, backward_times, labelled, step_times,
-    short_file, windows).
+    short_file, windows, off_state).
     path: the file (None: the data as a whole); column: the sensor (None: the file or its
     timestamps); lines: first and last file line concerned; times: their time cells.
     """
@@ -195,17 +203,77 @@ def windows_needed(validation_fraction: float, init_quantile: float) -> int:
     return math.ceil(validation / validation_fraction - 1e-9)
 
 
+@dataclass(frozen=True)
+class OffState:
+    """A likely off state in training data: the condition to suggest, the rows it holds for, and
+    the sensors near zero in them."""
+
+    condition: str
+    rows: int
+    total: int
+    sensors: tuple[str, ...]
+
+    def describe(self) -> str:
+        return (f"{self.rows / self.total:.1%} of the rows ({self.rows:,}) look switched off: "
+                f"{', '.join(self.sensors)} near zero at once. A model learns such rows as normal, and every stop "
+                f"in service looks like a fault; consider off_condition = {self.condition!r} ([training] in the "
+                f"TOML, or --off-condition)")
+
+
+def suggest_off_condition(tables: Sequence[SensorTable], sensors: Sequence[str] | None = None) -> OffState | None:
+    """An off condition for data with a clear off state (the constants OFF_*), or None."""
+    sensors = tuple(sensors or tables[0].sensors)
+    present = [t for t in tables if all(s in t.sensors for s in sensors)]
+    if not present or not sensors:
+        return None
+    x = np.concatenate([t.select(sensors)[::max(1, t.rows // SAMPLE_ROWS)] for t in present])
+    if len(x) < MIN_READINGS:
+        return None
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column has no median: no level
+        level = np.nanmedian(np.abs(x), axis=0)
+        level = np.where(np.isfinite(level), level, 0.0)
+        near = (np.abs(x) < OFF_NEAR_ZERO * level) & (level > 0)
+    off = near.sum(axis=1) >= OFF_MIN_SENSORS
+    if not OFF_SHARE[0] <= off.mean() <= OFF_SHARE[1]:
+        return None
+    coverage = near[off].mean(axis=0)
+    best = None
+    for j in np.argsort(-coverage, kind="stable").tolist():
+        if coverage[j] < OFF_COVERAGE:
+            break
+        running = x[~off, j]
+        running = running[np.isfinite(running)]
+        if running.size and np.quantile(running, 0.01) >= OFF_RUNNING * level[j]:
+            best = j
+            break
+    if best is None:
+        return None
+    name = sensors[best]
+    shown = name if name.replace("_", "a").isalnum() and not name[0].isdigit() else f'"{name}"'
+    condition = f"{shown} < {float(f'{2 * OFF_NEAR_ZERO * level[best]:.2g}'):g}"
+    scale = sum(t.rows for t in present) / len(x)
+    return OffState(condition, int(round(off.sum() * scale)), sum(t.rows for t in present),
+                    tuple(sensors[j] for j in np.flatnonzero(coverage >= OFF_COVERAGE).tolist()))
+
+
 def inspect_tables(tables: Sequence[SensorTable], *, window: int, validation_fraction: float,
-                   init_quantile: float) -> QualityReport:
+                   init_quantile: float, off_condition: str | None = None) -> QualityReport:
     """Inspect sensor tables for a model with windows of `window` rows, trained with
     `validation_fraction` of each file held out and a POT threshold fitted above
-    `init_quantile` (TrainConfig's fields of those names)."""
+    `init_quantile` (TrainConfig's fields of those names). off_condition: the one given
+    (no off state is suggested then)."""
     needed = windows_needed(validation_fraction, init_quantile)
     files, findings = [], []
     for table in tables:
         quality, found = _inspect_file(table, window)
         files.append(quality)
         findings.extend(found)
+    if off_condition is None and tables:
+        off = suggest_off_condition(tables)
+        if off is not None:
+            findings.append(Finding(WARNING, "off_state", tables[0].path if len(tables) == 1 else None, None,
+                                    off.describe()))
     total = sum(f.windows for f in files)
     if total < needed:
         rows = sum(f.rows for f in files)

@@ -19,6 +19,7 @@ import numpy as np
 from detector.artifact import TrainedModel
 from detector.csvdata import DataError, SensorTable
 from detector.grid import TimeGrid, place
+from detector.offcondition import ConditionError, OffCondition
 from detector.preprocessing import Scaler
 from detector.sampling import duration, infer_sampling
 from detector.scoring import calibrate_rule
@@ -39,6 +40,15 @@ def _window_starts(scorable: np.ndarray, lo: int, hi: int, window: int) -> np.nd
     """Starts (within the series) of the windows inside rows lo..hi-1 that the detector scores."""
     ends = lo + window - 1 + np.flatnonzero(scorable[lo + window - 1:hi])
     return (ends - window + 1).astype(np.int32)
+
+
+def _off_condition(text: str | None, sensors: Sequence[str]) -> OffCondition | None:
+    if text is None:
+        return None
+    try:
+        return OffCondition.parse(text, sensors)
+    except ConditionError as e:
+        raise DataError(f"training.off_condition: {e}") from None
 
 
 def _rows_of(interval: float | None) -> str:
@@ -68,7 +78,15 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
     sampling = infer_sampling([t.time for t in tables])
     interval = config.interval_seconds or sampling.interval_seconds
     grid = TimeGrid.of(window, interval)
-    placed = [place(t.times_ms(), t.select(sensors), grid) for t in tables]  # as the detector windows them
+    off = _off_condition(config.off_condition, sensors)
+    placed, off_rows = [], 0
+    for t in tables:  # as the detector windows them, off rows left out as if they had not come
+        values, times = t.select(sensors), t.times_ms()
+        if off is not None:
+            on = ~off.holds(values)
+            off_rows += int(len(on) - on.sum())
+            values, times = values[on], times[on]
+        placed.append(place(times, values, grid))
     series = [p.rows for p in placed]
     splits = [_split_rows(len(v), window, config.validation_fraction) for v in series]
     train_rows = [v[:s] for v, s in zip(series, splits)]
@@ -102,7 +120,7 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
     # calibrate on the validation windows, scored exactly as the detector will score them:
     # first each sensor's own error scale, then the threshold on the resulting scores
     model = TrainedModel(sensors, config.model, scaler, vae, Threshold(float("inf"), "uncalibrated"),
-                         config.persistence, config.score_rule, interval)
+                         config.persistence, config.score_rule, interval, off_condition=config.off_condition)
     if not config.score_rule.legacy:
         raw = model.scorer()
         errors = [_scored(p.scorable[s + window - 1:], *raw.sensor_errors_series(v[s:]))
@@ -133,6 +151,8 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
         "interval_seconds": interval,
         "interval_source": "given" if config.interval_seconds else "data",
         "sampling": sampling.to_dict(),
+        "off_condition": config.off_condition,
+        "off_rows": off_rows,
         "epochs_run": len(history),
         "best_epoch": best_epoch,
         "best_validation_loss": min((h.val_loss for h in history), default=None),

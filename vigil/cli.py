@@ -123,7 +123,7 @@ def cmd_train(args) -> int:
         if not interval > 0:
             raise UserError(f"--interval {args.interval}: must be more than 0")
     config = load_config(args.config, window=args.window, epochs=args.epochs, seed=args.seed,
-                         interval_seconds=interval)
+                         interval_seconds=interval, off_condition=args.off_condition)
     if (args.out is None) == (args.registry is None):
         raise UserError("give exactly one of --out MODEL_DIR and --registry DIR")
     if args.promote and args.registry is None:
@@ -155,6 +155,9 @@ def cmd_train(args) -> int:
                f"{report['summary']['seconds']:.1f}s")
     _log(args, f"threshold {t.value:.5g} ({t.method}), persistence {model.persistence.k} of {model.persistence.n}")
     _report_sampling(args, report["summary"])
+    if model.off_condition is not None:
+        _log(args, f"off condition {model.off_condition!r}: {report['summary']['off_rows']:,} of {rows:,} rows "
+                   "left out as switched off")
     print(f"model {model.version} written to {out}")
     if args.promote:
         from detector.registry import promote
@@ -168,7 +171,7 @@ def _inspect(tables, config):
     from training.dataquality import inspect_tables
 
     return inspect_tables(tables, window=config.model.window, validation_fraction=config.validation_fraction,
-                          init_quantile=config.init_quantile)
+                          init_quantile=config.init_quantile, off_condition=config.off_condition)
 
 
 MAX_QUALITY_WARNINGS = 10
@@ -265,7 +268,8 @@ def cmd_models(args) -> int:
             raise UserError("show needs a VERSION")
         model = load(Path(args.registry) / reg.check_version_name(args.version))
         print(json.dumps({"version": model.version, "sensors": list(model.sensors), "window": model.config.window,
-                          "interval_seconds": model.interval_seconds, "model": model.config.to_dict(), "threshold": model.threshold.to_dict(),
+                          "interval_seconds": model.interval_seconds, "off_condition": model.off_condition,
+                          "model": model.config.to_dict(), "threshold": model.threshold.to_dict(),
                           "persistence": model.persistence.to_dict(), **model.metadata}, indent=2))
         return 0
     if args.action == "promote":
@@ -584,6 +588,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--interval", help="the sampling interval, e.g. 1s or 5m (default: the median spacing of the "
                                       "data's timestamps)")
+    p.add_argument("--off-condition", metavar="CONDITION",
+                   help='when the machine is switched off, e.g. "motor_current < 0.5": such rows are left out of '
+                        "training, and in service not scored (an open alert resolves when switched off)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_train)
 
