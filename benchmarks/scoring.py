@@ -61,7 +61,7 @@ def make_model(directory: Path) -> Path:
     vae = VAE(config, SENSORS, rngs=nnx.Rngs(0))
     scaler = Scaler(np.zeros(SENSORS, np.float32), np.ones(SENSORS, np.float32))
     model = TrainedModel(tuple(f"s{i}" for i in range(SENSORS)), config, scaler, vae,
-                         Threshold(10.0, "quantile"), Persistence())
+                         Threshold(10.0, "quantile"), Persistence(), interval_seconds=1.0)  # the CSV's spacing
     return save(model, directory / "model")
 
 

@@ -61,7 +61,8 @@ T0 = 1_795_460_400_000
 FAULT_PERIOD = 80  # readings between an asset's faults: longer than the window, so alerts resolve
 
 
-def make_model(directory: Path) -> Path:
+def make_model(directory: Path, interval_seconds: float = 1.0, name: str = "model") -> Path:
+    """The benchmark's model; interval_seconds: the spacing of the readings it is fed (its time grid)."""
     config = ModelConfig()
     vae = VAE(config, len(SENSORS), rngs=nnx.Rngs(0))
     scaler = Scaler(np.zeros(len(SENSORS), np.float32), np.ones(len(SENSORS), np.float32))
@@ -70,8 +71,9 @@ def make_model(directory: Path) -> Path:
     # alerts come only from the latency test's injected faults (as in a healthy fleet)
     noise = np.random.default_rng(1).normal(0, 0.1, (256, config.window, len(SENSORS))).astype(np.float32)
     normal = float(scorer_model.scorer()(noise).score.max())
-    model = TrainedModel(SENSORS, config, scaler, vae, Threshold(normal * 3, "quantile"), Persistence())
-    return save(model, directory / "model")
+    model = TrainedModel(SENSORS, config, scaler, vae, Threshold(normal * 3, "quantile"), Persistence(),
+                         interval_seconds=interval_seconds)
+    return save(model, directory / name)
 
 
 def free_port() -> int:
@@ -516,6 +518,7 @@ def main() -> None:
     ap.add_argument("--storm-drains", type=int, default=2,
                     help="drains of each storm scenario, interleaved; readings/s is the best (d)")
     ap.add_argument("--storm-only", action="store_true", help="only the alert-storm sections (d, e)")
+    ap.add_argument("--throughput-only", action="store_true", help="only the throughput section (a, b)")
     ap.add_argument("--quick", action="store_true",
                     help="a few minutes: 50,000 readings per topic, 10 s latency and steady runs")
     ap.add_argument("--out", type=Path, default=Path("bench-results/stream.json"))
@@ -544,6 +547,10 @@ def main() -> None:
                 print(f"{per_message:>3} reading(s)/message: daemon {daemon:>9,.0f} readings/s | bare loop json "
                       f"{bare:>9,.0f}/s, ratio {daemon / bare:.2f} | bare loop orjson {bare_orjson:>9,.0f}/s, "
                       f"ratio {daemon / bare_orjson:.2f}", flush=True)
+        if args.throughput_only:
+            print(json.dumps(result))
+            return
+        if not args.storm_only:
             topic = f"bench-lat-{uuid.uuid4().hex[:6]}"
             create_topics(b, topic, topic + ".alerts", topic + ".dlq")
             samples = np.array(latency(model, b, topic, args.rate, args.seconds))
@@ -554,7 +561,8 @@ def main() -> None:
                   f"p99 {p99:.1f} ms", flush=True)
         print(f"alert storm: {args.storm_assets} assets, readings of an asset {STORM_SPACING_MS // 1000} s apart, "
               f"{args.readings:,} single-reading messages per scenario", flush=True)
-        result["storm"] = storm(model, b, args.readings, args.storm_assets, args.storm_rate, args.storm_seconds,
+        storm_model = make_model(Path(tmp), STORM_SPACING_MS / 1000, "storm-model")
+        result["storm"] = storm(storm_model, b, args.readings, args.storm_assets, args.storm_rate, args.storm_seconds,
                                 args.storm_drains)
     print(storm_table(result["storm"]))
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -37,6 +37,7 @@ class AssetWindows:
         self._slots: OrderedDict[str, int] = OrderedDict()  # asset -> slot, longest idle first
         self._free: list[int] = []
         self._rows = np.empty((0, window, sensors), np.float32)  # [slot, W, sensors]: last W intervals
+        self._seen_rows = np.empty((0, window), np.int32)        # [slot, W]: observed cells of each
         self._count = np.empty(0, np.int64)                      # intervals of the run, saturating at W
         self._last = np.empty(0, np.int64)                       # time of the newest reading (ms; -1: none)
         self._anchor = np.empty(0, np.int64)                     # time of the run's first reading (ms)
@@ -154,9 +155,14 @@ class AssetWindows:
         new_values = values[order]
         block[position] = new_values
         full = self._count[group_slots][group] + within + 1 >= w
+        # observed cells per row, laid out as `block`: a window's is a difference of running sums
+        seen = np.empty(len(block), np.int32)
+        seen[base[:, None] + np.arange(w)] = self._seen_rows[group_slots]
+        seen[position] = np.count_nonzero(np.isfinite(new_values), axis=1)
         every = np.lib.stride_tricks.sliding_window_view(block, w, axis=0)  # [i] = block[i:i + w].T, no copy
         windows = np.ascontiguousarray(every[position[full] - w + 1].transpose(0, 2, 1))
         self._rows[group_slots] = every[base + k].transpose(0, 2, 1)
+        self._seen_rows[group_slots] = np.lib.stride_tricks.sliding_window_view(seen, w)[base + k]
         self._count[group_slots] = np.minimum(self._count[group_slots] + k, w)
         ends = starts + k - 1
         fresh = self._last[group_slots] < 0
@@ -169,7 +175,9 @@ class AssetWindows:
         self._n[group_slots] = observed
         rows = order[full]
         if self._need > 0 and len(rows):
-            enough = np.count_nonzero(np.isfinite(windows).reshape(len(windows), -1), axis=1) >= self._need
+            running = np.r_[0, np.cumsum(seen)]
+            ends = position[full] + 1
+            enough = running[ends] - running[ends - w] >= self._need
             if not enough.all():
                 self.sparse += int(len(enough) - enough.sum())
                 rows, windows = rows[enough], windows[enough]
@@ -179,7 +187,7 @@ class AssetWindows:
                     ) -> tuple[np.ndarray, np.ndarray]:
         """Append one asset's readings (indices, in time order) one by one under detector.grid's rules."""
         grid, w = self.grid, self.window
-        rows, count = self._rows[slot], int(self._count[slot])
+        rows, seen_rows, count = self._rows[slot], self._seen_rows[slot], int(self._count[slot])
         last, anchor, interval = int(self._last[slot]), int(self._anchor[slot]), int(self._interval[slot])
         total, seen = self._sum[slot], self._n[slot]
         out_rows, out_windows = [], []
@@ -188,6 +196,7 @@ class AssetWindows:
             observed = np.isfinite(v)
             if last < 0 or t - last > grid.max_gap_ms:  # a new run
                 rows[:] = np.nan
+                seen_rows[:] = 0
                 count, anchor, step = 0, t, 1
                 interval = 0
             else:
@@ -201,16 +210,20 @@ class AssetWindows:
             else:
                 if step >= w:
                     rows[:] = np.nan
+                    seen_rows[:] = 0
                 else:
                     rows[:w - step] = rows[step:]
                     rows[w - step:] = np.nan
+                    seen_rows[:w - step] = seen_rows[step:]
+                    seen_rows[w - step:] = 0
                 rows[-1] = v
                 count = min(count + step, w)
                 total[:] = np.where(observed, v, 0.0)
                 seen[:] = observed
+            seen_rows[-1] = np.count_nonzero(seen)
             last = t
             if count >= w:
-                if np.count_nonzero(np.isfinite(rows)) >= self._need:
+                if seen_rows.sum() >= self._need:
                     out_rows.append(i)
                     out_windows.append(rows.copy())
                 else:
@@ -253,6 +266,7 @@ class AssetWindows:
         old = len(self._count)
         size = max(min(max(64, 2 * old), self.max_assets), old + 64)
         self._rows = np.concatenate([self._rows, np.empty((size - old, self.window, self.sensors), np.float32)])
+        self._seen_rows = np.concatenate([self._seen_rows, np.zeros((size - old, self.window), np.int32)])
         self._count = np.concatenate([self._count, np.zeros(size - old, np.int64)])
         self._last = np.concatenate([self._last, np.full(size - old, -1, np.int64)])
         self._anchor = np.concatenate([self._anchor, np.zeros(size - old, np.int64)])

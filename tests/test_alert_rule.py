@@ -70,7 +70,7 @@ def test_the_pipeline_follows_the_models_rule_unless_overridden(configured, rule
         assert pipeline.alert_rule == described
         assert model_info(registry) == {"version": f"v{i + 1}", "window": "4", "sensors": "a,b", "threshold": "1",
                                         "alert_k": str(in_force[0]), "alert_n": str(in_force[1]),
-                                        "alert_rule_source": source}
+                                        "alert_rule_source": source, "interval_seconds": ""}
 
 
 def test_a_swap_to_a_model_the_lone_override_does_not_fit_changes_nothing():
@@ -139,7 +139,7 @@ def test_hot_reload_follows_the_new_models_rule_unless_overridden(models, settin
     line = [r.getMessage() for r in caplog.records if "now serving" in r.getMessage()]
     source = "model" if second[2] == "model" else "override: " + ", ".join(sorted(settings))
     assert line == [f"hot reload: now serving model v2 (threshold 1, alert rule {second[0]} of {second[1]} "
-                    f"({source}))"]
+                    f"({source}), windows of 4 readings (the model does not record its sampling interval))"]
 
 
 def test_hot_reload_of_a_model_a_lone_override_does_not_fit_is_refused(models, caplog):
