@@ -232,7 +232,8 @@ def test_hot_reload_good_and_refused_versions(model, topic, tmp_path):
     set_current(registry, "v3")
     m = serve.wait_for(lambda m: m['vigil_model_reloads_total{result="refused"}'] == 1, what="v3 refused")
     assert any(f'version="{version2}"' in k for k in m)
-    produce(topic, [(b"pump-1", reading("pump-1", i, {"flow": 1.0})) for i in range(10)])
+    # every sensor: a window with less than half of its cells observed is not scored
+    produce(topic, [(b"pump-1", reading("pump-1", i, dict.fromkeys(synthetic.SENSORS, 1.0))) for i in range(10)])
     serve.wait_for(lambda m: m.get("vigil_readings_scored_total", 0) >= 3, what="still scoring")
     serve.terminate()
 
