@@ -118,6 +118,7 @@ class _State:
     peak: float = 0.0
     under: int = 0
     last: tuple = (0.0, 0.0)     # (score, normalised score) of the newest window while the alert is open
+    pending: tuple | None = None # (time, score, normalised, top pairs) of an open held back (hold_ms)
 
 
 @dataclass(frozen=True)
@@ -162,9 +163,12 @@ class AlertTracker:
     seen since then can open the next one (so a resolved alert does not reopen on the
     windows that already opened it)."""
 
-    def __init__(self, policy: AlertPolicy, threshold: float, model_version: str):
+    def __init__(self, policy: AlertPolicy, threshold: float, model_version: str, hold_ms: float = 0.0):
+        """hold_ms: an alert whose rule holds opens only once this much reading time has passed
+        without the asset being switched off (switch_off); 0: at once. A model with an off
+        condition holds alerts for its settle time: a stop's ramp-down is not a fault."""
         _check_resolved(policy)
-        self.policy, self.threshold, self.model_version = policy, threshold, model_version
+        self.policy, self.threshold, self.model_version, self.hold_ms = policy, threshold, model_version, hold_ms
         self._assets: dict[str, _State] = {}
 
     @property
@@ -184,7 +188,7 @@ class AlertTracker:
         """No open alert and fewer than k of the last n windows over threshold: windows none of
         which is over threshold can be fed with observe_quiet (no event, the rule holds at none)."""
         s = self._assets.get(asset)
-        return s is None or (s.alert_id is None and sum(s.recent) < self.policy.k)
+        return s is None or (s.alert_id is None and s.pending is None and sum(s.recent) < self.policy.k)
 
     def forget(self, asset: str) -> None:
         self._assets.pop(asset, None)
@@ -210,8 +214,8 @@ class AlertTracker:
         s.opened_at, s.reported, s.top = iso_ms(opened_ms), _reported(event, peak), _top_names(event)
         return True
 
-    def set_model(self, threshold: float, model_version: str) -> None:
-        self.threshold, self.model_version = threshold, model_version
+    def set_model(self, threshold: float, model_version: str, hold_ms: float = 0.0) -> None:
+        self.threshold, self.model_version, self.hold_ms = threshold, model_version, hold_ms
 
     def set_policy(self, policy: AlertPolicy) -> None:
         """Another policy in force from the next window on (e.g. a new model's rule). Every
@@ -246,12 +250,20 @@ class AlertTracker:
         s.recent.append(over)
         s.fresh += 1
         if s.alert_id is None:
-            recent = s.recent if s.fresh >= len(s.recent) else islice(reversed(s.recent), s.fresh)
-            if sum(recent) >= p.k:
-                digest = hashlib.sha256(f"{asset}\0{ts_ms}\0{self.model_version}".encode()).hexdigest()[:16]
-                s.alert_id, s.opened_ms, s.opened_at, s.peak, s.under = digest, ts_ms, iso_ms(ts_ms), normalized, 0
-                return self._event("open", s, asset, ts_ms, score, normalized, top)
-            return None
+            if s.pending is None:
+                recent = s.recent if s.fresh >= len(s.recent) else islice(reversed(s.recent), s.fresh)
+                if sum(recent) < p.k:
+                    return None
+                if self.hold_ms > 0:  # wait: is the machine being switched off?
+                    s.pending = (ts_ms, score, normalized, top())
+            if s.pending is not None:
+                if ts_ms - s.pending[0] < self.hold_ms:
+                    return None
+                ts_ms, score, normalized, pairs = s.pending
+                s.pending, top = None, (lambda: pairs)
+            digest = hashlib.sha256(f"{asset}\0{ts_ms}\0{self.model_version}".encode()).hexdigest()[:16]
+            s.alert_id, s.opened_ms, s.opened_at, s.peak, s.under = digest, ts_ms, iso_ms(ts_ms), normalized, 0
+            return self._event("open", s, asset, ts_ms, score, normalized, top)
         if normalized > s.peak:
             s.peak = normalized
         s.last = (score, normalized)
@@ -278,6 +290,8 @@ class AlertTracker:
         resolves, reason "switched_off", with the score of its newest window and no top sensors
         (nothing is measured while off). Its last windows stay: the rule's state is as scored."""
         s = self._assets.get(asset)
+        if s is not None:
+            s.pending = None  # an alert held back: the ramp-down of a stop, not a fault
         if s is None or s.alert_id is None:
             return None
         e = self._event("resolve", s, asset, ts_ms, s.last[0], s.last[1], list, "switched_off")

@@ -34,7 +34,7 @@ from flax import nnx, serialization
 
 from detector.grid import TimeGrid
 from detector.model import ModelConfig, WindowVAE, build_vae
-from detector.offcondition import OffCondition
+from detector.offcondition import SETTLE_SECONDS, OffCondition
 from detector.preprocessing import Scaler
 from detector.scoring import ScoreRule, Scorer
 from detector.threshold import Persistence, Threshold
@@ -77,9 +77,11 @@ class TrainedModel:
     version: str = ""
     metadata: dict = field(default_factory=dict)  # training summary, library versions, creation time
     off_condition: str | None = None  # when the machine counts as switched off (detector.offcondition)
+    off_settle_seconds: float = SETTLE_SECONDS  # ... and how long it settles after a switch-on
 
     def __post_init__(self):
-        self.off = None if self.off_condition is None else OffCondition.parse(self.off_condition, self.sensors)
+        self.off = None if self.off_condition is None else \
+            OffCondition.parse(self.off_condition, self.sensors, self.off_settle_seconds)
         if self.scoring.spread is not None and len(self.scoring.spread) != len(self.sensors):
             raise ValueError(f"the scoring rule has {len(self.scoring.spread)} sensor scales for "
                              f"{len(self.sensors)} sensors")
@@ -155,6 +157,7 @@ def save(model: TrainedModel, directory: str | os.PathLike, extra: dict[str, byt
         "persistence": model.persistence.to_dict(),
         "interval_seconds": model.interval_seconds,
         "off_condition": model.off_condition,
+        "off_settle_seconds": model.off_settle_seconds,
         "libraries": library_versions(),
     } | {k: v for k, v in model.metadata.items() if k not in ("libraries", "created_at")}
     tmp = writing = None
@@ -329,6 +332,9 @@ def _load(directory: Path) -> TrainedModel:
         off_condition = config.get("off_condition")  # models saved before it existed: none
         if off_condition is not None and not isinstance(off_condition, str):
             raise ArtifactError(f"{path}: off_condition {off_condition!r} is not a text")
+        settle = config.get("off_settle_seconds", SETTLE_SECONDS)
+        if isinstance(settle, bool) or not isinstance(settle, (int, float)):
+            raise ArtifactError(f"{path}: off_settle_seconds {settle!r} is not a number of seconds")
         abstract = nnx.eval_shape(lambda: build_vae(model_config, len(sensors), rngs=nnx.Rngs(0)))
     except (TypeError, KeyError, ValueError) as e:
         if isinstance(e, ArtifactError):
@@ -353,12 +359,12 @@ def _load(directory: Path) -> TrainedModel:
     nnx.replace_by_pure_dict(state, restored)
     vae = nnx.merge(graphdef, state)
     known = {"schema_version", "version", "sensors", "window", "model", "scaler", "scoring", "threshold", "persistence",
-             "interval_seconds", "off_condition"}
+             "interval_seconds", "off_condition", "off_settle_seconds"}
     metadata = {k: v for k, v in config.items() if k not in known}
     try:
         return TrainedModel(sensors, model_config, scaler, vae, threshold, persistence, scoring,
                             None if interval is None else float(interval), str(config.get("version", "")), metadata,
-                            off_condition)
+                            off_condition, float(settle))
     except ValueError as e:
         raise ArtifactError(f"{path}: {e}") from None
 

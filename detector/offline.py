@@ -54,8 +54,9 @@ def score_chunks(model: TrainedModel, table: SensorTable, scorer: Scorer | None 
     scorer = scorer or model.scorer()
     window = model.config.window
     values = table.select(model.sensors)
-    kept = np.arange(table.rows) if model.off is None else np.flatnonzero(~model.off.holds(values))
-    placed = place(table.times_ms()[kept], values[kept], model.grid)  # off readings: as if they had not come
+    times = table.times_ms()
+    kept = np.arange(table.rows) if model.off is None else np.flatnonzero(~model.off.off_rows(times, values))
+    placed = place(times[kept], values[kept], model.grid)  # off readings: as if they had not come
     carry = np.zeros(0, bool)
     threshold = np.float32(model.threshold.value)
     keep = model.persistence.n - 1

@@ -19,6 +19,7 @@ from detector.alerts import AlertEvent, AlertPolicy, AlertTracker, epoch_ms
 from detector.artifact import TrainedModel
 from detector.messages import MAX_MESSAGE_BYTES, BadMessage, Decoded, Decoder, not_after
 from detector.metrics import ServiceMetrics
+from detector.offcondition import OffState
 from detector.sampling import duration
 from detector.scoring import Scores, top_shares
 from detector.storm import StormEvent, StormPolicy, StormTracker
@@ -116,7 +117,9 @@ class Pipeline:
             self.windows = AssetWindows(model.config.window, len(model.sensors), self.max_assets, model.grid)
         self.threshold = np.float32(model.threshold.value)
         self.policy = policy
-        self.alerts.set_model(model.threshold.value, model.version)
+        self.alerts.set_model(model.threshold.value, model.version,
+                              hold_ms=0.0 if model.off is None else model.off.settle_ms)
+        self.off_state = None if model.off is None else OffState(model.off)
         self.alerts.set_policy(policy)
         self.metrics.set_model(model.version, model.config.window, model.sensors, model.threshold.value,
                                _created_seconds(model), alert_k=policy.k, alert_n=policy.n,
@@ -167,8 +170,8 @@ class Pipeline:
             assets = [decoded.assets[i] for i in kept.tolist()]
             times, values, source = decoded.times[kept], decoded.values[kept], decoded.record[kept]
         switched_off = []
-        if self.model.off is not None and len(times):
-            off = self.model.off.holds(values)
+        if self.off_state is not None and len(times):
+            off = self.off_state.mask(assets, times, values)
             if off.any() or self.off_assets:
                 switched_off = self._switch(assets, times, off, replay[source])
                 if off.any():  # an off reading is left out as if it had not come (detector.offcondition)
@@ -382,6 +385,8 @@ class Pipeline:
         cutoff = time.monotonic() - self.idle_seconds
         for asset in [a for a, seen in self.off_assets.items() if seen < cutoff]:
             del self.off_assets[asset]
+            if self.off_state is not None:
+                self.off_state.forget(asset)
         self.metrics.assets.set(len(self.windows))
         self.metrics.assets_off.set(len(self.off_assets))
         self.storm.set_assets(len(self.windows))

@@ -12,7 +12,7 @@ from detector.artifact import TrainedModel, load, save
 from detector.csvdata import SensorTable
 from detector.metrics import ServiceMetrics
 from detector.model import VAE, ModelConfig
-from detector.offcondition import ConditionError, OffCondition
+from detector.offcondition import ConditionError, OffCondition, OffState
 from detector.offline import score_table
 from detector.pipeline import Pipeline, Record
 from detector.preprocessing import Scaler
@@ -48,17 +48,18 @@ def test_bad_conditions_are_named(text, says):
         OffCondition.parse(text, SENSORS)
 
 
-def _model(off="current < 0.5", interval=1.0):
+def _model(off="current < 0.5", interval=1.0, settle=0.0):
     cfg = ModelConfig(window=4, hidden=(8,), latent=2)
     return TrainedModel(SENSORS, cfg, Scaler(np.ones(3, np.float32), np.ones(3, np.float32)),
                         VAE(cfg, 3, rngs=nnx.Rngs(0)), Threshold(2.0, "quantile"), Persistence(2, 3),
-                        interval_seconds=interval, version="v1", off_condition=off)
+                        interval_seconds=interval, version="v1", off_condition=off, off_settle_seconds=settle)
 
 
 def test_the_condition_is_kept_with_the_model(tmp_path):
     save(_model(), tmp_path / "m")
     assert load(tmp_path / "m").off_condition == "current < 0.5"
-    assert json.loads((tmp_path / "m" / "config.json").read_text())["off_condition"] == "current < 0.5"
+    config = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert (config["off_condition"], config["off_settle_seconds"]) == ("current < 0.5", 0.0)
     with pytest.raises(ConditionError, match="no sensor 'pressure'"):
         _model(off="pressure < 1")
 
@@ -88,17 +89,48 @@ def test_an_alerting_asset_switched_off_resolves_and_is_counted_off():
     assert again.scored == len(running) - 3 and not again.alerts
 
 
+def test_settling_after_a_switch_on_counts_as_off_the_same_in_files_and_the_stream():
+    condition = OffCondition.parse("current < 0.5", SENSORS, settle_seconds=3.0)
+    rng = np.random.default_rng(1)
+    values = rng.normal(1.0, 0.2, size=(400, 3)).astype(np.float32)
+    values[rng.random(400) < 0.1, 0] = 0.0  # off now and then
+    times = T0 + np.cumsum(rng.integers(200, 2000, 400))
+    whole = condition.off_rows(times, values)
+    state, got = OffState(condition), []
+    for lo in range(0, 400, 23):
+        got += state.mask(["p"] * len(times[lo:lo + 23]), times[lo:lo + 23], values[lo:lo + 23]).tolist()
+    assert got == whole.tolist()
+    assert whole.sum() > condition.holds(values).sum()  # settling readings are off too
+    i = int(np.flatnonzero(condition.holds(values))[0])
+    after = np.flatnonzero((times > times[i]) & (times - times[i] < 3000))
+    assert whole[after].all()
+
+
+def test_an_alert_is_held_back_while_the_machine_may_be_switching_off():
+    registry = CollectorRegistry()
+    pipeline = Pipeline(_model(settle=10.0), ServiceMetrics(registry), AlertPolicy(update_heartbeat_seconds=0))
+    running, faulty = np.ones((10, 3)), np.full((6, 3), 40.0)
+    ramp_down = pipeline.process(_records(np.r_[running, faulty, np.zeros((5, 3))]), now_ms=T0)
+    assert not ramp_down.alerts  # over threshold for 6 s, then off: no alert at all
+    pipeline = Pipeline(_model(settle=10.0), ServiceMetrics(CollectorRegistry()), AlertPolicy(update_heartbeat_seconds=0))
+    fault = pipeline.process(_records(np.r_[running, np.full((20, 3), 40.0)]), now_ms=T0)
+    [opened] = [e for e in fault.alerts if e.type == "open"]
+    assert opened.time.endswith(":11.000Z")  # the reading the rule held at (2 of 3 from 10 s), sent 10 s later
+
+
 def test_off_rows_are_not_scored_offline_and_agree_with_the_daemon():
     rng = np.random.default_rng(5)
     values = rng.normal(1.0, 0.3, size=(300, 3)).astype(np.float32)
     values[100:130, 0] = 0.0  # 30 s off
     values[200:202, 0] = 0.0  # 2 s off: inside windows, not a restart
     times = T0 + np.arange(300) * 1000
-    model = _model()
+    model = _model(settle=2.0)  # and 2 s settling after each
     table = SensorTable("p.csv", [str(t) for t in times], times / 1000, SENSORS, values, None)
     offline = score_table(model, table)
-    assert np.isnan(offline.score[100:130]).all() and np.isnan(offline.score[130:133]).all()
-    assert np.isfinite(offline.score[133]) and np.isnan(offline.score[200:202]).all()
+    # off 100-129, settling to 130 (131 is 2 s after the last off one); the window refills from 131
+    assert np.isnan(offline.score[100:134]).all() and np.isfinite(offline.score[134])
+    # off 200-201, settling 202; the window over 200-203 is mostly missing, over 201-204 half observed
+    assert np.isnan(offline.score[200:204]).all() and np.isfinite(offline.score[204])
     pipeline = Pipeline(model, ServiceMetrics(CollectorRegistry()))
     pipeline.emit_scores = True
     scores = {}
@@ -151,7 +183,7 @@ def test_vigil_train_suggests_then_uses_an_off_condition(tmp_path, capsys):
 
     assert main(common + ["--out", str(tmp_path / "b"), "--off-condition", "motor_current < 1"]) == 0
     err = capsys.readouterr().err
-    assert "look switched off" not in err and "off condition 'motor_current < 1': 700 of 3,000 rows left out" in err
+    assert "look switched off" not in err and "off condition 'motor_current < 1': 818 of 3,000 rows left out" in err
     assert load(tmp_path / "b").off_condition == "motor_current < 1"
 
     assert main(common + ["--out", str(tmp_path / "c"), "--off-condition", "current < 1"]) == 2

@@ -19,6 +19,7 @@ Example FILE.toml (every key optional; unknown keys are an error):
     seed = 0
     interval_seconds = 5.0 # the sampling interval; default: inferred from the data (median spacing)
     off_condition = "motor_current < 0.5"  # when the machine is switched off (default: never)
+    off_settle_seconds = 60.0  # readings this soon after an off one count as off (the machine settles)
 
     [threshold]
     method = "pot"         # "pot" (peaks over threshold) or "quantile"
@@ -68,6 +69,7 @@ class TrainConfig:
     robust_warmup: int = 5
     interval_seconds: float | None = None
     off_condition: str | None = None
+    off_settle_seconds: float = 60.0
     threshold_method: str = "pot"
     risk: float = 1e-3
     init_quantile: float = 0.98
@@ -98,6 +100,7 @@ class TrainConfig:
              "training.interval_seconds", "must be a number of seconds > 0"),
             (self.off_condition is None or (isinstance(self.off_condition, str) and self.off_condition.strip() != ""),
              "training.off_condition", 'must be a condition such as "motor_current < 0.5"'),
+            (0 <= self.off_settle_seconds < float("inf"), "training.off_settle_seconds", "must be >= 0"),
             (self.max_steps_per_epoch >= 1, "training.max_steps_per_epoch", "must be >= 1"),
             (self.threshold_method in THRESHOLD_METHODS, "threshold.method", f"must be one of {THRESHOLD_METHODS}"),
             (0 < self.risk < 1, "threshold.risk", "must be between 0 and 1"),
@@ -139,7 +142,7 @@ class TrainConfig:
 SECTIONS = {
     "training": {k: k for k in ("epochs", "batch_size", "learning_rate", "beta", "validation_fraction",
                                 "patience", "max_steps_per_epoch", "seed", "robust_fraction", "robust_warmup",
-                                "interval_seconds", "off_condition")},
+                                "interval_seconds", "off_condition", "off_settle_seconds")},
     "threshold": {"method": "threshold_method", "risk": "risk", "init_quantile": "init_quantile",
                   "q": "q", "margin": "margin", "min_shape": "min_shape"},
     "alerting": {"persistence_k": "persistence_k", "persistence_n": "persistence_n"},

@@ -42,11 +42,11 @@ def _window_starts(scorable: np.ndarray, lo: int, hi: int, window: int) -> np.nd
     return (ends - window + 1).astype(np.int32)
 
 
-def _off_condition(text: str | None, sensors: Sequence[str]) -> OffCondition | None:
+def _off_condition(text: str | None, sensors: Sequence[str], settle: float) -> OffCondition | None:
     if text is None:
         return None
     try:
-        return OffCondition.parse(text, sensors)
+        return OffCondition.parse(text, sensors, settle)
     except ConditionError as e:
         raise DataError(f"training.off_condition: {e}") from None
 
@@ -78,12 +78,12 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
     sampling = infer_sampling([t.time for t in tables])
     interval = config.interval_seconds or sampling.interval_seconds
     grid = TimeGrid.of(window, interval)
-    off = _off_condition(config.off_condition, sensors)
+    off = _off_condition(config.off_condition, sensors, config.off_settle_seconds)
     placed, off_rows = [], 0
     for t in tables:  # as the detector windows them, off rows left out as if they had not come
         values, times = t.select(sensors), t.times_ms()
         if off is not None:
-            on = ~off.holds(values)
+            on = ~off.off_rows(times, values)
             off_rows += int(len(on) - on.sum())
             values, times = values[on], times[on]
         placed.append(place(times, values, grid))
@@ -120,7 +120,8 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
     # calibrate on the validation windows, scored exactly as the detector will score them:
     # first each sensor's own error scale, then the threshold on the resulting scores
     model = TrainedModel(sensors, config.model, scaler, vae, Threshold(float("inf"), "uncalibrated"),
-                         config.persistence, config.score_rule, interval, off_condition=config.off_condition)
+                         config.persistence, config.score_rule, interval, off_condition=config.off_condition,
+                         off_settle_seconds=config.off_settle_seconds)
     if not config.score_rule.legacy:
         raw = model.scorer()
         errors = [_scored(p.scorable[s + window - 1:], *raw.sensor_errors_series(v[s:]))

@@ -157,7 +157,7 @@ def cmd_train(args) -> int:
     _report_sampling(args, report["summary"])
     if model.off_condition is not None:
         _log(args, f"off condition {model.off_condition!r}: {report['summary']['off_rows']:,} of {rows:,} rows "
-                   "left out as switched off")
+                   f"left out as switched off or settling (the {model.off_settle_seconds:g} s after a switch-on)")
     print(f"model {model.version} written to {out}")
     if args.promote:
         from detector.registry import promote
