@@ -4,7 +4,9 @@ One run:
   1. `vigil simulate` writes two days of normal history of the same 5 pumps that
      stop every day at 02:00 UTC for an hour; `vigil train` trains on it twice with the defaults: once as
      given (no off condition: stops are learned as "normal"), once with the off condition
-     training suggested (read from its warning);
+     training suggested (read from its warning) and the default settle time (60 s), and once
+     with that condition and a settle time that covers the simulated pumps' warm-up (300 s:
+     their temperature, which cools during a stop, takes minutes to come back);
   2. `vigil simulate` writes one day of 5 pumps, with a bearing fault on pump-3 from 14:00
      for 6 h, in four plants:
        clean       no stops, no outages;
@@ -48,6 +50,7 @@ FAULT = "pump-3:bearing@14h+6h"
 STOP = "pump-*@02:00+1h"
 OUTAGES = ("pump-1@4h+2h", "pump-2@8h+2h", "pump-3@10h+2h", "pump-4@16h+2h", "pump-5@20h+2h")
 JITTER = "0.2"
+SETTLE = 300.0  # the simulated pumps' temperature takes minutes to recover after a stop
 BATCH = 500
 
 
@@ -68,10 +71,14 @@ def simulate(out: Path, days: str, assets: int, fault: bool, situations: bool) -
     return out
 
 
-def train(history: Path, out: Path, off_condition: str | None) -> tuple[Path, str]:
+def train(history: Path, out: Path, off_condition: str | None, settle: float | None = None) -> tuple[Path, str]:
     args = ["train", "--data", str(history), "--out", str(out), "--label-column", "anomaly", "--quiet"]
     if off_condition:
         args += ["--off-condition", off_condition]
+    if settle is not None:
+        config = out.with_suffix(".toml")
+        config.write_text(f"[training]\noff_settle_seconds = {settle}\n")
+        args += ["--config", str(config)]
     return out, vigil(*args).stderr
 
 
@@ -130,13 +137,15 @@ def main() -> None:
     suggested = found.group(1) if found else None
     print(f"trained without an off condition ({time.perf_counter() - t0:.0f} s); suggested: {suggested}")
     with_off, _ = train(history, work / "model-off", suggested) if suggested else (None, "")
+    settled, _ = train(history, work / "model-off-settle", suggested, SETTLE) if suggested else (None, "")
     plants = {
         "clean": simulate(work / "clean", "1d", 5, fault=True, situations=False),
         "situations": simulate(work / "situations", "1d", 5, fault=True, situations=True),
         "clean, no fault": simulate(work / "clean-nofault", "1d", 5, fault=False, situations=False),
         "situations, no fault": simulate(work / "situations-nofault", "1d", 5, fault=False, situations=True),
     }
-    models = {"no off condition": plain} | ({f"off: {suggested}": with_off} if with_off else {})
+    models = {"no off condition": plain} | ({f"off: {suggested}": with_off,
+                                             f"off, settle {SETTLE:g} s": settled} if with_off else {})
     rows = []
     for model_name, model_dir in models.items():
         for plant_name, plant in plants.items():

@@ -193,6 +193,13 @@ class AlertTracker:
     def forget(self, asset: str) -> None:
         self._assets.pop(asset, None)
 
+    def restart(self, asset: str) -> None:
+        """The asset's windows start a new run (after a gap or a stop, detector.grid): windows
+        before it no longer count towards the k-of-n rule. An open alert stays open."""
+        s = self._assets.get(asset)
+        if s is not None:
+            s.recent.clear()
+
     def restore(self, event: dict) -> bool:
         """Take up an alert a previous daemon left open, from its last event on the alerts
         topic (an open or update event), so that its updates and resolve keep its id.

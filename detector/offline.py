@@ -48,8 +48,9 @@ def score_chunks(model: TrainedModel, table: SensorTable, scorer: Scorer | None 
     score is that of the window ending at its interval, NaN where that window is not
     scored (not full, or mostly missing) and for an off row. Each chunk is scored
     with the rows before it as context, and the persistence rule (over scored rows only,
-    as the daemon's alert tracker sees them) carries its last n-1 states over, so results
-    equal scoring all at once.
+    as the daemon's alert tracker sees them, counting afresh from the first scored window of
+    each run: after a gap or a stop) carries its last n-1 states over, so results equal
+    scoring all at once.
     """
     scorer = scorer or model.scorer()
     window = model.config.window
@@ -57,7 +58,8 @@ def score_chunks(model: TrainedModel, table: SensorTable, scorer: Scorer | None 
     times = table.times_ms()
     kept = np.arange(table.rows) if model.off is None else np.flatnonzero(~model.off.off_rows(times, values))
     placed = place(times[kept], values[kept], model.grid)  # off readings: as if they had not come
-    carry = np.zeros(0, bool)
+    run_of = np.cumsum(placed.position == 0)[placed.slot]  # each kept row's run
+    carry, carry_starts, last_run = np.zeros(0, bool), np.zeros(0, bool), -1
     threshold = np.float32(model.threshold.value)
     keep = model.persistence.n - 1
     for lo in range(0, table.rows, chunk_rows):
@@ -65,14 +67,21 @@ def score_chunks(model: TrainedModel, table: SensorTable, scorer: Scorer | None 
         a, b = np.searchsorted(kept, [lo, hi])
         score = np.full(hi - lo, np.nan, np.float32)
         contributions = np.zeros((hi - lo, len(model.sensors)), np.float32)
+        runs = np.zeros(hi - lo, np.int64)
         if b > a:
             score[kept[a:b] - lo], contributions[kept[a:b] - lo] = _score_rows(scorer, placed, a, b, window)
+            runs[kept[a:b] - lo] = run_of[a:b]
         normalized = score / threshold
         scored = np.isfinite(score)
+        runs = runs[scored]
+        starts = runs != np.r_[last_run, runs[:-1]]  # the first scored window of a run counts afresh
         over = np.concatenate([carry, normalized[scored] > 1.0])
+        starts = np.concatenate([carry_starts, starts])
         flags = np.zeros(hi - lo, bool)
-        flags[scored] = model.persistence.apply(over)[carry.size:]
-        carry = over[over.size - keep:] if keep else carry
+        flags[scored] = model.persistence.apply(over, starts)[carry.size:]
+        if keep:
+            carry, carry_starts = over[over.size - keep:], starts[starts.size - keep:]
+        last_run = int(runs[-1]) if runs.size else last_run
         yield lo, TableScores(score, normalized, flags, contributions)
 
 

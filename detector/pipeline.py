@@ -68,6 +68,7 @@ class Submitted:
     scores: Callable[[], Scores] | None
     submitted: float             # time.perf_counter() when handed to the scorer
     switched_off: list = field(default_factory=list)  # (asset, time ms, re-read) of assets switched off
+    first: np.ndarray = field(default_factory=lambda: np.empty(0, bool))  # [windows] the first of its run
 
 
 class Pipeline:
@@ -178,7 +179,7 @@ class Pipeline:
                     on = np.flatnonzero(~off)
                     assets = [assets[i] for i in on.tolist()]
                     times, values, source = times[on], values[on], source[on]
-        rows, windows = self.windows.append(assets, times, values)
+        rows, windows, first = self.windows.append(assets, times, values)
         m.messages.inc(int(live.sum()))
         m.readings.inc(int(live[decoded.record].sum()))
         unknown = int(decoded.unknown[live].sum())
@@ -200,7 +201,7 @@ class Pipeline:
         m.assets.set(len(self.windows))
         m.assets_off.set(len(self.off_assets))
         return Submitted(records, replay, result, [assets[i] for i in rows.tolist()], times[rows], source[rows],
-                         self.scorer.start(windows) if len(rows) else None, time.perf_counter(), switched_off)
+                         self.scorer.start(windows) if len(rows) else None, time.perf_counter(), switched_off, first)
 
     def _switch(self, assets: list[str], times: np.ndarray, off: np.ndarray, silent: np.ndarray) -> list:
         """Follow which assets are off (their newest reading is); returns (asset, time, re-read) of
@@ -295,7 +296,7 @@ class Pipeline:
         n = len(assets)
         starts = [0] + [i for i in range(1, n) if assets[i] != assets[i - 1]]
         ends = starts[1:] + [n]
-        hot = np.logical_or.reduceat(normalized > 1.0, starts).tolist()
+        hot = np.logical_or.reduceat((normalized > 1.0) | batch.first, starts).tolist()  # or a run starts afresh
         restore, tracker = self.open_alerts_to_restore, self.alerts
         self.storm.set_assets(len(self.windows))  # the window slides with the events' own times
         flagged = [False] * n if self.emit_scores else None  # the rule holds at the window (is_anomaly)
@@ -311,7 +312,7 @@ class Pipeline:
             else:
                 attend.append((s, e))
         if attend:
-            self._observe(attend, assets, times, scores, normalized, silent, flagged, result)
+            self._observe(attend, assets, times, scores, normalized, silent, batch.first, flagged, result)
         if n:  # then on to the batch's newest reading (opens older than the storm window age out)
             self.storm.set_assets(len(self.windows), int(times.max()))
         if flagged is not None:
@@ -335,7 +336,8 @@ class Pipeline:
         m.latency.observe_many(np.maximum(done - reference, 0.0))
 
     def _observe(self, spans: list[tuple[int, int]], assets: list[str], times: np.ndarray, scores: Scores,
-                 normalized: np.ndarray, silent: np.ndarray, flagged: list[bool] | None, result: BatchResult) -> None:
+                 normalized: np.ndarray, silent: np.ndarray, first: np.ndarray, flagged: list[bool] | None,
+                 result: BatchResult) -> None:
         """Feed the windows of `spans` (each one asset's, with an open alert or a window over
         threshold) to the alert tracker one by one; live events go into result.alerts. What the
         tracker needs of each window is worked out for these windows only, at once (under a
@@ -347,7 +349,7 @@ class Pipeline:
             rows = np.concatenate([np.arange(s, e) for s, e in spans])
         contributions, score = scores.contributions[rows], scores.score[rows]
         score_list, normalized_list, time_list = score.tolist(), normalized[rows].tolist(), times[rows].tolist()
-        silent_list = silent[rows].tolist()
+        silent_list, first_list = silent[rows].tolist(), first[rows].tolist()
         leaders = _leaders(contributions, self.model.sensors, self.policy.lead_margin)
         top = _Top(contributions, score, self.model.sensors)
         events = {"open": 0, "update": 0, "resolve": 0, "storm_start": 0, "storm_end": 0}
@@ -356,6 +358,8 @@ class Pipeline:
         for s, e in spans:
             asset = assets[s]
             for i in range(s, e):
+                if first_list[j]:  # a new run (after a gap or a stop): the rule counts afresh
+                    tracker.restart(asset)
                 event = tracker.observe(asset, time_list[j], score_list[j], normalized_list[j],
                                         lambda j=j: top(j), leaders[j])
                 if flagged is not None:

@@ -143,12 +143,17 @@ class Persistence:
         if not 1 <= self.k <= self.n:
             raise ValueError(f"persistence needs 1 <= k <= n, got k={self.k}, n={self.n}")
 
-    def apply(self, over: np.ndarray) -> np.ndarray:
-        """over: [rows] bool (windows over threshold, in time order) -> flags [rows] bool."""
+    def apply(self, over: np.ndarray, starts: np.ndarray | None = None) -> np.ndarray:
+        """over: [rows] bool (windows over threshold, in time order) -> flags [rows] bool.
+        starts: [rows] bool, windows where the count starts afresh (the first of a run on the
+        time grid, after a gap or a stop: windows before it do not count)."""
         over = np.asarray(over, bool).astype(np.int32)
         c = np.concatenate([[0], np.cumsum(over)])
         idx = np.arange(1, over.size + 1)
-        recent = c[idx] - c[np.maximum(idx - self.n, 0)]
+        lower = np.maximum(idx - self.n, 0)
+        if starts is not None and np.any(starts):
+            lower = np.maximum(lower, np.maximum.accumulate(np.where(starts, np.arange(over.size), 0)))
+        recent = c[idx] - c[lower]
         return recent >= self.k
 
     def to_dict(self) -> dict:

@@ -17,11 +17,23 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from typing import NamedTuple
 
 import numpy as np
 
 from detector.grid import TimeGrid
 from detector.messages import not_after
+
+
+class Appended(NamedTuple):
+    """What a batch of readings yields: the indices of the readings whose window is scored,
+    those windows [len(rows), W, sensors] (grouped by asset, each asset's in time order), and
+    which of them is the first scored window of its asset's run (after a restart the alert
+    rule counts afresh: windows before a gap or a stop do not count)."""
+
+    rows: np.ndarray
+    windows: np.ndarray
+    first: np.ndarray
 
 
 class AssetWindows:
@@ -45,6 +57,7 @@ class AssetWindows:
         self._sum = np.empty((0, sensors), np.float64)           # the newest interval: sum of observed values
         self._n = np.empty((0, sensors), np.int64)               # ... and how many were observed
         self._seen = np.empty(0, np.float64)                     # time.monotonic() of the newest reading
+        self._scored = np.empty(0, bool)                         # a window of the current run was scored
         self.evicted = 0
         self.sparse = 0  # full windows not scored: mostly missing
 
@@ -79,17 +92,15 @@ class AssetWindows:
         """Append one asset's readings [k, sensors] (times strictly increasing, the first checked
         here); returns the full windows they complete: [j, W, sensors], j <= k (the last j readings)."""
         self.check(asset, times[0])
-        _, windows = self.append([asset] * len(times), np.asarray(times, np.int64), values)
-        return windows
+        return self.append([asset] * len(times), np.asarray(times, np.int64), values).windows
 
-    def append(self, assets: list[str], times: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def append(self, assets: list[str], times: np.ndarray, values: np.ndarray) -> Appended:
         """Append readings of many assets: reading i is (assets[i], times[i], values[i]); each
         asset's readings must be in strictly increasing time, after its last one (the caller
-        checks). Returns (rows, windows): the indices of the readings whose window is scored
-        and those windows [len(rows), W, sensors], grouped by asset, each asset's in time order."""
+        checks). Returns the scored windows they complete (Appended)."""
         n, w = len(assets), self.window
         if n == 0:
-            return np.empty(0, np.int64), np.empty((0, w, self.sensors), np.float32)
+            return Appended(np.empty(0, np.int64), np.empty((0, w, self.sensors), np.float32), np.empty(0, bool))
         times = np.asarray(times, np.int64)
         values = np.asarray(values, np.float32)
         slot_of = self._allocate(dict.fromkeys(assets))
@@ -98,20 +109,17 @@ class AssetWindows:
         starts = _starts(slots[order])
         irregular = self._irregular(slots[order], starts, times[order])
         if not irregular.any():
-            rows, windows = self._append_regular(order, slots, times, values)
+            out = self._append_regular(order, slots, times, values)
         else:
             by_group = np.repeat(irregular, np.diff(np.r_[starts, n]))
-            rows, windows = self._append_regular(order[~by_group], slots, times, values)
-            more_rows, more_windows = [rows], [windows]
+            parts = [self._append_regular(order[~by_group], slots, times, values)]
             for a, b in zip(starts[irregular].tolist(), np.r_[starts, n][1:][irregular].tolist()):
-                r, win = self._append_one(int(slots[order[a]]), order[a:b], times, values)
-                more_rows.append(r)
-                more_windows.append(win)
-            rows, windows = np.concatenate(more_rows), np.concatenate(more_windows)
+                parts.append(self._append_one(int(slots[order[a]]), order[a:b], times, values))
+            out = Appended(*(np.concatenate(field) for field in zip(*parts)))
         self._seen[np.unique(slots)] = time.monotonic()
         while len(self._slots) > self.max_assets:  # only when one batch held more assets than the cap
             self._evict()
-        return rows, windows
+        return out
 
     def _irregular(self, sorted_slots: np.ndarray, starts: np.ndarray, t: np.ndarray) -> np.ndarray:
         """[assets of the batch] bool: the asset has a reading that does not simply start its next
@@ -135,12 +143,12 @@ class AssetWindows:
         return np.logical_or.reduceat(odd, starts)
 
     def _append_regular(self, order: np.ndarray, slots: np.ndarray, times: np.ndarray, values: np.ndarray
-                        ) -> tuple[np.ndarray, np.ndarray]:
+                        ) -> Appended:
         """Append readings `order` (grouped by asset, each asset's in time order) that each start
         their asset's next interval: one new row each."""
         n, w = len(order), self.window
         if n == 0:
-            return np.empty(0, np.int64), np.empty((0, w, self.sensors), np.float32)
+            return Appended(np.empty(0, np.int64), np.empty((0, w, self.sensors), np.float32), np.empty(0, bool))
         sorted_slots = slots[order]
         starts = _starts(sorted_slots)
         group_slots = sorted_slots[starts]
@@ -173,15 +181,18 @@ class AssetWindows:
         observed = np.isfinite(newest)
         self._sum[group_slots] = np.where(observed, newest, 0.0)
         self._n[group_slots] = observed
-        rows = order[full]
+        rows, owner = order[full], group[full]
         if self._need > 0 and len(rows):
             running = np.r_[0, np.cumsum(seen)]
             ends = position[full] + 1
             enough = running[ends] - running[ends - w] >= self._need
             if not enough.all():
                 self.sparse += int(len(enough) - enough.sum())
-                rows, windows = rows[enough], windows[enough]
-        return rows, windows
+                rows, windows, owner = rows[enough], windows[enough], owner[enough]
+        first = np.r_[True, owner[1:] != owner[:-1]] if len(owner) else np.empty(0, bool)
+        first &= ~self._scored[group_slots[owner]]
+        self._scored[group_slots[owner]] = True
+        return Appended(rows, windows, first)
 
     def _append_one(self, slot: int, readings: np.ndarray, times: np.ndarray, values: np.ndarray
                     ) -> tuple[np.ndarray, np.ndarray]:
@@ -190,13 +201,15 @@ class AssetWindows:
         rows, seen_rows, count = self._rows[slot], self._seen_rows[slot], int(self._count[slot])
         last, anchor, interval = int(self._last[slot]), int(self._anchor[slot]), int(self._interval[slot])
         total, seen = self._sum[slot], self._n[slot]
-        out_rows, out_windows = [], []
+        out_rows, out_windows, out_first = [], [], []
+        scored = bool(self._scored[slot])
         for i in readings.tolist():
             t, v = int(times[i]), values[i]
             observed = np.isfinite(v)
             if last < 0 or t - last > grid.max_gap_ms:  # a new run
                 rows[:] = np.nan
                 seen_rows[:] = 0
+                scored = False
                 count, anchor, step = 0, t, 1
                 interval = 0
             else:
@@ -226,12 +239,15 @@ class AssetWindows:
                 if seen_rows.sum() >= self._need:
                     out_rows.append(i)
                     out_windows.append(rows.copy())
+                    out_first.append(not scored)
+                    scored = True
                 else:
                     self.sparse += 1
         self._count[slot], self._last[slot], self._anchor[slot], self._interval[slot] = count, last, anchor, interval
+        self._scored[slot] = scored
         if not out_rows:
-            return np.empty(0, np.int64), np.empty((0, w, self.sensors), np.float32)
-        return np.asarray(out_rows, np.int64), np.stack(out_windows)
+            return Appended(np.empty(0, np.int64), np.empty((0, w, self.sensors), np.float32), np.empty(0, bool))
+        return Appended(np.asarray(out_rows, np.int64), np.stack(out_windows), np.asarray(out_first, bool))
 
     def _allocate(self, batch: dict[str, None]) -> dict[str, int]:
         """Slots of a batch's assets (in first-seen order), marked most recently used; new
@@ -255,6 +271,7 @@ class AssetWindows:
             self._count[slot] = 0
             self._last[slot] = -1
             self._interval[slot] = -1
+            self._scored[slot] = False
         return out
 
     def _evict(self) -> None:
@@ -274,6 +291,7 @@ class AssetWindows:
         self._sum = np.concatenate([self._sum, np.zeros((size - old, self.sensors))])
         self._n = np.concatenate([self._n, np.zeros((size - old, self.sensors), np.int64)])
         self._seen = np.concatenate([self._seen, np.zeros(size - old)])
+        self._scored = np.concatenate([self._scored, np.zeros(size - old, bool)])
         self._free.extend(range(size - 1, old - 1, -1))
 
     def touch(self, assets: list[str]) -> None:

@@ -84,8 +84,8 @@ def test_daemon_windows_equal_the_offline_ones(interval):
             idx = np.arange(i, min(i + int(rng.integers(1, 40)), len(t)))
             other = T0 + np.arange(len(idx)) * 1000 + i * 1000  # a regular asset in the same batches
             assets = ["x"] * len(idx) + ["y"] * len(idx)
-            rows, found = windows.append(assets, np.r_[t[idx], other],
-                                         np.r_[v[idx], np.zeros((len(idx), sensors), np.float32)])
+            rows, found, _ = windows.append(assets, np.r_[t[idx], other],
+                                            np.r_[v[idx], np.zeros((len(idx), sensors), np.float32)])
             for r, w in zip(rows.tolist(), found):
                 if r < len(idx):
                     got[int(idx[r])] = w

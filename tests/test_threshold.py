@@ -78,3 +78,12 @@ def test_persistence_validates():
 def test_flag_treats_nan_as_not_over():
     out = flag(np.array([np.nan, 2.0, 2.0]), 1.0, Persistence(2, 2))
     assert out.tolist() == [False, False, True]
+
+
+def test_persistence_counts_afresh_where_a_run_starts():
+    from detector.threshold import Persistence
+
+    over = np.array([1, 1, 0, 1, 1, 1, 0], bool)
+    starts = np.array([0, 0, 0, 1, 0, 0, 0], bool)  # a gap before the fourth window
+    assert Persistence(3, 5).apply(over).tolist() == [0, 0, 0, 1, 1, 1, 1]
+    assert Persistence(3, 5).apply(over, starts).tolist() == [0, 0, 0, 0, 0, 1, 1]
