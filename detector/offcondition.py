@@ -16,7 +16,8 @@ off condition (`off_condition = "motor_current < 0.5"` in the training TOML, or
   and a stop longer than a window restarts it. The same rule in training, `vigil score` and
   the daemon (OffState, reading by reading; `off_rows` for a whole series: a test checks they
   agree). The daemon also resolves an asset's open alert when it is switched off, holds back
-  an alert for settle_seconds of reading time in case the machine is being switched off
+  an alert for settle_seconds (at most HOLD_SECONDS) of reading time in case the machine is
+  being switched off
   (a stop's ramp-down is not a fault: AlertTracker's hold), and counts the assets that are
   off (`vigil_assets_off`).
 """
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 SETTLE_SECONDS = 60.0
+HOLD_SECONDS = 60.0  # an alert is held back for the settle time, at most this long
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _CLAUSE = re.compile(r"""\s*(?:"(?P<dq>[^"]+)"|'(?P<sq>[^']+)'|`(?P<bq>[^`]+)`|(?P<bare>[A-Za-z_][\w.\-/]*))\s*
                          (?P<op><=|>=|<|>)\s*(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*""", re.X)
@@ -54,6 +56,12 @@ class OffCondition:
     @property
     def settle_ms(self) -> float:
         return self.settle_seconds * 1000.0
+
+    @property
+    def hold_ms(self) -> float:
+        """How long an alert waits in case the machine is being switched off: the settle time,
+        at most HOLD_SECONDS (a stop's ramp-down takes seconds; a warm-up may take minutes)."""
+        return min(self.settle_seconds, HOLD_SECONDS) * 1000.0
 
     @classmethod
     def parse(cls, text: str, sensors: Sequence[str], settle_seconds: float = SETTLE_SECONDS) -> OffCondition:

@@ -119,7 +119,7 @@ class Pipeline:
         self.threshold = np.float32(model.threshold.value)
         self.policy = policy
         self.alerts.set_model(model.threshold.value, model.version,
-                              hold_ms=0.0 if model.off is None else model.off.settle_ms)
+                              hold_ms=0.0 if model.off is None else model.off.hold_ms)
         self.off_state = None if model.off is None else OffState(model.off)
         self.alerts.set_policy(policy)
         self.metrics.set_model(model.version, model.config.window, model.sensors, model.threshold.value,

@@ -188,3 +188,12 @@ def test_vigil_train_suggests_then_uses_an_off_condition(tmp_path, capsys):
 
     assert main(common + ["--out", str(tmp_path / "c"), "--off-condition", "current < 1"]) == 2
     assert "training.off_condition" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
+def test_vigil_inspect_finds_the_off_state(tmp_path, capsys):
+    from vigil.cli import main
+
+    data = _write(_stopping_pump(), tmp_path / "pump.csv")
+    main(["inspect", "--data", str(data), "--window", "8"])
+    out = capsys.readouterr().out
+    assert "warning" in out and "look switched off" in out and "vibration_x, vibration_y, motor_current" in out
