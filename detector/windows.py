@@ -116,7 +116,7 @@ class AssetWindows:
             for a, b in zip(starts[irregular].tolist(), np.r_[starts, n][1:][irregular].tolist()):
                 parts.append(self._append_one(int(slots[order[a]]), order[a:b], times, values))
             out = Appended(*(np.concatenate(field) for field in zip(*parts)))
-        self._seen[np.unique(slots)] = time.monotonic()
+        self._seen[slots[order][starts]] = time.monotonic()
         while len(self._slots) > self.max_assets:  # only when one batch held more assets than the cap
             self._evict()
         return out
