@@ -5,8 +5,8 @@ One run:
      stop every day at 02:00 UTC for an hour; `vigil train` trains on it twice with the defaults: once as
      given (no off condition: stops are learned as "normal"), once with the off condition
      training suggested (read from its warning) and the default settle time (60 s), and once
-     with that condition and a settle time that covers the simulated pumps' warm-up (300 s:
-     their temperature, which cools during a stop, takes minutes to come back);
+     with that condition and the settle time the second training suggests (its warning: the
+     simulated pumps' temperature cools during a stop and takes minutes to come back);
   2. `vigil simulate` writes one day of 5 pumps, with a bearing fault on pump-3 from 14:00
      for 6 h, in four plants:
        clean       no stops, no outages;
@@ -52,7 +52,6 @@ FAULT = "pump-3:bearing@14h+6h"
 STOP = "pump-*@02:00+1h"
 OUTAGES = ("pump-1@4h+2h", "pump-2@8h+2h", "pump-3@10h+2h", "pump-4@16h+2h", "pump-5@20h+2h")
 JITTER = "0.2"
-SETTLE = 300.0  # the simulated pumps' temperature takes minutes to recover after a stop
 BATCH = 100  # 20 s of the plant: the time an event is sent is known to that
 
 
@@ -143,16 +142,19 @@ def main() -> None:
     found = re.search(r"consider off_condition = '([^']+)'", warning)
     suggested = found.group(1) if found else None
     print(f"trained without an off condition ({time.perf_counter() - t0:.0f} s); suggested: {suggested}")
-    with_off, _ = train(history, work / "model-off", suggested) if suggested else (None, "")
-    settled, _ = train(history, work / "model-off-settle", suggested, SETTLE) if suggested else (None, "")
+    with_off, warning = train(history, work / "model-off", suggested) if suggested else (None, "")
+    found = re.search(r"consider off_settle_seconds = ([\d.]+)", warning)
+    settle = float(found.group(1)) if found else None
+    print(f"trained with {suggested!r}; suggested off_settle_seconds: {settle}")
+    settled, _ = train(history, work / "model-off-settle", suggested, settle) if settle else (None, "")
     plants = {
         "clean": simulate(work / "clean", "1d", 5, fault=True, situations=False),
         "situations": simulate(work / "situations", "1d", 5, fault=True, situations=True),
         "clean, no fault": simulate(work / "clean-nofault", "1d", 5, fault=False, situations=False),
         "situations, no fault": simulate(work / "situations-nofault", "1d", 5, fault=False, situations=True),
     }
-    models = {"no off condition": plain} | ({f"off: {suggested}": with_off,
-                                             f"off, settle {SETTLE:g} s": settled} if with_off else {})
+    models = {"no off condition": plain} | ({f"off: {suggested}": with_off} if with_off else {}) | \
+        ({f"off, settle {settle:g} s": settled} if settled else {})
     rows = []
     for model_name, model_dir in models.items():
         for plant_name, plant in plants.items():
@@ -162,7 +164,7 @@ def main() -> None:
                   f"delay {r['fault_delay_seconds']} (sent after {r['fault_sent_after_seconds']})  "
                   f"switched-off resolves {r['resolved_switched_off']}  "
                   f"({r['seconds']} s)", flush=True)
-    result = {"suggested_off_condition": suggested, "fault": FAULT, "stop": STOP, "outages": OUTAGES,
+    result = {"suggested_off_condition": suggested, "suggested_off_settle_seconds": settle, "fault": FAULT, "stop": STOP, "outages": OUTAGES,
               "jitter_seconds": float(JITTER), "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -1,6 +1,7 @@
 """Off condition: switched-off machines are left out of training, not scored, and counted."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -197,3 +198,22 @@ def test_vigil_inspect_finds_the_off_state(tmp_path, capsys):
     main(["inspect", "--data", str(data), "--window", "8"])
     out = capsys.readouterr().out
     assert "warning" in out and "look switched off" in out and "vibration_x, vibration_y, motor_current" in out
+
+
+def test_training_suggests_a_longer_settle_when_the_warm_up_alerts(tmp_path, capsys):
+    """The pumps' temperature cools during a stop: after a restart it is low for minutes."""
+    from vigil.cli import main
+
+    table = _stopping_pump(rows=4000, stops=((1000, 1600), (2500, 3100)))
+    cold = np.zeros(4000)
+    for start in (1600, 3100):  # 300 s of warm-up after each restart, temperature far below normal
+        cold[start:start + 300] = np.linspace(25.0, 0.0, 300)
+    table.values[:, synthetic.SENSORS.index("temperature")] -= cold.astype(np.float32)
+    data = _write(table, tmp_path / "pump.csv")
+    (tmp_path / "tiny.toml").write_text(TINY + "off_settle_seconds = 10.0\n")
+    assert main(["train", "--data", str(data), "--config", str(tmp_path / "tiny.toml"), "--out", str(tmp_path / "m"),
+                 "--off-condition", "motor_current < 1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    found = re.search(r"over threshold for up to (\d+) s .* consider off_settle_seconds = (\d+)", err)
+    assert found, err
+    assert 60 <= int(found.group(1)) <= 320 and int(found.group(2)) >= int(found.group(1))

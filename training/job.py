@@ -10,6 +10,7 @@ file boundary nor the train/validation boundary.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -49,6 +50,43 @@ def _off_condition(text: str | None, sensors: Sequence[str], settle: float) -> O
         return OffCondition.parse(text, sensors, settle)
     except ConditionError as e:
         raise DataError(f"training.off_condition: {e}") from None
+
+
+WARM_UP_LIMIT_SECONDS = 3600.0
+WARM_UP_GAP_SECONDS = 60.0
+
+
+def _warm_up(model: TrainedModel, tables: Sequence[SensorTable]) -> float:
+    """How long after a switch-on (the off condition stops holding) the trained model still
+    scores the training data over threshold: the end of the episode of windows over threshold
+    that starts with the run's first scored windows (windows over threshold at most
+    WARM_UP_GAP_SECONDS apart; within WARM_UP_LIMIT_SECONDS and before the next switch-off),
+    the longest over all switch-ons, in seconds (0: none). A warm-up longer than
+    off_settle_seconds alerts in service at every start, so training suggests a longer one."""
+    from detector.offline import score_table  # the detector's own scoring of the same rows
+
+    longest, gap = 0.0, WARM_UP_GAP_SECONDS * 1000
+    for table in tables:
+        holds = model.off.holds(table.select(model.sensors))
+        ons = np.flatnonzero(holds[:-1] & ~holds[1:]) + 1
+        if not len(ons):
+            continue
+        times = table.times_ms()
+        normalized = score_table(model, table).normalized
+        offs = np.flatnonzero(holds)
+        for i in ons.tolist():
+            nxt = np.searchsorted(offs, i)
+            end = min(offs[nxt] if nxt < len(offs) else len(times),
+                      int(np.searchsorted(times, times[i] + WARM_UP_LIMIT_SECONDS * 1000)))
+            scored = np.flatnonzero(np.isfinite(normalized[i:end]))
+            with np.errstate(invalid="ignore"):
+                bad = times[i + np.flatnonzero(normalized[i:end] > 1.0)]
+            if not len(scored) or not len(bad) or bad[0] > times[i + scored[0]] + gap:
+                continue  # the run starts quietly
+            breaks = np.flatnonzero(np.diff(bad) > gap)
+            last = bad[breaks[0]] if len(breaks) else bad[-1]
+            longest = max(longest, (last - times[i]) / 1000.0)
+    return longest
 
 
 def _rows_of(interval: float | None) -> str:
@@ -140,6 +178,7 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
         raise DataError(f"cannot calibrate the threshold on {val_scores.size} validation windows of "
                         f"{window} {_rows_of(interval)} ({e}): more normal history, or a smaller --window") from None
 
+    warm_up = _warm_up(model, tables) if model.off is not None else None
     missing = [float(np.mean(~np.isfinite(t.values), axis=0).max()) if t.rows else 0.0 for t in tables]
     summary = {
         "files": [t.path for t in tables],
@@ -154,6 +193,9 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
         "sampling": sampling.to_dict(),
         "off_condition": config.off_condition,
         "off_rows": off_rows,
+        "warm_up_seconds": warm_up,
+        "suggested_off_settle_seconds": None if warm_up is None or warm_up <= config.off_settle_seconds else
+        60.0 * math.ceil(warm_up / 60.0 + 1e-9),
         "epochs_run": len(history),
         "best_epoch": best_epoch,
         "best_validation_loss": min((h.val_loss for h in history), default=None),

@@ -158,6 +158,12 @@ def cmd_train(args) -> int:
     if model.off_condition is not None:
         _log(args, f"off condition {model.off_condition!r}: {report['summary']['off_rows']:,} of {rows:,} rows "
                    f"left out as switched off or settling (the {model.off_settle_seconds:g} s after a switch-on)")
+        suggested = report["summary"].get("suggested_off_settle_seconds")
+        if suggested:
+            print(f"vigil train: warning: after a switch-on the model still scores the training data over threshold "
+                  f"for up to {report['summary']['warm_up_seconds']:.0f} s (a warm-up), longer than the "
+                  f"{model.off_settle_seconds:g} s of settling: every start would alert in service; consider "
+                  f"off_settle_seconds = {suggested:g} ([training] in the TOML)", file=sys.stderr, flush=True)
     print(f"model {model.version} written to {out}")
     if args.promote:
         from detector.registry import promote
