@@ -54,6 +54,10 @@ def _off_condition(text: str | None, sensors: Sequence[str], settle: float) -> O
 
 WARM_UP_LIMIT_SECONDS = 3600.0
 WARM_UP_GAP_SECONDS = 60.0
+# The settle time suggested is this multiple of the longest warm-up seen, in whole minutes: a
+# few switch-ons are a small sample, and a model trained with a longer settle time learns less
+# of the warm-up, so it is seen longer (2.0, as the threshold's margin).
+WARM_UP_MARGIN = 2.0
 
 
 def _warm_up(model: TrainedModel, tables: Sequence[SensorTable]) -> float:
@@ -195,7 +199,7 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
         "off_rows": off_rows,
         "warm_up_seconds": warm_up,
         "suggested_off_settle_seconds": None if warm_up is None or warm_up <= config.off_settle_seconds else
-        60.0 * math.ceil(warm_up / 60.0 + 1e-9),
+        60.0 * math.ceil(WARM_UP_MARGIN * warm_up / 60.0 - 1e-9),
         "epochs_run": len(history),
         "best_epoch": best_epoch,
         "best_validation_loss": min((h.val_loss for h in history), default=None),
