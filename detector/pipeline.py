@@ -132,7 +132,7 @@ class Pipeline:
         its persistence rule where the configured policy does not override it. ValueError (and
         nothing changes) when an override does not fit the new model's rule.
 
-        Windows are kept when the sensors and window length are unchanged."""
+        Windows are kept when the sensors, window length and time grid are unchanged."""
         self._install(model)
 
     def process(self, records: Sequence[Record], replay_until: dict[tuple[str, int], int] | None = None,
