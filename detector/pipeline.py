@@ -121,6 +121,9 @@ class Pipeline:
         self.alerts.set_model(model.threshold.value, model.version,
                               hold_ms=0.0 if model.off is None else model.off.hold_ms)
         self.off_state = None if model.off is None else OffState(model.off)
+        if model.off is None:  # a model without an off condition: no asset counts as off
+            self.off_assets.clear()
+            self.metrics.assets_off.set(0)
         self.alerts.set_policy(policy)
         self.metrics.set_model(model.version, model.config.window, model.sensors, model.threshold.value,
                                _created_seconds(model), alert_k=policy.k, alert_n=policy.n,

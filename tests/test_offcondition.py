@@ -217,3 +217,13 @@ def test_training_suggests_a_longer_settle_when_the_warm_up_alerts(tmp_path, cap
     found = re.search(r"over threshold for up to (\d+) s .* consider off_settle_seconds = (\d+)", err)
     assert found, err
     assert 60 <= int(found.group(1)) <= 320 and int(found.group(2)) >= int(found.group(1))
+
+
+def test_a_model_without_an_off_condition_counts_no_asset_off():
+    registry = CollectorRegistry()
+    pipeline = Pipeline(_model(), ServiceMetrics(registry))
+    pipeline.process(_records(np.zeros((3, 3))), now_ms=T0)
+    assert registry.get_sample_value("vigil_assets_off") == 1
+    pipeline.swap_model(_model(off=None))
+    assert registry.get_sample_value("vigil_assets_off") == 0
+    assert pipeline.process(_records(np.ones((8, 3)), 3), now_ms=T0).scored == 5  # its readings count again
