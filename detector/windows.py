@@ -50,6 +50,7 @@ class AssetWindows:
         self._free: list[int] = []
         self._rows = np.empty((0, window, sensors), np.float32)  # [slot, W, sensors]: last W intervals
         self._seen_rows = np.empty((0, window), np.int32)        # [slot, W]: observed cells of each
+        self._complete = np.empty(0, bool)                       # every cell of the W rows observed
         self._count = np.empty(0, np.int64)                      # intervals of the run, saturating at W
         self._last = np.empty(0, np.int64)                       # time of the newest reading (ms; -1: none)
         self._anchor = np.empty(0, np.int64)                     # time of the run's first reading (ms)
@@ -163,14 +164,22 @@ class AssetWindows:
         new_values = values[order]
         block[position] = new_values
         full = self._count[group_slots][group] + within + 1 >= w
-        # observed cells per row, laid out as `block`: a window's is a difference of running sums
-        seen = np.empty(len(block), np.int32)
-        seen[base[:, None] + np.arange(w)] = self._seen_rows[group_slots]
-        seen[position] = np.count_nonzero(np.isfinite(new_values), axis=1)
+        observed = np.isfinite(new_values)
+        # every cell observed (the usual case): every window is, nothing to count
+        complete = bool(self._complete[group_slots].all()) and bool(observed.all())
+        if not complete:  # observed cells per row, laid out as `block`: a window's is a difference of running sums
+            seen = np.empty(len(block), np.int32)
+            seen[base[:, None] + np.arange(w)] = self._seen_rows[group_slots]
+            seen[position] = np.count_nonzero(observed, axis=1)
         every = np.lib.stride_tricks.sliding_window_view(block, w, axis=0)  # [i] = block[i:i + w].T, no copy
         windows = np.ascontiguousarray(every[position[full] - w + 1].transpose(0, 2, 1))
         self._rows[group_slots] = every[base + k].transpose(0, 2, 1)
-        self._seen_rows[group_slots] = np.lib.stride_tricks.sliding_window_view(seen, w)[base + k]
+        if complete:
+            self._seen_rows[group_slots] = self.sensors
+        else:
+            kept_seen = np.lib.stride_tricks.sliding_window_view(seen, w)[base + k]
+            self._seen_rows[group_slots] = kept_seen
+            self._complete[group_slots] = (kept_seen == self.sensors).all(axis=1)
         self._count[group_slots] = np.minimum(self._count[group_slots] + k, w)
         ends = starts + k - 1
         fresh = self._last[group_slots] < 0
@@ -178,11 +187,11 @@ class AssetWindows:
         self._interval[group_slots] = np.where(fresh, -1, self._interval[group_slots]) + k
         self._last[group_slots] = times[order[ends]]
         newest = new_values[ends]
-        observed = np.isfinite(newest)
-        self._sum[group_slots] = np.where(observed, newest, 0.0)
-        self._n[group_slots] = observed
+        newest_observed = observed[ends]
+        self._sum[group_slots] = np.where(newest_observed, newest, 0.0)
+        self._n[group_slots] = newest_observed
         rows, owner = order[full], group[full]
-        if self._need > 0 and len(rows):
+        if self._need > 0 and len(rows) and not complete:
             running = np.r_[0, np.cumsum(seen)]
             ends = position[full] + 1
             enough = running[ends] - running[ends - w] >= self._need
@@ -245,6 +254,7 @@ class AssetWindows:
                     self.sparse += 1
         self._count[slot], self._last[slot], self._anchor[slot], self._interval[slot] = count, last, anchor, interval
         self._scored[slot] = scored
+        self._complete[slot] = bool((seen_rows == self.sensors).all())
         if not out_rows:
             return Appended(np.empty(0, np.int64), np.empty((0, w, self.sensors), np.float32), np.empty(0, bool))
         return Appended(np.asarray(out_rows, np.int64), np.stack(out_windows), np.asarray(out_first, bool))
@@ -272,6 +282,7 @@ class AssetWindows:
             self._last[slot] = -1
             self._interval[slot] = -1
             self._scored[slot] = False
+            self._complete[slot] = False
         return out
 
     def _evict(self) -> None:
@@ -292,6 +303,7 @@ class AssetWindows:
         self._n = np.concatenate([self._n, np.zeros((size - old, self.sensors), np.int64)])
         self._seen = np.concatenate([self._seen, np.zeros(size - old)])
         self._scored = np.concatenate([self._scored, np.zeros(size - old, bool)])
+        self._complete = np.concatenate([self._complete, np.zeros(size - old, bool)])
         self._free.extend(range(size - 1, old - 1, -1))
 
     def touch(self, assets: list[str]) -> None:
