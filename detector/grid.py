@@ -63,11 +63,6 @@ class TimeGrid:
         gap = window * interval if max_gap_seconds is None else max_gap_seconds * 1000.0
         return cls(window, interval, gap, min_observed)
 
-    @property
-    def min_cells(self) -> float:
-        """Observed cells a window of `sensors` sensors needs, per sensor (compare with count / sensors)."""
-        return self.min_observed * self.window
-
     def slot(self, t_ms, anchor_ms):
         """The interval of a reading within its run (numpy arrays or ints)."""
         return np.floor((np.asarray(t_ms, np.float64) - anchor_ms) / self.interval_ms + 0.5).astype(np.int64)
@@ -95,18 +90,17 @@ class Placed:
     partial_rows: np.ndarray
     partial_scorable: np.ndarray
 
+    def windows(self, ends: np.ndarray, window: int) -> np.ndarray:
+        """The windows ending at rows `ends` [len(ends), W, sensors] (a copy; rows before the
+        first are the first row: such windows are not scored anyway)."""
+        return self.rows[np.maximum(ends[:, None] - np.arange(window - 1, -1, -1)[None, :], 0)]
+
     def windows_of_partial(self, window: int) -> np.ndarray:
         """The windows of the partial readings [p, W, sensors]: the rows before their
         interval, then the interval's mean so far."""
-        ends = self.slot[self.partial]
-        index = np.maximum(ends[:, None] - np.arange(window - 1, -1, -1)[None, :], 0)
-        out = self.rows[index]
+        out = self.windows(self.slot[self.partial], window)
         out[:, -1] = self.partial_rows
         return out
-
-    def run_starts(self) -> np.ndarray:
-        """The first row of every run."""
-        return np.flatnonzero(self.position == 0)
 
 
 def _gapped(times_ms: np.ndarray, grid: TimeGrid) -> np.ndarray:

@@ -18,6 +18,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 NORMALIZED_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
+EVENT_TYPES = ("open", "update", "resolve", "storm_start", "storm_end")  # vigil_alert_events_total{type}
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -194,7 +195,7 @@ class ServiceMetrics:
         self.model_reloads = Counter("model_reloads", "Model reload attempts, by result", ["result"], **r)
         self.broker_up = Gauge("broker_up", "1 while the Kafka broker is reachable", **r)
         self.storms = StormGauges(registry)
-        for kind in ("open", "update", "resolve", "storm_start", "storm_end"):
+        for kind in EVENT_TYPES:
             self.alert_events.labels(kind)
         for result in ("ok", "refused"):
             self.model_reloads.labels(result)

@@ -99,7 +99,7 @@ def _score_rows(scorer: Scorer, placed: Placed, lo: int, hi: int, window: int) -
             at = slots[wanted] - start
         else:  # sparse readings: the wanted windows only
             ends = np.unique(slots[wanted])
-            result = scorer(placed.rows[ends[:, None] - np.arange(window - 1, -1, -1)[None, :]])
+            result = scorer(placed.windows(ends, window))
             at = np.searchsorted(ends, slots[wanted])
         score[wanted] = result.score[at]
         contributions[wanted] = result.contributions[at]

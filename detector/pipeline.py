@@ -18,7 +18,7 @@ import numpy as np
 from detector.alerts import AlertEvent, AlertPolicy, AlertTracker, epoch_ms
 from detector.artifact import TrainedModel
 from detector.messages import MAX_MESSAGE_BYTES, BadMessage, Decoded, Decoder, not_after
-from detector.metrics import ServiceMetrics
+from detector.metrics import EVENT_TYPES, ServiceMetrics
 from detector.offcondition import OffState
 from detector.sampling import duration
 from detector.scoring import Scores, top_shares
@@ -227,17 +227,13 @@ class Pipeline:
         """The second half of process(): scores -> alert state, events and metrics."""
         if batch.scores is not None:
             self._score(batch)
-        for asset, t, silent in batch.switched_off:
-            event = self.alerts.switch_off(asset, t)
-            if event is None:
-                continue
-            storm_event = self.storm.observe("resolve", asset, t, silent)
-            if storm_event is not None:
-                batch.result.storms.append(storm_event)
-                self.metrics.alert_events.labels(storm_event.type).inc()
-            if not silent:
-                batch.result.alerts.append(event)
-                self.metrics.alert_events.labels("resolve").inc()
+        if batch.switched_off:
+            counts = dict.fromkeys(EVENT_TYPES, 0)
+            for asset, t, silent in batch.switched_off:
+                event = self.alerts.switch_off(asset, t)
+                if event is not None:
+                    self._take(event, asset, t, silent, batch.result, counts)
+            self._count(counts)
         self.metrics.open_alerts.set(self.alerts.open_alerts)
         return batch.result
 
@@ -355,8 +351,7 @@ class Pipeline:
         silent_list, first_list = silent[rows].tolist(), first[rows].tolist()
         leaders = _leaders(contributions, self.model.sensors, self.policy.lead_margin)
         top = _Top(contributions, score, self.model.sensors)
-        events = {"open": 0, "update": 0, "resolve": 0, "storm_start": 0, "storm_end": 0}
-        storm = self.storm
+        events = dict.fromkeys(EVENT_TYPES, 0)
         j = 0
         for s, e in spans:
             asset = assets[s]
@@ -368,16 +363,26 @@ class Pipeline:
                 if flagged is not None:
                     flagged[i] = tracker.flagged(asset)
                 if event is not None:
-                    if event.type != "update":  # re-read history (silent) counts, but decides no storm
-                        storm_event = storm.observe(event.type, asset, time_list[j], silent_list[j])
-                        if storm_event is not None:
-                            result.storms.append(storm_event)
-                            events[storm_event.type] += 1
-                    if not silent_list[j]:
-                        result.alerts.append(event)
-                        events[event.type] += 1
+                    self._take(event, asset, time_list[j], silent_list[j], result, events)
                 j += 1
-        for kind, count in events.items():
+        self._count(events)
+
+    def _take(self, event: AlertEvent, asset: str, ts_ms: int, silent: bool, result: BatchResult,
+              counts: dict[str, int]) -> None:
+        """An alert event of the tracker: opens and resolves go to the storm tracker (re-read
+        history counts there, but starts or ends no storm); live events and storm events go
+        into result, counted by type."""
+        if event.type != "update":
+            storm_event = self.storm.observe(event.type, asset, ts_ms, silent)
+            if storm_event is not None:
+                result.storms.append(storm_event)
+                counts[storm_event.type] += 1
+        if not silent:
+            result.alerts.append(event)
+            counts[event.type] += 1
+
+    def _count(self, counts: dict[str, int]) -> None:
+        for kind, count in counts.items():
             if count:
                 self.metrics.alert_events.labels(kind).inc(count)
 

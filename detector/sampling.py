@@ -19,6 +19,8 @@ import numpy as np
 JITTER_TOLERANCE = 0.1
 # ... and one longer than this many intervals as a gap (at least one reading missing).
 GAP_FACTOR = 1.5
+# Data whose interval is more than this many times a model's (or less than its inverse) is at another rate.
+OTHER_RATE = 1.5
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,13 @@ class Sampling:
         if self.gaps:
             parts.append(f"{self.gaps} gap{'s' if self.gaps > 1 else ''}, the longest {duration(self.longest_seconds)}")
         return f"{duration(self.interval_seconds)} ({'; '.join(parts)})"
+
+
+def other_rate(data_seconds: float | None, model_seconds: float | None) -> bool:
+    """The data's readings are more than OTHER_RATE times further apart (or closer) than a
+    model's interval (False when either is unknown)."""
+    return data_seconds is not None and model_seconds is not None and \
+        not 1 / OTHER_RATE <= data_seconds / model_seconds <= OTHER_RATE
 
 
 def infer_sampling(times: Sequence[np.ndarray]) -> Sampling:

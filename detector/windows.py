@@ -99,9 +99,9 @@ class AssetWindows:
         """Append readings of many assets: reading i is (assets[i], times[i], values[i]); each
         asset's readings must be in strictly increasing time, after its last one (the caller
         checks). Returns the scored windows they complete (Appended)."""
-        n, w = len(assets), self.window
+        n = len(assets)
         if n == 0:
-            return Appended(np.empty(0, np.int64), np.empty((0, w, self.sensors), np.float32), np.empty(0, bool))
+            return self._nothing()
         times = np.asarray(times, np.int64)
         values = np.asarray(values, np.float32)
         slot_of = self._allocate(dict.fromkeys(assets))
@@ -121,6 +121,9 @@ class AssetWindows:
         while len(self._slots) > self.max_assets:  # only when one batch held more assets than the cap
             self._evict()
         return out
+
+    def _nothing(self) -> Appended:
+        return Appended(np.empty(0, np.int64), np.empty((0, self.window, self.sensors), np.float32), np.empty(0, bool))
 
     def _irregular(self, sorted_slots: np.ndarray, starts: np.ndarray, t: np.ndarray) -> np.ndarray:
         """[assets of the batch] bool: the asset has a reading that does not simply start its next
@@ -149,7 +152,7 @@ class AssetWindows:
         their asset's next interval: one new row each."""
         n, w = len(order), self.window
         if n == 0:
-            return Appended(np.empty(0, np.int64), np.empty((0, w, self.sensors), np.float32), np.empty(0, bool))
+            return self._nothing()
         sorted_slots = slots[order]
         starts = _starts(sorted_slots)
         group_slots = sorted_slots[starts]
@@ -203,8 +206,7 @@ class AssetWindows:
         self._scored[group_slots[owner]] = True
         return Appended(rows, windows, first)
 
-    def _append_one(self, slot: int, readings: np.ndarray, times: np.ndarray, values: np.ndarray
-                    ) -> tuple[np.ndarray, np.ndarray]:
+    def _append_one(self, slot: int, readings: np.ndarray, times: np.ndarray, values: np.ndarray) -> Appended:
         """Append one asset's readings (indices, in time order) one by one under detector.grid's rules."""
         grid, w = self.grid, self.window
         rows, seen_rows, count = self._rows[slot], self._seen_rows[slot], int(self._count[slot])
@@ -256,7 +258,7 @@ class AssetWindows:
         self._scored[slot] = scored
         self._complete[slot] = bool((seen_rows == self.sensors).all())
         if not out_rows:
-            return Appended(np.empty(0, np.int64), np.empty((0, w, self.sensors), np.float32), np.empty(0, bool))
+            return self._nothing()
         return Appended(np.asarray(out_rows, np.int64), np.stack(out_windows), np.asarray(out_first, bool))
 
     def _allocate(self, batch: dict[str, None]) -> dict[str, int]:

@@ -204,7 +204,7 @@ def windows_needed(validation_fraction: float, init_quantile: float) -> int:
 
 
 @dataclass(frozen=True)
-class OffState:
+class OffSuggestion:
     """A likely off state in training data: the condition to suggest, the rows it holds for, and
     the sensors near zero in them."""
 
@@ -220,7 +220,7 @@ class OffState:
                 f"TOML, or --off-condition)")
 
 
-def suggest_off_condition(tables: Sequence[SensorTable], sensors: Sequence[str] | None = None) -> OffState | None:
+def suggest_off_condition(tables: Sequence[SensorTable], sensors: Sequence[str] | None = None) -> OffSuggestion | None:
     """An off condition for data with a clear off state (the constants OFF_*), or None."""
     sensors = tuple(sensors or tables[0].sensors)
     present = [t for t in tables if all(s in t.sensors for s in sensors)]
@@ -253,7 +253,7 @@ def suggest_off_condition(tables: Sequence[SensorTable], sensors: Sequence[str] 
     shown = name if name.replace("_", "a").isalnum() and not name[0].isdigit() else f'"{name}"'
     condition = f"{shown} < {float(f'{2 * OFF_NEAR_ZERO * level[best]:.2g}'):g}"
     scale = sum(t.rows for t in present) / len(x)
-    return OffState(condition, int(round(off.sum() * scale)), sum(t.rows for t in present),
+    return OffSuggestion(condition, int(round(off.sum() * scale)), sum(t.rows for t in present),
                     tuple(sensors[j] for j in np.flatnonzero(coverage >= OFF_COVERAGE).tolist()))
 
 

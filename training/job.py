@@ -154,7 +154,7 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
     if data.train_starts.size == 0 or data.val_starts.size == 0:
         raise DataError(
             f"no {'training' if data.train_starts.size == 0 else 'validation'} window is observed enough to "
-            f"learn from: a window is {window} intervals of {duration(interval) if interval else '?'}, and at "
+            f"learn from: a window is {window} {_rows_of(interval)}, and at "
             f"least {grid.min_observed:.0%} of its cells must be observed (readings far apart, long gaps or a "
             f"wrong --interval?)")
     vae, history, best_epoch = fit(config, data, len(sensors), progress)

@@ -216,7 +216,7 @@ def cmd_inspect(args) -> int:
 
 
 def _report_sampling(args, summary: dict) -> None:
-    from detector.sampling import Sampling, duration
+    from detector.sampling import Sampling, duration, other_rate
 
     data = Sampling(**summary["sampling"])
     if summary["interval_source"] == "data":
@@ -224,7 +224,7 @@ def _report_sampling(args, summary: dict) -> None:
         return
     given = summary["interval_seconds"]
     _log(args, f"sampling interval {duration(given)} (given); the data's: {data.describe()}")
-    if data.interval_seconds is not None and not 1 / 1.5 <= data.interval_seconds / given <= 1.5:
+    if other_rate(data.interval_seconds, given):
         print(f"vigil train: warning: the data's readings are {duration(data.interval_seconds)} apart, not the "
               f"{duration(given)} given by --interval or interval_seconds", file=sys.stderr, flush=True)
 
@@ -312,11 +312,11 @@ def _warn_interval(args, model, tables) -> None:
     """Warn when the data's readings are much further apart (or closer) than the model's interval:
     windows are laid on the model's grid (detector.grid), so 10 s data on a 1 s model leaves most
     of each window missing and unscored, and 0.1 s data is averaged per interval."""
-    from detector.sampling import duration, infer_sampling
+    from detector.sampling import duration, infer_sampling, other_rate
 
     given = model.interval_seconds
     data = infer_sampling([t.time for t in tables]).interval_seconds
-    if given is None or data is None or 1 / 1.5 <= data / given <= 1.5:
+    if not other_rate(data, given):
         return
     effect = ("most of each window is missing, and a window with less than half of its cells observed "
               "is not scored") if data > given else "the readings in each interval are averaged"
