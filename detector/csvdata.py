@@ -82,21 +82,52 @@ class DataError(ValueError):
 
 @dataclass(frozen=True, eq=False)
 class SkippedRows:
-    """Rows of a file left out because their time is not after the last row kept before them
-    (a logger's clock stepping back, or a repeated time): the rule the daemon applies to an
-    asset's readings, so a file is read as `vigil serve` would take it.
+    """Rows of a file left out because their time is not after the newest row kept before
+    them (a logger's clock stepping back, or a repeated time): the rule the daemon applies to
+    an asset's readings, so a file is read as `vigil serve` would take it.
 
     index: [k] int64 positions of the skipped rows among the file's data rows (0-based).
-    time_raw: [k] their time cells as written.
-    line, previous_line: the file line of the first skipped row, and of the kept row before it.
-    previous: that kept row's time cell.
+    time_raw: [k] their time cells as written; lines: [k] int64 their file lines.
+    time, values, labels: [k] their times (epoch seconds), [k, sensors] values, [k] labels
+        (None without a label column), so that rows only a little late can be put back
+        (admit_late).
+    newest_raw, newest_lines: [k] the time cell and file line of the newest row kept before
+        each (the one it is not after).
     """
 
     index: np.ndarray
     time_raw: list[str]
-    line: int
-    previous_line: int
-    previous: str
+    lines: np.ndarray
+    time: np.ndarray
+    values: np.ndarray
+    labels: np.ndarray | None
+    newest_raw: list[str]
+    newest_lines: np.ndarray
+
+    @property
+    def line(self) -> int:
+        """The file line of the first skipped row."""
+        return int(self.lines[0])
+
+    @property
+    def previous_line(self) -> int:
+        """The file line of the newest row kept before the first skipped one."""
+        return int(self.newest_lines[0])
+
+    @property
+    def previous(self) -> str:
+        """That row's time cell."""
+        return self.newest_raw[0]
+
+    def subset(self, which: np.ndarray) -> SkippedRows | None:
+        """The rows `which` ([k] bool) of these, or None when there are none."""
+        if not which.any():
+            return None
+        at = np.flatnonzero(which)
+        pick = at.tolist()
+        return SkippedRows(self.index[at], [self.time_raw[i] for i in pick], self.lines[at], self.time[at],
+                           self.values[at], None if self.labels is None else self.labels[at],
+                           [self.newest_raw[i] for i in pick], self.newest_lines[at])
 
     @property
     def count(self) -> int:
@@ -114,7 +145,8 @@ class SkippedRows:
 class SensorTable:
     """One sensor file. Rows are in file order; time increases (rows whose time does not are
     left out when the file is read, and listed in `skipped`; with strict_time such a file is
-    refused, and rows with equal times are kept).
+    refused, and rows with equal times are kept). admit_late puts back the rows less than one
+    interval late, at the time of the row before them: time then never decreases.
 
     path: the file it came from.
     time_raw: [rows] the time cells as written (surrounding whitespace and quotes removed).
@@ -123,6 +155,7 @@ class SensorTable:
     values: [rows, sensors] float32, NaN where a reading is missing.
     labels: [rows] int8 0/1, or None when the file has no label column.
     skipped: the file's rows left out for their time, or None when there were none.
+    late: how many rows admit_late put back.
     """
 
     path: str
@@ -132,6 +165,7 @@ class SensorTable:
     values: np.ndarray
     labels: np.ndarray | None
     skipped: SkippedRows | None = None
+    late: int = 0
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -168,6 +202,30 @@ class SensorTable:
             raise DataError(f"{self.path}: no sensor column {', '.join(map(repr, missing))} "
                             f"(its sensors: {', '.join(map(repr, self.sensors))})")
         return np.take(self.values, [index[name] for name in names], axis=1)
+
+
+def admit_late(table: SensorTable, interval_seconds: float | None) -> SensorTable:
+    """Put back the skipped rows that are less than one interval older than the newest row
+    before them, as the daemon takes a late reading (detector.grid): at that row's time, so
+    it joins the mean of the newest interval. A row at that very time is a repeat and stays
+    out, as do older ones and every skipped row of a model without an interval. time_raw
+    keeps each row's time as written."""
+    s = table.skipped
+    if s is None or not interval_seconds:
+        return table
+    after = s.index - np.arange(s.count) - 1  # each skipped row follows this row of the table
+    newest = table.times_ms()[after]
+    t = np.round(s.time * 1000.0).astype(np.int64)
+    late = (t < newest) & (newest - t < interval_seconds * 1000.0)
+    if not late.any():
+        return table
+    at = after[late] + 1
+    cells = np.array([s.time_raw[j] for j in np.flatnonzero(late).tolist()], dtype=object)
+    raw = np.insert(np.array(table.time_raw, dtype=object), at, cells).tolist()
+    labels = None if table.labels is None else np.insert(table.labels, at, s.labels[late])
+    return SensorTable(table.path, raw, np.insert(table.time, at, table.time[after[late]]), table.sensors,
+                       np.insert(table.values, at, s.values[late], axis=0), labels, s.subset(~late),
+                       table.late + int(late.sum()))
 
 
 def read_path(path, *, time_column: str | None = None, label_column: str | None = None,
@@ -823,9 +881,11 @@ def _build(split: _Split, time_column, label_column, drop_columns, strict_time: 
         return SensorTable(path=path, time_raw=time_raw, time=time, sensors=sensors, values=values, labels=labels)
     index = np.flatnonzero(late)
     kept = np.flatnonzero(~late)
-    before = kept[np.searchsorted(kept, index[0]) - 1]  # row 0 is always kept
+    newest = kept[np.searchsorted(kept, index) - 1]  # row 0 is always kept; kept rows increase
     skipped = SkippedRows(index=index, time_raw=[time_raw[i] for i in index.tolist()],
-                          line=int(split.row_lines[index[0]]), previous_line=int(split.row_lines[before]),
-                          previous=time_raw[before])
+                          lines=np.asarray(split.row_lines[index], np.int64), time=time[index],
+                          values=values[index], labels=None if labels is None else labels[index],
+                          newest_raw=[time_raw[i] for i in newest.tolist()],
+                          newest_lines=np.asarray(split.row_lines[newest], np.int64))
     return SensorTable(path=path, time_raw=[time_raw[i] for i in kept.tolist()], time=time[kept], sensors=sensors,
                        values=values[kept], labels=None if labels is None else labels[kept], skipped=skipped)

@@ -12,6 +12,11 @@ Its window is W consecutive intervals of an asset's time, not its last W reading
 - An interval without a reading is a missing row: masked, as a missing value is.
 - A spacing longer than `max_gap` (default: a window's length of intervals) ends the run:
   the window restarts and fills again instead of joining both sides of the gap.
+- A reading that is not after the asset's newest one but less than one interval older
+  (and not at its very time, a repeat) is late, not lost: it counts at the newest one's
+  time, so it joins the newest interval's mean (csvdata.admit_late for files, the
+  pipeline's order check for the stream). Older ones are left out (files) or dead-lettered
+  (the daemon); a model without an interval takes no late reading.
 - A window is scored only when it spans W intervals of one run and at least
   `min_observed` (default MIN_OBSERVED, a half) of its cells are observed: no alert comes
   from a window that is mostly missing (a model trained on 1 s data fed 10 s data sees 10 %).
@@ -112,7 +117,7 @@ def _gapped(times_ms: np.ndarray, grid: TimeGrid) -> np.ndarray:
 
 
 def place(times_ms: np.ndarray, values: np.ndarray, grid: TimeGrid) -> Placed:
-    """Put one asset's readings (times strictly increasing, ms) on the grid."""
+    """Put one asset's readings (times never decreasing, ms: late ones at the newest time) on the grid."""
     times_ms = np.asarray(times_ms, np.int64)
     values = np.asarray(values, np.float32)
     n, sensors = values.shape

@@ -220,7 +220,8 @@ class Pipeline:
             if asset not in known:
                 switched.append((asset, t, quiet))
             known[asset] = now
-        self.windows.touch([a for a, (is_off, _, _) in newest.items() if is_off])  # off is not idle
+        off_now = [(a, t) for a, (is_off, t, _) in newest.items() if is_off]
+        self.windows.touch([a for a, _ in off_now], [t for _, t in off_now])  # off is not idle
         return switched
 
     def finish(self, batch: Submitted) -> BatchResult:
@@ -238,9 +239,14 @@ class Pipeline:
         return batch.result
 
     def _in_order(self, decoded: Decoded, replay: np.ndarray, refused: dict[int, BadMessage]) -> np.ndarray:
-        """Which readings to keep: every asset's readings must come after its previous ones. A
-        live message whose first reading does not is refused (added to `refused`); of a re-read
-        message, only the readings newer than the asset's window are kept."""
+        """Which readings to keep: every asset's readings must come after its newest one. A live
+        message whose first reading does not is refused (added to `refused`), unless it is late
+        by less than one of the model's intervals (and not at the newest reading's very time, a
+        repeat): then its readings up to the newest one's time count at that time (they join
+        the newest interval's mean, as csvdata.admit_late puts such rows of a file back;
+        decoded.times is changed in place) and one at that very time is dropped. Of a re-read
+        message, only the readings newer than the asset's window are kept (the others were
+        taken before)."""
         n = len(decoded.times)
         keep = np.ones(n, bool)
         if n == 0:
@@ -262,6 +268,7 @@ class Pipeline:
         # the assets with a reading out of order: their messages one by one, in record order
         flagged = np.flatnonzero(np.isin(codes, c[bad]))
         lasts = dict(zip(distinct, last.tolist()))
+        tolerance = self.windows.grid.interval_ms or 0.0
         record = decoded.record[flagged]
         bounds = np.flatnonzero(np.r_[True, record[1:] != record[:-1], True]).tolist()
         for a, b in zip(bounds[:-1], bounds[1:]):
@@ -272,6 +279,10 @@ class Pipeline:
                 lasts[asset] = int(ts[-1])
             elif replay[i]:
                 keep[span[ts <= before]] = False
+                lasts[asset] = max(before, int(ts[-1]))
+            elif ts[0] < before and before - ts[0] < tolerance:  # late within an interval
+                keep[span[ts == before]] = False
+                decoded.times[span[ts < before]] = before
                 lasts[asset] = max(before, int(ts[-1]))
             else:
                 keep[span] = False

@@ -52,7 +52,8 @@ class AssetWindows:
         self._seen_rows = np.empty((0, window), np.int32)        # [slot, W]: observed cells of each
         self._complete = np.empty(0, bool)                       # every cell of the W rows observed
         self._count = np.empty(0, np.int64)                      # intervals of the run, saturating at W
-        self._last = np.empty(0, np.int64)                       # time of the newest reading (ms; -1: none)
+        self._last = np.empty(0, np.int64)                       # time of the newest appended reading (ms; -1: none)
+        self._newest = np.empty(0, np.int64)                     # ... of the newest reading, off ones too (touch)
         self._anchor = np.empty(0, np.int64)                     # time of the run's first reading (ms)
         self._interval = np.empty(0, np.int64)                   # the newest reading's interval in its run
         self._sum = np.empty((0, sensors), np.float64)           # the newest interval: sum of observed values
@@ -70,12 +71,16 @@ class AssetWindows:
 
     def last_time(self, asset: str) -> int | None:
         slot = self._slots.get(asset)
-        return None if slot is None else int(self._last[slot])
+        return None if slot is None else int(self._newest[slot])
 
     def last_times(self, assets: list[str]) -> np.ndarray:
-        """The newest reading time of each asset (-1 for an asset without a window): [len(assets)] int64."""
+        """The newest reading time of each asset, off readings included (touch), -1 for an asset
+        without a window: [len(assets)] int64. A reading must come after it, or late within an
+        interval of it (detector.pipeline)."""
         slots = np.fromiter((self._slots.get(a, -1) for a in assets), np.int64, len(assets))
-        return np.where(slots >= 0, self._last[slots], -1) if len(self._last) else np.full(len(assets), -1, np.int64)
+        if not len(self._newest):
+            return np.full(len(assets), -1, np.int64)
+        return np.where(slots >= 0, self._newest[slots], -1)
 
     def check(self, asset: str, ts_ms: int) -> None:
         """Raise BadMessage if a reading at ts_ms would not be newer than the asset's last one."""
@@ -189,6 +194,7 @@ class AssetWindows:
         self._anchor[group_slots] = np.where(fresh, times[order[starts]], self._anchor[group_slots])
         self._interval[group_slots] = np.where(fresh, -1, self._interval[group_slots]) + k
         self._last[group_slots] = times[order[ends]]
+        self._newest[group_slots] = np.maximum(self._newest[group_slots], self._last[group_slots])
         newest = new_values[ends]
         newest_observed = observed[ends]
         self._sum[group_slots] = np.where(newest_observed, newest, 0.0)
@@ -255,6 +261,7 @@ class AssetWindows:
                 else:
                     self.sparse += 1
         self._count[slot], self._last[slot], self._anchor[slot], self._interval[slot] = count, last, anchor, interval
+        self._newest[slot] = max(int(self._newest[slot]), last)
         self._scored[slot] = scored
         self._complete[slot] = bool((seen_rows == self.sensors).all())
         if not out_rows:
@@ -282,6 +289,7 @@ class AssetWindows:
             slot = out[asset] = slots[asset] = self._free.pop()
             self._count[slot] = 0
             self._last[slot] = -1
+            self._newest[slot] = -1
             self._interval[slot] = -1
             self._scored[slot] = False
             self._complete[slot] = False
@@ -299,6 +307,7 @@ class AssetWindows:
         self._seen_rows = np.concatenate([self._seen_rows, np.zeros((size - old, self.window), np.int32)])
         self._count = np.concatenate([self._count, np.zeros(size - old, np.int64)])
         self._last = np.concatenate([self._last, np.full(size - old, -1, np.int64)])
+        self._newest = np.concatenate([self._newest, np.full(size - old, -1, np.int64)])
         self._anchor = np.concatenate([self._anchor, np.zeros(size - old, np.int64)])
         self._interval = np.concatenate([self._interval, np.full(size - old, -1, np.int64)])
         self._sum = np.concatenate([self._sum, np.zeros((size - old, self.sensors))])
@@ -308,14 +317,16 @@ class AssetWindows:
         self._complete = np.concatenate([self._complete, np.zeros(size - old, bool)])
         self._free.extend(range(size - 1, old - 1, -1))
 
-    def touch(self, assets: list[str]) -> None:
-        """Mark known assets as just heard from (a reading that is not appended: an off one)."""
+    def touch(self, assets: list[str], times: list[int]) -> None:
+        """Mark known assets as just heard from by a reading at times[i] that is not appended
+        (an off one): it is not idle, and later readings must come after it."""
         now = time.monotonic()
-        for asset in assets:
+        for asset, t in zip(assets, times):
             slot = self._slots.get(asset)
             if slot is not None:
                 self._slots.move_to_end(asset)
                 self._seen[slot] = now
+                self._newest[slot] = max(int(self._newest[slot]), t)
 
     def forget(self, asset: str) -> None:
         slot = self._slots.pop(asset, None)

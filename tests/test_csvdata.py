@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detector.csvdata import DataError, SensorTable, read_csv, read_path
+from detector.csvdata import DataError, SensorTable, admit_late, read_csv, read_path
 
 T0 = 1581168647.0  # 2020-02-08 13:30:47 UTC
 # Property tests write files into tmp_path, shared by all examples (fine: each
@@ -245,6 +245,27 @@ def test_rows_not_after_the_last_kept_row_are_skipped(tmp_path):
     message = s.describe(table.path)
     assert message.startswith(f"{path}: skipped 4 rows") and "line 5: '1.5' is not after '3' on line 4" in message
     assert "--strict-time" in message
+
+
+def test_rows_less_than_one_interval_late_are_put_back(tmp_path):
+    # 1 s intervals: 2.5 (line 5) is 0.5 s late and counts at 3 s; 3 (line 6) repeats the newest
+    # time and 1.5 (line 7) is 1.5 s late: both stay out; 3.2 after 4 (line 9) counts at 4 s
+    text = lines("t,a,anomaly", "1,10,0", "2,20,0", "3,30,1", "2.5,40,1", "3,50,0", "1.5,60,0", "4,70,0",
+                 "3.2,80,1", "5,90,0")
+    table = admit_late(read_csv(write(tmp_path, "x.csv", text)), 1.0)
+    assert table.late == 2
+    np.testing.assert_array_equal(table.time, [1, 2, 3, 3, 4, 4, 5])
+    np.testing.assert_array_equal(table.values[:, 0], [10, 20, 30, 40, 70, 80, 90])
+    np.testing.assert_array_equal(table.labels, [0, 0, 1, 1, 0, 1, 0])
+    assert table.time_raw == ["1", "2", "3", "2.5", "4", "3.2", "5"]  # as written
+    s = table.skipped
+    assert s.index.tolist() == [4, 5] and s.time_raw == ["3", "1.5"] and s.lines.tolist() == [6, 7]
+    assert (s.line, s.previous_line, s.previous) == (6, 4, "3")
+    assert admit_late(table, 1.0) is table  # nothing more to put back
+    # a 0.5 s interval: 2.5 is 0.5 s late (not less), 3.2 is 0.8 s: nothing is put back
+    assert admit_late(read_csv(write(tmp_path, "y.csv", text)), 0.5).late == 0
+    # a model without an interval takes no late row
+    assert admit_late(read_csv(write(tmp_path, "z.csv", text)), None).skipped.count == 4
 
 
 def test_a_clean_file_skips_nothing(tmp_path):

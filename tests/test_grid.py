@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from detector.alerts import AlertPolicy
 from detector.artifact import TrainedModel
-from detector.csvdata import SensorTable
+from detector.csvdata import SensorTable, admit_late, read_csv
 from detector.grid import TimeGrid, place
 from detector.metrics import ServiceMetrics
 from detector.model import VAE, ModelConfig
@@ -131,6 +131,60 @@ def test_offline_and_daemon_scores_agree_with_jitter_gaps_and_a_clock_step():
     np.testing.assert_allclose(daemon, offline.score[scored], rtol=1e-5, atol=1e-6)
     flags = np.array([scores[times[i]]["is_anomaly"] for i in np.flatnonzero(scored)])
     np.testing.assert_array_equal(flags, offline.flags[scored])
+
+
+def test_late_readings_count_the_same_in_files_and_the_stream(tmp_path):
+    """Readings up to one interval late join the newest interval in both paths; repeats of
+    the newest time and older readings are left out (files) or dead-lettered (the daemon)."""
+    rng = np.random.default_rng(5)
+    model = _model(1.0)
+    t, v = _series(rng, 300, 3)
+    order = list(range(len(t)))
+    late = []
+    for i in rng.choice(np.arange(30, len(t) - 1), 40, replace=False).tolist():
+        late.append((i, t[i] - int(rng.integers(1, 999))))  # within the interval: counts
+    for i in rng.choice(np.arange(30, len(t) - 1), 10, replace=False).tolist():
+        late.append((i, t[i] - int(rng.integers(1000, 5000))))  # older: refused
+    for i in rng.choice(np.arange(30, len(t) - 1), 5, replace=False).tolist():
+        late.append((i, t[i]))  # a repeat: refused
+    times, values = [], []
+    extra = {}
+    for i, ts in late:
+        extra.setdefault(i, []).append((ts, rng.normal(size=3).astype(np.float32)))
+    for i in order:
+        times.append(int(t[i]))
+        values.append(v[i])
+        for ts, row in extra.get(i, []):
+            times.append(int(ts))
+            values.append(row)
+    times, values = np.array(times), np.array(values)
+    path = tmp_path / "late.csv"
+    with open(path, "w") as f:
+        f.write("t," + ",".join(SENSORS) + "\n")
+        for ts, row in zip(times, values):
+            f.write(f"{ts / 1000:.3f}," + ",".join("" if np.isnan(x) else repr(float(x)) for x in row) + "\n")
+    table = admit_late(read_csv(path), model.interval_seconds)
+    offline = score_table(model, table)
+
+    pipeline = Pipeline(model, ServiceMetrics(CollectorRegistry()), AlertPolicy(update_heartbeat_seconds=0))
+    pipeline.emit_scores = True
+    records = [Record("r", 0, i, b"p1", json.dumps(
+        {"asset": "p1", "ts": int(ts), "values": {s: (None if np.isnan(x) else float(x)) for s, x in zip(SENSORS, row)}}
+    ).encode(), int(ts)) for i, (ts, row) in enumerate(zip(times, values))]
+    scores, dead = [], 0
+    for lo in range(0, len(records), 23):
+        result = pipeline.process(records[lo:lo + 23], now_ms=int(times.max()))
+        scores += result.scores
+        dead += len(result.dead_letters)
+    assert table.late > 30 and dead == table.skipped.count >= 10
+    scored = np.isfinite(offline.score)
+    assert len(scores) == scored.sum() > 0
+    np.testing.assert_allclose([s["score"] for s in scores], offline.score[scored], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal([s["is_anomaly"] for s in scores], offline.flags[scored])
+    # a late reading's score is that of the newest interval with it averaged in: not the one before
+    first_late = int(np.flatnonzero(np.diff(table.time) == 0)[0]) + 1
+    assert np.isfinite(offline.score[first_late - 1:first_late + 1]).all()
+    assert offline.score[first_late] != offline.score[first_late - 1]
 
 
 def test_a_model_on_1s_data_is_not_alerted_by_10s_data():

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from detector.artifact import TrainedModel
-from detector.csvdata import DataError, SensorTable
+from detector.csvdata import DataError, SensorTable, admit_late
 from detector.grid import TimeGrid, place
 from detector.offcondition import ConditionError, OffCondition
 from detector.preprocessing import Scaler
@@ -119,6 +119,7 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
     sensors = tuple(sensors or tables[0].sensors)
     sampling = infer_sampling([t.time for t in tables])
     interval = config.interval_seconds or sampling.interval_seconds
+    tables = [admit_late(t, interval) for t in tables]  # rows a little late count, as the daemon takes them
     grid = TimeGrid.of(window, interval)
     off = _off_condition(config.off_condition, sensors, config.off_settle_seconds)
     placed, off_rows = [], 0

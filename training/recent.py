@@ -92,15 +92,18 @@ def cut_stretches(asset: str, times_ms: np.ndarray, values: np.ndarray, sensors:
 
 
 def from_files(path: str, sensors: tuple[str, ...], min_rows: int, strict_time: bool = False,
-               warn: Callable[[SensorTable], None] = lambda _t: None) -> list[SensorTable]:
+               warn: Callable[[SensorTable], None] = lambda _t: None,
+               interval_seconds: float | None = None) -> list[SensorTable]:
     """Recent data from CSV files; rows labelled anomalous (when there is a label column) are left out.
-    strict_time as csvdata.read_csv; warn is called with each file that had rows left out for their time."""
-    from detector.csvdata import read_path
+    strict_time as csvdata.read_csv; rows less than interval_seconds late are put back
+    (csvdata.admit_late); warn is called with each file that had rows left out or put back for their time."""
+    from detector.csvdata import admit_late, read_path
     from training.evaluation import runs
 
     tables = []
     for t in read_path(path, strict_time=strict_time):
-        if t.skipped is not None:
+        t = admit_late(t, interval_seconds)
+        if t.skipped is not None or t.late:
             warn(t)
         if t.labels is None or not t.labels.any():
             tables.append(t)

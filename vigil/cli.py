@@ -84,21 +84,38 @@ def _add_strict_time(p: argparse.ArgumentParser) -> None:
                         "the row before, with one warning per file)")
 
 
-def _read(args):
+def _read(args, model=None, warn: bool = True):
+    """The --data tables; with a model, rows less than one of its intervals late are put back
+    (csvdata.admit_late), as the daemon takes them."""
     from detector.csvdata import read_path
 
     drop = tuple(c for c in args.drop_columns.split(",") if c)
     tables = read_path(args.data, time_column=args.time_column, label_column=args.label_column, drop_columns=drop,
                        strict_time=args.strict_time)
-    _warn_skipped(args, tables)
+    if model is not None:
+        tables = _admit_late(tables, model.interval_seconds)
+    if warn:
+        _warn_skipped(args, tables)
     return tables
 
 
+def _admit_late(tables, interval_seconds):
+    from detector.csvdata import admit_late
+
+    return [admit_late(t, interval_seconds) for t in tables]
+
+
 def _warn_skipped(args, tables) -> None:
-    """One warning per file with rows left out for their time (shown even with --quiet)."""
+    """One warning per file with rows left out for their time, one per file with late rows put
+    back (shown even with --quiet)."""
     for t in tables:
         if t.skipped is not None:
             print(f"vigil {args.command}: warning: {t.skipped.describe(t.path)}", file=sys.stderr, flush=True)
+        if t.late:
+            rows = "1 row" if t.late == 1 else f"{t.late} rows"
+            print(f"vigil {args.command}: warning: {t.path}: {rows} less than one interval late counted in the "
+                  f"newest interval before them (their values averaged in, as the daemon takes late readings)",
+                  file=sys.stderr, flush=True)
 
 
 def _log(args, message: str) -> None:
@@ -131,8 +148,12 @@ def cmd_train(args) -> int:
     if args.out is not None and Path(args.out).exists():
         raise UserError(f"{args.out}: already exists; choose a new directory for the model")
     check_writable(Path(args.registry) if args.registry is not None else Path(args.out).parent)  # before training
-    tables = _read(args)
-    quality = _inspect(tables, config)
+    tables = _read(args, warn=False)
+    quality = _inspect(tables, config)  # the data as written
+    from detector.sampling import infer_sampling
+
+    tables = _admit_late(tables, config.interval_seconds or infer_sampling([t.time for t in tables]).interval_seconds)
+    _warn_skipped(args, tables)
     _warn_quality(args, quality)
     rows = sum(len(t.time) for t in tables)
     _log(args, f"training on {rows} rows from {len(tables)} file(s), {len(tables[0].sensors)} sensors, "
@@ -300,7 +321,7 @@ def cmd_score(args) -> int:
     from detector.offline import write_scores
 
     model = load(args.model)
-    tables = _read(args)
+    tables = _read(args, model)
     _warn_interval(args, model, tables)
     t0 = time.perf_counter()
     rows = write_scores(model, tables, args.out)
@@ -329,7 +350,7 @@ def cmd_evaluate(args) -> int:
     from training.evaluation import evaluate_model
 
     model = load(args.model)
-    tables = _read(args)
+    tables = _read(args, model)
     _warn_interval(args, model, tables)
     missing = [t.path for t in tables if t.labels is None]
     if missing:
@@ -353,7 +374,7 @@ def cmd_report(args) -> int:
         check_format(args.out)
         start, end = (None if t is None else parse_time(t) for t in (args.start, args.end))
         model = load(args.model)
-        tables = _read(args)
+        tables = _read(args, model)
         _warn_interval(args, model, tables)
         if len(tables) > 1:
             raise UserError(f"{args.data}: {len(tables)} CSV files; a report covers one file "
@@ -468,14 +489,15 @@ def cmd_retrain(args) -> int:
         from training.recent import from_files
 
         tables, source = from_files(args.data, current.sensors, 2 * current.config.window, args.strict_time,
-                                    warn=lambda t: _warn_skipped(args, [t])), {"data": args.data}
+                                    warn=lambda t: _warn_skipped(args, [t]), interval_seconds=current.interval_seconds
+                                    ), {"data": args.data}
     else:
         tables, source = _recent_kafka(args, current)
     labelled = []
     if args.labels:
         from detector.csvdata import read_path
 
-        labelled = read_path(args.labels, strict_time=args.strict_time)
+        labelled = _admit_late(read_path(args.labels, strict_time=args.strict_time), current.interval_seconds)
         _warn_skipped(args, labelled)
         unlabelled = [t.path for t in labelled if t.labels is None]
         if unlabelled:
