@@ -59,7 +59,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from detector.csvdata import SensorTable, read_csv  # noqa: E402
+from detector.csvdata import read_csv  # noqa: E402
+from detector.table import SensorTable  # noqa: E402
 from detector.offline import score_table  # noqa: E402
 from detector.preprocessing import Scaler, windows  # noqa: E402
 from detector.threshold import Persistence  # noqa: E402

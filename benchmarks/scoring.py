@@ -4,7 +4,8 @@
      baseline (batches of 4096 windows already on device, encode + decode only);
   2. the jitted scoring kernel (scaling, masking, reconstruction, per-sensor errors);
   3. `vigil score` end to end on a 1,000,000-row CSV (a subprocess: start-up, reading,
-     scoring, writing), rows/s, and its ratio to (1); plus an in-process breakdown.
+     scoring, writing), rows/s, and its ratio to (1); the same rows as Parquet in and out;
+     plus an in-process breakdown.
 
     python benchmarks/scoring.py --rows 1000000 --out bench-results/scoring.json
 """
@@ -32,7 +33,7 @@ from flax import nnx  # noqa: E402
 from detector.artifact import TrainedModel, load, save  # noqa: E402
 from detector.csvdata import read_csv  # noqa: E402
 from detector.model import VAE, ModelConfig  # noqa: E402
-from detector.offline import format_rows, score_table  # noqa: E402
+from detector.offline import ScoresWriter, score_columns, score_table  # noqa: E402
 from detector.preprocessing import Scaler  # noqa: E402
 from detector.threshold import Persistence, Threshold  # noqa: E402
 
@@ -115,6 +116,23 @@ def main() -> None:
             written = sum(1 for _ in f) - 1
         assert written == args.rows, f"{written} rows written for {args.rows} input rows"
 
+        # the same rows as Parquet, in and out
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = read_csv(csv_path)
+        parquet_path = tmp / "readings.parquet"
+        columns = {"timestamp": pa.array(table.time_raw)}
+        columns.update({name: pa.array(table.values[:, j]) for j, name in enumerate(table.sensors)})
+        pq.write_table(pa.table(columns), parquet_path)
+        del table
+        out_parquet = tmp / "scores.parquet"
+        t0 = time.perf_counter()
+        subprocess.run(vigil[:7] + [str(parquet_path), "--out", str(out_parquet), "--quiet"], check=True, cwd=ROOT,
+                       env=os.environ | {"PYTHONPATH": str(ROOT)})
+        parquet_seconds = time.perf_counter() - t0
+        assert pq.read_metadata(out_parquet).num_rows == args.rows
+
         t0 = time.perf_counter()
         table = read_csv(csv_path)
         t_read = time.perf_counter() - t0
@@ -122,7 +140,9 @@ def main() -> None:
         scores = score_table(model, table)
         t_score = time.perf_counter() - t0
         t0 = time.perf_counter()
-        format_rows(table.time_raw, scores, model.threshold.value, model.sensors)
+        out = ScoresWriter(tmp / "again.csv")
+        out.write(score_columns(table.time_raw, scores, model.threshold.value, model.sensors))
+        out.close()
         t_format = time.perf_counter() - t0
 
     e2e = args.rows / e2e_seconds
@@ -135,14 +155,20 @@ def main() -> None:
         "vigil_score_seconds": round(e2e_seconds, 2),
         "vigil_score_rows_per_s": round(e2e),
         "ratio_end_to_end_to_bare": round(e2e / bare, 3),
-        "in_process_seconds": {"read": round(t_read, 2), "score": round(t_score, 2), "format": round(t_format, 2)},
+        "vigil_score_parquet_seconds": round(parquet_seconds, 2),
+        "vigil_score_parquet_rows_per_s": round(args.rows / parquet_seconds),
+        "ratio_parquet_to_bare": round(args.rows / parquet_seconds / bare, 3),
+        "in_process_seconds": {"read": round(t_read, 2), "score": round(t_score, 2), "write": round(t_format, 2)},
     }
     print(f"\n{'measure':<48}{'rate':>14}")
     print(f"{'bare jitted forward pass (baseline)':<48}{bare:>12,.0f}/s  windows")
     print(f"{'scoring kernel (scale, mask, errors)':<48}{kernel:>12,.0f}/s  windows")
     print(f"{'vigil score end to end, ' + format(args.rows, ',') + ' rows':<48}{e2e:>12,.0f}/s  rows"
           f"  ({e2e_seconds:.1f}s, {e2e / bare:.2f} x baseline)")
-    print(f"in-process breakdown: read {t_read:.2f}s, score {t_score:.2f}s, format {t_format:.2f}s")
+    pq_rate = args.rows / parquet_seconds
+    print(f"{'... the same rows as Parquet in and out':<48}{pq_rate:>12,.0f}/s  rows"
+          f"  ({parquet_seconds:.1f}s, {pq_rate / bare:.2f} x baseline)")
+    print(f"in-process breakdown (CSV): read {t_read:.2f}s, score {t_score:.2f}s, write {t_format:.2f}s")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -44,7 +44,7 @@ from prometheus_client import CollectorRegistry  # noqa: E402
 
 from detector.alerts import epoch_ms  # noqa: E402
 from detector.artifact import load  # noqa: E402
-from detector.csvdata import read_path  # noqa: E402
+from detector.datafiles import read_path  # noqa: E402
 from detector.metrics import ServiceMetrics  # noqa: E402
 from detector.pipeline import Pipeline, Record  # noqa: E402
 

@@ -14,7 +14,7 @@ Its window is W consecutive intervals of an asset's time, not its last W reading
   the window restarts and fills again instead of joining both sides of the gap.
 - A reading that is not after the asset's newest one but less than one interval older
   (and not at its very time, a repeat) is late, not lost: it counts at the newest one's
-  time, so it joins the newest interval's mean (csvdata.admit_late for files, the
+  time, so it joins the newest interval's mean (table.admit_late for files, the
   pipeline's order check for the stream). Older ones are left out (files) or dead-lettered
   (the daemon); a model without an interval takes no late reading.
 - A window is scored only when it spans W intervals of one run and at least

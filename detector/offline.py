@@ -1,11 +1,11 @@
-"""Offline scoring of whole sensor tables and the scores CSV format.
+"""Offline scoring of whole sensor tables and the scores file (CSV or Parquet).
 
-scores.csv has exactly one row per input row, in input order:
+The scores file has exactly one row per input row, in input order:
 
     timestamp,score,threshold,is_anomaly,top_sensors,normalized_score
 
 A row whose window is not full yet has an empty score and is_anomaly 0, and so has a row
-left out because its time is not after the row before (csvdata.SkippedRows). top_sensors
+left out because its time is not after the row before (table.SkippedRows). top_sensors
 names the three largest contributors as `name:share` joined by `|`.
 """
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.artifact import TrainedModel
-from detector.csvdata import SensorTable
+from detector.table import SensorTable
 from detector.grid import Placed, place
 from detector.scoring import Scorer, top_shares
 
@@ -125,46 +125,126 @@ def score_table(model: TrainedModel, table: SensorTable, scorer: Scorer | None =
                          for f in ("score", "normalized", "flags", "contributions")))
 
 
-def _share_labels(names: tuple[str, ...]) -> np.ndarray:
-    """Lookup table [sensors, 101] of 'name:0.42' strings (shares rounded to 2 decimals)."""
-    return np.array([[f"{n}:{p / 100:.2f}" for p in range(101)] for n in names], dtype=object)
+def _share_labels(names: tuple[str, ...]) -> list[str]:
+    """'name:0.42' for every sensor and share in hundredths: entry sensor * 101 + percent."""
+    return [f"{n}:{p / 100:.2f}" for n in names for p in range(101)]
 
 
-def format_rows(time_raw: list[str], scores: TableScores, threshold: float, names: tuple[str, ...],
-                skipped: Sequence[tuple[int, str]] = ()) -> str:
-    """The CSV lines (no header) for one table's (or chunk's) results.
+def _significant(x: np.ndarray, digits: int) -> np.ndarray:
+    """x rounded to `digits` significant digits (float64; NaN stays NaN), printed short."""
+    x = np.asarray(x, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = 10.0 ** (digits - 1 - np.floor(np.log10(np.abs(x))))
+        out = np.round(x * scale) / scale
+    return np.where(np.isfinite(out), out, x)
 
-    skipped: (position, time cell) of rows left out for their time, in file order: each is
-    written, with an empty score, after the row at that position of time_raw."""
+
+def score_columns(time_raw: Sequence[str], scores: TableScores, threshold: float, names: tuple[str, ...],
+                  skipped: Sequence[tuple[int, str]] = ()):
+    """One table's (or chunk's) results as an Arrow table with the columns of HEADER: score
+    to 6 significant digits, normalized_score to 4 decimals, empty (null) where not scored.
+
+    skipped: (position, time cell) of rows left out for their time, in file order: each comes,
+    with an empty score, after the row at that position of time_raw."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(scores.score)
+    scored = np.isfinite(scores.score)
     top, shares = top_shares(scores.contributions, scores.score, TOP_K)
-    pct = np.clip(np.rint(shares * 100), 0, 100).astype(np.int64)
-    labels = _share_labels(names)[top, pct]
-    tops = ["|".join(t) for t in zip(*(labels[:, j].tolist() for j in range(top.shape[1])))]
-    thr = f"{threshold:.6g}"
-    times = [_csv_field(t) for t in time_raw] if _needs_quoting(time_raw) else time_raw
-    lines = [
-        f"{ts},{s:.6g},{thr},{f:d},{tp},{n:.4f}" if s == s else f"{ts},,{thr},0,,"
-        for ts, s, f, tp, n in zip(times, scores.score.tolist(), scores.flags.astype(np.int8).tolist(), tops,
-                                   scores.normalized.tolist())
-    ]
-    if skipped:
-        merged, done = [], 0
-        for position, raw in skipped:
-            merged += lines[done:position + 1]
-            merged.append(f"{_csv_field(raw)},,{thr},0,,")
-            done = position + 1
-        lines = merged + lines[done:]
-    return "\n".join(lines) + "\n" if lines else ""
+    pct = np.clip(np.rint(shares * 100), 0, 100).astype(np.int32)
+    labels = pa.array(_share_labels(names))
+    parts = [pa.DictionaryArray.from_arrays(pa.array(top[:, j] * 101 + pct[:, j], pa.int32()), labels)
+             .cast(pa.string()) for j in range(top.shape[1])]
+    tops = pc.binary_join_element_wise(*parts, "|") if len(parts) > 1 else parts[0]
+    columns = {
+        "timestamp": np.asarray(time_raw, dtype=object),
+        "score": _significant(scores.score, 6),
+        "threshold": np.full(n, _significant(np.array([threshold]), 6)[0]),
+        "is_anomaly": (scores.flags & scored).astype(np.int8),
+        "top_sensors": tops,
+        "normalized_score": np.round(scores.normalized.astype(np.float64), 4),
+    }
+    missing = ~scored
+    if skipped:  # rows left out for their time: after the row they follow, empty
+        at = np.array([p + 1 for p, _ in skipped], np.int64)
+        columns = {"timestamp": np.insert(columns["timestamp"], at, np.array([r for _, r in skipped], object)),
+                   "score": np.insert(columns["score"], at, np.nan),
+                   "threshold": np.insert(columns["threshold"], at, columns["threshold"][:1] if n else threshold),
+                   "is_anomaly": np.insert(columns["is_anomaly"], at, 0),
+                   "top_sensors": pc.take(tops, pa.array(np.insert(np.arange(n), at, 0))),
+                   "normalized_score": np.insert(columns["normalized_score"], at, np.nan)}
+        missing = np.insert(missing, at, True)
+    mask = pa.array(missing)
+    return pa.table({
+        "timestamp": pa.array(columns["timestamp"], pa.string()),
+        "score": pa.array(columns["score"], pa.float64(), mask=missing),
+        "threshold": pa.array(columns["threshold"], pa.float64()),
+        "is_anomaly": pa.array(columns["is_anomaly"], pa.int8()),
+        "top_sensors": pc.if_else(mask, pa.scalar(None, pa.string()), columns["top_sensors"]),
+        "normalized_score": pa.array(columns["normalized_score"], pa.float64(), mask=missing),
+    })
 
 
-def _needs_quoting(texts: list[str]) -> bool:
-    return any("," in t or '"' in t or "\n" in t or "\r" in t for t in texts)
+class ScoresWriter:
+    """scores.csv (or scores.parquet, by the suffix) written a chunk at a time; the file
+    appears under its name only when complete (close())."""
 
+    def __init__(self, out_path: str | os.PathLike):
+        self.path = str(out_path)
+        self.tmp = f"{self.path}.tmp"
+        self.parquet = self.path.lower().endswith(".parquet")
+        self._writer = None
+        self._file = None
+        self.rows = 0
 
-def _csv_field(text: str) -> str:
-    if any(c in text for c in ',"\n\r'):
-        return '"' + text.replace('"', '""') + '"'
-    return text
+    def write(self, table) -> None:
+        import pyarrow.compute as pc
+
+        if self.parquet:
+            import pyarrow.parquet as pq
+
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self.tmp, table.schema)
+            self._writer.write_table(table)
+        else:
+            from pyarrow import csv as pa_csv
+
+            if self._file is None:
+                self._file = open(self.tmp, "wb")
+                self._file.write(HEADER.encode())
+            plain = not any(pc.any(pc.match_substring_regex(table.column(c), '[,"\r\n]')).as_py()
+                            for c in ("timestamp", "top_sensors"))
+            pa_csv.write_csv(table, self._file, pa_csv.WriteOptions(
+                include_header=False, quoting_style="none" if plain else "needed"))
+        self.rows += table.num_rows
+
+    def close(self) -> None:
+        if self.parquet:
+            if self._writer is None:  # no rows: the columns still
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                pq.write_table(pa.schema([("timestamp", pa.string()), ("score", pa.float64()),
+                                          ("threshold", pa.float64()), ("is_anomaly", pa.int8()),
+                                          ("top_sensors", pa.string()), ("normalized_score", pa.float64())]
+                                         ).empty_table(), self.tmp)
+            else:
+                self._writer.close()
+        else:
+            if self._file is None:
+                self._file = open(self.tmp, "wb")
+                self._file.write(HEADER.encode())
+            self._file.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._file is not None:
+            self._file.close()
+        if os.path.exists(self.tmp):
+            os.remove(self.tmp)
 
 
 def score_tables(model: TrainedModel, tables: Iterable[SensorTable]) -> Iterator[tuple[SensorTable, TableScores]]:
@@ -184,30 +264,32 @@ def _skipped_positions(table: SensorTable) -> tuple[np.ndarray, list[str]]:
 
 
 def write_scores(model: TrainedModel, tables: Iterable[SensorTable], out_path: str | os.PathLike) -> int:
-    """Score tables and write one scores CSV, one line per row of the input files (rows left
-    out for their time included, with an empty score); returns the number of rows written.
+    """Score tables and write one scores file (CSV, or Parquet when out_path ends in
+    .parquet), one row per row of the input files (rows left out for their time included,
+    with an empty score); returns the number of rows written.
 
-    Formatting a chunk overlaps with scoring the next one (JAX releases the GIL). The
-    file appears under its name only when complete.
+    Writing a chunk overlaps with scoring the next one (JAX and Arrow release the GIL).
     """
-    rows = 0
     threshold = model.threshold.value
     scorer = model.scorer()
-    tmp = f"{out_path}.tmp"
-    with open(tmp, "w", newline="") as f, ThreadPoolExecutor(max_workers=1) as pool:
-        f.write(HEADER)
-        pending = None
-        for table in tables:
-            after, skipped_raw = _skipped_positions(table)
-            for lo, scores in score_chunks(model, table, scorer):
-                if pending is not None:
-                    f.write(pending.result())
-                hi = lo + len(scores.score)
-                here = np.flatnonzero((after >= lo) & (after < hi)).tolist()
-                skipped = [(int(after[i]) - lo, skipped_raw[i]) for i in here]
-                pending = pool.submit(format_rows, table.time_raw[lo:hi], scores, threshold, model.sensors, skipped)
-                rows += hi - lo + len(skipped)
-        if pending is not None:
-            f.write(pending.result())
-    os.replace(tmp, out_path)
-    return rows
+    out = ScoresWriter(out_path)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pending = None
+            for table in tables:
+                after, skipped_raw = _skipped_positions(table)
+                for lo, scores in score_chunks(model, table, scorer):
+                    hi = lo + len(scores.score)
+                    here = np.flatnonzero((after >= lo) & (after < hi)).tolist()
+                    skipped = [(int(after[i]) - lo, skipped_raw[i]) for i in here]
+                    columns = score_columns(table.time_raw[lo:hi], scores, threshold, model.sensors, skipped)
+                    if pending is not None:
+                        pending.result()
+                    pending = pool.submit(out.write, columns)
+            if pending is not None:
+                pending.result()
+        out.close()
+    except BaseException:
+        out.abort()
+        raise
+    return out.rows

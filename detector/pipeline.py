@@ -243,7 +243,7 @@ class Pipeline:
         message whose first reading does not is refused (added to `refused`), unless it is late
         by less than one of the model's intervals (and not at the newest reading's very time, a
         repeat): then its readings up to the newest one's time count at that time (they join
-        the newest interval's mean, as csvdata.admit_late puts such rows of a file back;
+        the newest interval's mean, as table.admit_late puts such rows of a file back;
         decoded.times is changed in place) and one at that very time is dropped. Of a re-read
         message, only the readings newer than the asset's window are kept (the others were
         taken before)."""

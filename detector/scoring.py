@@ -325,12 +325,20 @@ class Scorer:
         rows = values.shape[0]
         score = np.full(rows, np.nan, np.float32)
         contributions = np.zeros((rows, self.sensors), np.float32)
+        pending = []  # a few blocks in flight: JAX computes one while the next is handed over
         for start, k, chunk in self._blocks(values, block):
-            s, c = self._score_block(self._state, chunk)
-            end = start + self.window - 1
-            score[end:end + k] = np.asarray(s)[:k]
-            contributions[end:end + k] = np.asarray(c)[:k]
+            pending.append((start, k, self._score_block(self._state, chunk)))
+            if len(pending) > 2:
+                self._take(pending.pop(0), score, contributions)
+        for item in pending:
+            self._take(item, score, contributions)
         return Scores(score, contributions)
+
+    def _take(self, item, score: np.ndarray, contributions: np.ndarray) -> None:
+        start, k, (s, c) = item
+        end = start + self.window - 1
+        score[end:end + k] = np.asarray(s)[:k]
+        contributions[end:end + k] = np.asarray(c)[:k]
 
     def sensor_errors_series(self, values: np.ndarray, block: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Per-sensor errors and observed weights of every full window of a series (see

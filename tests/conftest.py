@@ -1,3 +1,6 @@
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -28,3 +31,34 @@ def faulty_csv(tmp_path):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+# ----------------------------------------------------------------------------- the broker
+
+ROOT = Path(__file__).resolve().parents[1]
+_started_broker = False
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(session, config, items):
+    """Start the local Kafka broker (deploy/kafka/broker) when a selected test needs it (marked
+    kafka) and none is running; `-m "not kafka"` therefore needs neither Java nor a broker.
+    After the -m/-k selection (trylast), so only what runs counts."""
+    global _started_broker
+    if config.option.collectonly or not any(item.get_closest_marker("kafka") for item in items):
+        return
+    from tests.kafka_util import broker_reachable
+
+    if broker_reachable():
+        return
+    broker = ROOT / "deploy" / "kafka" / "broker"
+    done = subprocess.run([str(broker), "start"], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise pytest.UsageError(f"the selected tests need Kafka (marked kafka), and {broker} start failed:\n"
+                                f"{done.stdout}{done.stderr}(-m \"not kafka\" runs the others)")
+    _started_broker = True
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _started_broker:
+        subprocess.run([str(ROOT / "deploy" / "kafka" / "broker"), "stop"], capture_output=True)

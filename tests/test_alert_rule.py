@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from detector.alerts import AlertPolicy, epoch_ms
 from detector.artifact import load, save
-from detector.csvdata import read_path
+from detector.datafiles import read_path
 from detector.metrics import ServiceMetrics
 from detector.offline import score_table
 from detector.pipeline import Pipeline, Record

@@ -12,7 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from detector.csvdata import DataError, SensorTable, admit_late, read_csv, read_path
+from detector.csvdata import read_csv
+from detector.datafiles import read_path
+from detector.table import DataError, SensorTable, admit_late
 
 T0 = 1581168647.0  # 2020-02-08 13:30:47 UTC
 # Property tests write files into tmp_path, shared by all examples (fine: each
@@ -174,17 +176,14 @@ def test_quoted_text_cells_round_trip(tmp_path, notes, delimiter, quote_all):
 
 
 def test_common_files_never_go_cell_by_cell(tmp_path, monkeypatch):
-    # The per-cell fallbacks are correct but slow; usual files must not need them.
+    # The reference path (csv module, per-cell parse) is correct but slow; usual files must
+    # not need it: Arrow reads them.
     import detector.csvdata as csvdata
 
     def forbidden(*args):
-        raise AssertionError("per-cell fallback used")
+        raise AssertionError("the reference path was used")
 
-    for name in ["_split_csv", "_cell_number", "_epoch_cell"]:
-        monkeypatch.setattr(csvdata, name, forbidden)
-    iso_calls = []
-    iso_cell = csvdata._iso_cell
-    monkeypatch.setattr(csvdata, "_iso_cell", lambda *a: iso_calls.append(a) or iso_cell(*a))
+    monkeypatch.setattr(csvdata, "_Reference", forbidden)
     text = ('time;a;b;"note"\n'
             '"2020-02-08T13:30:47.000Z";1.5;;"x;y"\n'
             '"2020-02-08T13:30:48.000Z";nan;-2.5E-3;"say ""hi"""\n'
@@ -192,7 +191,6 @@ def test_common_files_never_go_cell_by_cell(tmp_path, monkeypatch):
             '"2020-02-08T13:30:50.000Z";NaN; 7 ;""\n')
     table = read_csv(write(tmp_path, "x.csv", text), drop_columns=["note"])
     np.testing.assert_array_equal(table.time, T0 + np.arange(4))
-    assert len(iso_calls) == 1  # the first timestamp, which sets the layout
     np.testing.assert_array_equal(table.values, np.float32([[1.5, np.nan], [np.nan, -2.5e-3],
                                                             [np.nan, 1e5], [np.nan, 7]]))
     epoch = read_csv(write(tmp_path, "e.csv", "t,a\n1581168647.5,1\n1581168648,2\n"))
@@ -534,3 +532,51 @@ def test_sensor_table_checks_shapes():
     assert table.values.dtype == np.float32 and table.labels.dtype == np.int8 and table.rows == 2
     with pytest.raises(ValueError, match="values has shape"):
         SensorTable("m.csv", ["1", "2"], [1.0, 2.0], ("a", "b"), [[1.0], [2.0]], None)
+
+
+# ----------------------------------------------------------------------------- the two paths
+
+
+_CELLS = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False, width=32).map(repr),
+    st.integers(-10**6, 10**6).map(str),
+    st.sampled_from(["", "nan", "NaN", "null", "NULL", " 7 ", " nan ", '"1.5"', "1e5", "-2.5E-3", ".5", "5.",
+                     "+3", "1e999", "-nan", "inf", "x", "0x10", "1_0", '""']),
+)
+_TIMES = st.sampled_from([
+    lambda i: f"2020-02-08T13:30:{i:02d}Z", lambda i: f"2020-02-08 13:30:{i:02d}",
+    lambda i: f"2020-02-08T13:30:{i:02d}.250+01:00", lambda i: str(1581168647 + i),
+    lambda i: str(1581168647000 + 250 * i), lambda i: f'"2020-02-08 13:30:{i:02d}"',
+    lambda i: f"2020-02-08T13:30:{i:02d}" if i % 2 else f"2020-02-08T13:30:{i:02d}Z",
+])
+
+
+@settings(PROPERTY, max_examples=150)
+@given(st.lists(st.tuples(_CELLS, _CELLS, st.sampled_from(["0", "1", " 1", "2", ""])), min_size=1, max_size=8),
+       _TIMES, st.sampled_from([",", ";"]), st.booleans())
+def test_the_arrow_path_reads_as_the_reference_does(tmp_path, rows, stamp, delimiter, blank_line):
+    """Whatever the file, read_csv (Arrow first) gives the reference path's table or its error."""
+    import detector.csvdata as csvdata
+
+    lines_ = [delimiter.join(["time", "a", "b", "anomaly"])]
+    lines_ += [delimiter.join([stamp(i), a, b, label]) for i, (a, b, label) in enumerate(rows)]
+    if blank_line:
+        lines_.insert(2, "")
+    path = write(tmp_path, "p.csv", "\n".join(lines_) + "\n")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        expected = csvdata._Reference(path, data, delimiter, None, None, ()).read()
+    except DataError as e:
+        with pytest.raises(DataError) as got:
+            read_csv(path)
+        assert str(got.value) == str(e)
+        return
+    table = read_csv(path)
+    names, columns, time_raw, time, values, labels, _ = expected
+    kept = table.skipped.index if table.skipped is not None else np.zeros(0, np.int64)
+    keep = np.setdiff1d(np.arange(len(time)), kept)
+    assert table.time_raw == [time_raw[i] for i in keep]
+    np.testing.assert_array_equal(table.time, time[keep])
+    np.testing.assert_array_equal(table.values, values[keep])
+    np.testing.assert_array_equal(table.labels, labels[keep])

@@ -9,7 +9,8 @@ from prometheus_client import CollectorRegistry
 
 from detector.alerts import AlertPolicy
 from detector.artifact import TrainedModel
-from detector.csvdata import SensorTable, admit_late, read_csv
+from detector.csvdata import read_csv
+from detector.table import SensorTable, admit_late
 from detector.grid import TimeGrid, place
 from detector.metrics import ServiceMetrics
 from detector.model import VAE, ModelConfig

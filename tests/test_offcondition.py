@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from detector.alerts import AlertPolicy
 from detector.artifact import TrainedModel, load, save
-from detector.csvdata import SensorTable
+from detector.table import SensorTable
 from detector.metrics import ServiceMetrics
 from detector.model import VAE, ModelConfig
 from detector.offcondition import ConditionError, OffCondition, OffState

@@ -4,7 +4,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from detector.csvdata import SensorTable
+from detector.table import SensorTable
 from detector.registry import current_version, versions
 from tests.test_cli import TINY
 from training.config import ConfigError

@@ -7,7 +7,7 @@ import pytest
 from flax import nnx
 
 from detector.artifact import TrainedModel, load, save
-from detector.csvdata import SensorTable
+from detector.table import SensorTable
 from detector.model import VAE, ModelConfig
 from detector.preprocessing import Scaler
 from detector.scoring import ScoreRule, Scorer, calibrate_rule, top_shares

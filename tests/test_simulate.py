@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from detector.csvdata import read_csv, read_path
+from detector.csvdata import read_csv
+from detector.datafiles import read_path
 from detector.messages import Decoder
 from tests.kafka_util import BOOTSTRAP, ROOT, broker_reachable, unique
 from vigil import csvformat, produce, simulate, synthetic

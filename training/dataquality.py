@@ -50,7 +50,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from detector.csvdata import SensorTable
+from detector.table import SensorTable
 from detector.sampling import GAP_FACTOR, JITTER_TOLERANCE, Sampling, duration, infer_sampling
 from detector.threshold import MIN_PEAKS
 

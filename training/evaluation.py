@@ -301,7 +301,7 @@ def evaluate(
 
 
 def evaluate_model(model, tables) -> dict[str, float | int | None]:
-    """evaluate() for a model on labelled tables (detector.csvdata.SensorTable), each scored as
+    """evaluate() for a model on labelled tables (detector.table.SensorTable), each scored as
     its own series."""
     from detector.offline import score_tables
 

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 import numpy as np
 
 from detector.artifact import TrainedModel
-from detector.csvdata import DataError, SensorTable, admit_late
+from detector.table import DataError, SensorTable, admit_late
 from detector.grid import TimeGrid, place
 from detector.offcondition import ConditionError, OffCondition
 from detector.preprocessing import Scaler

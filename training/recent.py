@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from detector.alerts import epoch_ms
-from detector.csvdata import SensorTable
+from detector.table import SensorTable
 from detector.messages import BadMessage, Decoder
 from detector.topics import SourceError, read_records  # noqa: F401 (SourceError: part of this API)
 
@@ -96,8 +96,9 @@ def from_files(path: str, sensors: tuple[str, ...], min_rows: int, strict_time: 
                interval_seconds: float | None = None) -> list[SensorTable]:
     """Recent data from CSV files; rows labelled anomalous (when there is a label column) are left out.
     strict_time as csvdata.read_csv; rows less than interval_seconds late are put back
-    (csvdata.admit_late); warn is called with each file that had rows left out or put back for their time."""
-    from detector.csvdata import admit_late, read_path
+    (table.admit_late); warn is called with each file that had rows left out or put back for their time."""
+    from detector.datafiles import read_path
+    from detector.table import admit_late
     from training.evaluation import runs
 
     tables = []

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from detector.artifact import TrainedModel, new_version, save
-from detector.csvdata import DataError, SensorTable
+from detector.table import DataError, SensorTable
 from detector.offline import score_tables
 from detector.registry import load_current, promote
 from training.config import ConfigError, TrainConfig

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from detector.csvdata import SensorTable
+from detector.table import SensorTable
 from detector.sampling import GAP_FACTOR
 from training.dataquality import EPOCH_YEAR, WARNING, FileQuality, Finding, QualityReport, SensorQuality
 from vigil.report_figure import minmax_indices

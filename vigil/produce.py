@@ -23,7 +23,7 @@ from typing import Protocol
 import numpy as np
 from kafka.errors import KafkaError
 
-from detector.csvdata import SensorTable
+from detector.table import SensorTable
 from detector.messages import EARLIEST_MS, MAX_FUTURE_MS
 from vigil import csvformat, synthetic
 from vigil.simulate import Fleet

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from detector.artifact import TrainedModel
-from detector.csvdata import SensorTable
+from detector.table import SensorTable
 from detector.offline import TableScores, score_table
 from detector.scoring import top_sensors
 from training.evaluation import evaluate, runs
