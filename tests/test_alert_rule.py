@@ -57,6 +57,7 @@ def model_info(registry):
     (AlertPolicy(n=5), [(2, 4), (3, 6)],
      [("2 of 5 (override: alert_n)", "override"), ("3 of 5 (override: alert_n)", "override")]),
 ])
+@pytest.mark.slow
 def test_the_pipeline_follows_the_models_rule_unless_overridden(configured, rules, expected):
     registry = CollectorRegistry()
     base = make_model()
@@ -73,6 +74,7 @@ def test_the_pipeline_follows_the_models_rule_unless_overridden(configured, rule
                                         "alert_rule_source": source, "interval_seconds": ""}
 
 
+@pytest.mark.slow
 def test_a_swap_to_a_model_the_lone_override_does_not_fit_changes_nothing():
     registry = CollectorRegistry()
     pipeline = Pipeline(with_rule(make_model(), 2, 4, version="v1"), ServiceMetrics(registry), AlertPolicy(k=3))
@@ -83,6 +85,7 @@ def test_a_swap_to_a_model_the_lone_override_does_not_fit_changes_nothing():
     assert model_info(registry) == info
 
 
+@pytest.mark.slow
 def test_the_alert_state_carries_over_a_swap_to_a_new_rule():
     """Each asset keeps its last windows over a swap: the first window after it opens the alert
     under the new model's 2 of 3 (with the window before the swap), which neither the old rule
@@ -125,6 +128,7 @@ def serve(reg, **settings):
     ({"alert_k": 1, "alert_n": 3}, ("1", "3", "override"), ("1", "3", "override")),
     ({"alert_n": 6}, ("2", "6", "override"), ("3", "6", "override")),
 ])
+@pytest.mark.slow
 def test_hot_reload_follows_the_new_models_rule_unless_overridden(models, settings, first, second, caplog):
     service = serve(models, **settings)
     labels = model_info(service.registry)
@@ -142,6 +146,7 @@ def test_hot_reload_follows_the_new_models_rule_unless_overridden(models, settin
                     f"({source}), windows of 4 readings (the model does not record its sampling interval))"]
 
 
+@pytest.mark.slow
 def test_hot_reload_of_a_model_a_lone_override_does_not_fit_is_refused(models, caplog):
     service = serve(models, alert_k=3)  # v1: 3 of 4
     promote(models, "v3")                # rule 1 of 2: alert_k 3 does not fit
@@ -255,6 +260,7 @@ def run_daemon(model, table, policy, batch_sizes):
     return normalized, flagged, alerts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch_sizes", [[1], [7, 64, 1, 250, 3]], ids=["one-per-batch", "mixed-batches"])
 def test_the_daemon_flags_exactly_the_rows_vigil_score_flags(trained, tmp_path, batch_sizes):
     model_dir, data = trained

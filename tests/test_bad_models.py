@@ -127,6 +127,7 @@ BROKEN = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", BROKEN)
 def test_broken_version_refused_at_start_up_promote_and_hot_reload(case, reg, capsys, caplog):
     from detector.service import Service
@@ -176,6 +177,7 @@ def test_models_list_marks_broken_versions_and_goes_on(reg, capsys):
     (make_model(("a", "c")), "note: model other uses other sensors than v1; no longer used: b; new: c"),
     (make_model(window=6), "note: model other has window 6 (was 4)"),
 ])
+@pytest.mark.slow
 def test_model_for_other_sensors_or_window_is_allowed_and_windows_start_afresh(other, note, reg, capsys):
     from detector.service import Service
     from detector.settings import ServeSettings
@@ -223,6 +225,7 @@ CURRENT = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", CURRENT)
 def test_bad_current_is_one_clear_error(case, reg, capsys, caplog):
     from detector.service import Service

@@ -44,6 +44,7 @@ def test_help_shows_an_example(command, capsys):
     assert "example" in out and f"\n  vigil {command} " in out
 
 
+@pytest.mark.slow
 def test_train_writes_artifact_and_report(trained, capsys):
     names = {p.name for p in trained.iterdir()}
     assert {"config.json", "params.msgpack", "SHA256SUMS", "training_report.json", "training_report.png"} <= names
@@ -52,18 +53,21 @@ def test_train_writes_artifact_and_report(trained, capsys):
     assert (trained / "training_report.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_train_progress_and_quiet(tmp_path, normal_csv, tiny_toml, capsys):
     assert main(["train", "--data", str(normal_csv), "--out", str(tmp_path / "m"), "--config", str(tiny_toml)]) == 0
     err = capsys.readouterr().err
     assert "epoch   1/6" in err and "val" in err and "threshold" in err
 
 
+@pytest.mark.slow
 def test_train_reports_the_sampling_interval(tmp_path, normal_csv, tiny_toml, capsys):
     assert main(["train", "--data", str(normal_csv), "--out", str(tmp_path / "m"), "--config", str(tiny_toml)]) == 0
     assert "sampling interval 1 s (median of 1,199 spacings)" in capsys.readouterr().err
     assert json.loads((tmp_path / "m" / "config.json").read_text())["interval_seconds"] == 1.0
 
 
+@pytest.mark.slow
 def test_a_given_interval_that_the_data_contradicts_is_a_warning(tmp_path, normal_csv, tiny_toml, capsys):
     assert main(["train", "--data", str(normal_csv), "--out", str(tmp_path / "m"), "--config", str(tiny_toml),
                  "--interval", "2s"]) == 0
@@ -87,6 +91,7 @@ def test_bad_interval_is_named(tmp_path, normal_csv, bad, capsys):
     assert "--interval" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_training_is_reproducible(tmp_path, normal_csv, tiny_toml):
     for name in ("a", "b"):
         main(["train", "--data", str(normal_csv), "--out", str(tmp_path / name), "--config", str(tiny_toml),
@@ -94,6 +99,7 @@ def test_training_is_reproducible(tmp_path, normal_csv, tiny_toml):
     assert (tmp_path / "a" / "params.msgpack").read_bytes() == (tmp_path / "b" / "params.msgpack").read_bytes()
 
 
+@pytest.mark.slow
 def test_score_writes_one_row_per_input_row(trained, faulty_csv, tmp_path):
     out = tmp_path / "scores.csv"
     assert main(["score", "--model", str(trained), "--data", str(faulty_csv), "--out", str(out), "--quiet"]) == 0
@@ -127,6 +133,7 @@ def _clock_step_csv(path, rows=8640, step_row=8150):
     return path
 
 
+@pytest.mark.slow
 def test_a_clock_step_back_is_skipped_with_one_warning(tmp_path, tiny_toml, capsys):
     trained = tmp_path / "model"  # on 5-minute history, like the file it scores
     assert main(["train", "--data", str(_clock_step_csv(tmp_path / "normal.csv", rows=1200, step_row=1200)),
@@ -148,6 +155,7 @@ def test_a_clock_step_back_is_skipped_with_one_warning(tmp_path, tiny_toml, caps
     assert rows[8149]["score"] != "" and rows[8161]["score"] != ""
 
 
+@pytest.mark.slow
 def test_strict_time_refuses_a_clock_step_back(trained, tmp_path, capsys):
     data = _clock_step_csv(tmp_path / "historian.csv")
     assert main(["score", "--model", str(trained), "--data", str(data), "--out", str(tmp_path / "s.csv"),
@@ -157,6 +165,7 @@ def test_strict_time_refuses_a_clock_step_back(trained, tmp_path, capsys):
     assert not (tmp_path / "s.csv").exists()
 
 
+@pytest.mark.slow
 def test_training_skips_a_clock_step_back_too(tmp_path, tiny_toml, capsys):
     data = _clock_step_csv(tmp_path / "historian.csv", rows=1500, step_row=1000)
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "m"), "--config", str(tiny_toml)]) == 0
@@ -164,6 +173,7 @@ def test_training_skips_a_clock_step_back_too(tmp_path, tiny_toml, capsys):
     assert "warning" in err and "skipped 11 rows" in err and "training on 1489 rows" in err
 
 
+@pytest.mark.slow
 def test_evaluate_reports_metrics(trained, faulty_csv, tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--model", str(trained), "--data", str(faulty_csv), "--json", str(out)]) == 0
@@ -176,11 +186,13 @@ def test_evaluate_reports_metrics(trained, faulty_csv, tmp_path, capsys):
     assert "false_alarm_rate" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_evaluate_needs_labels(trained, normal_csv, capsys):
     assert main(["evaluate", "--model", str(trained), "--data", str(normal_csv)]) == 2
     assert "no label column" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_score_refuses_data_missing_a_sensor(trained, faulty_csv, tmp_path, capsys):
     text = faulty_csv.read_text().splitlines()
     cut = "\n".join(",".join(line.split(",")[:-2] + line.split(",")[-1:]) for line in text) + "\n"  # drop 'flow'
@@ -191,6 +203,7 @@ def test_score_refuses_data_missing_a_sensor(trained, faulty_csv, tmp_path, caps
     assert "flow" in err and "noflow.csv" in err
 
 
+@pytest.mark.slow
 def test_corrupted_model_is_refused(trained, faulty_csv, tmp_path, capsys):
     (trained / "params.msgpack").write_bytes(b"garbage")
     assert main(["score", "--model", str(trained), "--data", str(faulty_csv), "--out", str(tmp_path / "s.csv")]) == 2
@@ -219,11 +232,13 @@ def test_too_little_data(tmp_path, capsys):
     assert "not enough rows to train with window 60" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_module_entry_point():
     result = subprocess.run([sys.executable, "-m", "vigil", "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "train" in result.stdout and "score" in result.stdout
 
 
+@pytest.mark.slow
 def test_serve_without_a_broker_says_so(trained):
     import socket
 

@@ -554,6 +554,7 @@ _TIMES = st.sampled_from([
 @settings(PROPERTY, max_examples=150)
 @given(st.lists(st.tuples(_CELLS, _CELLS, st.sampled_from(["0", "1", " 1", "2", ""])), min_size=1, max_size=8),
        _TIMES, st.sampled_from([",", ";"]), st.booleans())
+@pytest.mark.slow
 def test_the_arrow_path_reads_as_the_reference_does(tmp_path, rows, stamp, delimiter, blank_line):
     """Whatever the file, read_csv (Arrow first) gives the reference path's table or its error."""
     import detector.csvdata as csvdata

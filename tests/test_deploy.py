@@ -72,6 +72,7 @@ def test_promtool_check_rules():
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.slow
 @needs_promtool
 def test_promtool_unit_tests_of_the_rules():
     assert RULE_TESTS
@@ -392,6 +393,30 @@ def k8s_objects() -> dict[tuple[str, str], dict]:
             if doc["kind"] != "Kustomization":
                 out[doc["kind"], doc["metadata"]["name"]] = doc
     return out
+
+
+def test_k8s_manifests_fit_the_kubernetes_schemas():
+    """Every built-in kind against the OpenAPI schemas of the newest Kubernetes release that
+    kubernetes-validate ships, strictly (an unknown or misplaced field is an error). The
+    ServiceMonitor is the Prometheus operator's CRD: its schema is not Kubernetes', its fields
+    are checked against the Service below."""
+    import copy
+
+    import kubernetes_validate
+
+    version = kubernetes_validate.latest_version()
+    checked = set()
+    for (kind, name), doc in k8s_objects().items():
+        if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue
+        kubernetes_validate.validate(doc, version, strict=True)
+        checked.add(kind)
+    assert checked == {"ConfigMap", "Deployment", "Service", "Namespace", "PersistentVolumeClaim", "CronJob"}
+    # the validator does catch a mistake: a container field spelled wrong
+    broken = copy.deepcopy(k8s_objects()["Deployment", "vigil"])
+    broken["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, version, strict=True)
 
 
 def test_kustomization_lists_every_manifest():

@@ -8,6 +8,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -70,6 +71,7 @@ def test_random_bytes(raw):
     check(Decoder(SENSORS), raw, None)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(messages, st.sampled_from([None, b"p1", b"\xff"]))
 def test_generated_json(doc, key):
@@ -85,6 +87,7 @@ plain = st.fixed_dictionaries({"asset": st.sampled_from(["p1", "p2", "", "a\nb",
                                "values": plain_values})
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.lists(st.tuples(plain | messages, st.sampled_from([None, b"p1", b"p2"])), max_size=20))
 def test_batch_decoding_equals_one_by_one(batch):
@@ -130,6 +133,7 @@ def shared_pipeline() -> tuple[Pipeline, CollectorRegistry]:
     return _PIPELINE[0]
 
 
+@pytest.mark.slow
 @settings(FUZZ, max_examples=max(EXAMPLES // 3, 20))
 @given(st.lists(st.tuples(messages, st.sampled_from([None, b"p1", b"p2"])), min_size=1, max_size=30))
 def test_pipeline_scores_or_dead_letters_every_record(batch):

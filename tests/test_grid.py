@@ -61,6 +61,7 @@ def _series(rng, n, sensors):
     return t, v
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("interval", [1.0, None])
 def test_daemon_windows_equal_the_offline_ones(interval):
     """AssetWindows, fed in batches of any size mixed with another asset, yields exactly the

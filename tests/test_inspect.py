@@ -191,6 +191,7 @@ def test_many_files_are_inspected_each_on_its_own(problems, clean_csv):
     assert not [f for f in report.findings if f.check == "windows"]
 
 
+@pytest.mark.slow
 def test_it_is_fast(tmp_path):
     # a small fraction of the time it takes to read the file (a 1,000,000-row file: README)
     n = 200_000

@@ -18,6 +18,7 @@ def test_shapes_are_checked():
         model.reconstruct(jnp.zeros((2, 5, 3)), jnp.ones((2, 5, 3)))
 
 
+@pytest.mark.slow
 def test_masked_cells_do_not_change_the_loss():
     model = _model()
     x = jax.random.normal(jax.random.key(1), (4, 6, 3))
@@ -40,6 +41,7 @@ def test_kl_term_is_real_and_weighted_by_beta():
     assert float(l2) - float(l0) == pytest.approx(2 * float(parts["kl"]), rel=1e-4)
 
 
+@pytest.mark.slow
 def test_loss_decreases_on_a_toy_problem():
     t = np.arange(6)[None, :, None] + np.arange(64)[:, None, None] * 0.3
     x = jnp.asarray(np.concatenate([np.sin(t), np.cos(t), 0.5 * np.sin(t)], axis=2), jnp.float32)

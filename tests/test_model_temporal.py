@@ -85,6 +85,7 @@ def test_shapes_are_checked(small):
         small.reconstruct(jnp.zeros((2, 11, 3)), jnp.ones((2, 11, 3)))
 
 
+@pytest.mark.slow
 def test_elbo_and_gradient_are_finite_and_kl_is_real(elbo):
     x, mask = _batch(12, 3)
     mask = mask.at[0].set(0.0)  # a window with nothing observed weighs nothing
@@ -197,6 +198,7 @@ def test_invalid_descriptions_are_refused():
         ModelConfig.from_dict(OLD_STYLE | {"architecture": "conv", "channels": "32"})
 
 
+@pytest.mark.slow
 def test_tiny_fit_reduces_the_loss():
     rows, window = 900, SMALL.window
     t = np.arange(rows)[:, None]

@@ -172,6 +172,7 @@ def _write(table, path):
 TINY = "[model]\nwindow = 8\nhidden = [16]\nlatent = 4\n[training]\nepochs = 3\nbatch_size = 32\nmax_steps_per_epoch = 10\n"
 
 
+@pytest.mark.slow
 def test_vigil_train_suggests_then_uses_an_off_condition(tmp_path, capsys):
     from vigil.cli import main
 
@@ -200,6 +201,7 @@ def test_vigil_inspect_finds_the_off_state(tmp_path, capsys):
     assert "warning" in out and "look switched off" in out and "vibration_x, vibration_y, motor_current" in out
 
 
+@pytest.mark.slow
 def test_training_suggests_a_longer_settle_when_the_warm_up_alerts(tmp_path, capsys):
     """The pumps' temperature cools during a stop: after a restart it is low for minutes."""
     from vigil.cli import main

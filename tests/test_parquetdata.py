@@ -85,6 +85,7 @@ def test_a_directory_holds_both_formats(tmp_path):
     np.testing.assert_array_equal(tables[1].values[:, 0], [4, 5])
 
 
+@pytest.mark.slow
 def test_score_reads_and_writes_parquet_as_csv(tmp_path, normal_csv, faulty_csv):
     """The same rows as CSV and as Parquet give the same scores, in a CSV or a Parquet file."""
     toml = tmp_path / "tiny.toml"

@@ -95,6 +95,7 @@ def test_replayed_records_only_refill_windows(pipeline, registry):
     assert registry.get_sample_value("vigil_readings_consumed_total") == 2
 
 
+@pytest.mark.slow
 def test_replayed_history_rebuilds_the_alert_state_silently(registry):
     """A restarted daemon re-reads history: an alert open before the restart continues under
     its id, and one that was about to open (k of n) opens where it would have."""

@@ -159,6 +159,7 @@ def test_retrain_leaves_out_labelled_rows_and_compares_detection(registry, tmp_p
     assert (code == 0) == (report["decision"] == "promoted")
 
 
+@pytest.mark.slow
 def test_retrain_errors(registry, tmp_path, capsys):
     assert main(["retrain", "--registry", str(registry)]) == 2
     assert "exactly one source" in capsys.readouterr().err

@@ -48,6 +48,7 @@ def binary_share(model: TrainedModel, values: np.ndarray) -> float:
     return float(s.contributions[ok, 1].sum() / s.score[ok].sum())
 
 
+@pytest.mark.slow
 def test_a_binary_channel_does_not_dominate(models):
     calibrated, legacy = models
     normal = binary_and_continuous(3000, seed=7)

@@ -44,6 +44,18 @@ def test_missing_cells_are_masked_not_zero_filled(scorer, rng):
     missing[0, 2, 1] = np.nan
     s = scorer(missing)
     assert np.isfinite(s.score).all()
+    # not the same as filling the cell with 0 (raw units) or with the sensor's centre (0 in
+    # standard units): the cell is left out of the model's input and of the error
+    for fill in (0.0, 2.0):  # sensor 1's centre is 2.0
+        filled = raw.copy()
+        filled[0, 2, 1] = fill
+        other = scorer(filled)
+        assert abs(float(other.score[0]) - float(s.score[0])) > 1e-4 * max(abs(float(s.score[0])), 1e-3)
+    # and whatever value stood in the cell before it went missing, the score is the same
+    again = raw.copy()
+    again[0, 2, 1] = 1e6
+    again[0, 2, 1] = np.nan
+    assert scorer(again).score.tobytes() == s.score.tobytes()
     # a window with no observation at all has no score
     assert np.isnan(scorer(np.full((1, 5, 3), np.nan, np.float32)).score[0])
 

@@ -343,7 +343,23 @@ def test_an_encrypted_key_needs_its_password_and_never_prompts(tmp_path):
 
 
 def test_preflight_leaves_an_unreachable_broker_to_the_clients():
-    preflight(KafkaSecurity(), f"127.0.0.1:{free_port()}", timeout=2)  # no error: kafka-python retries and times out
+    # nothing listens: no error (kafka-python retries and times out) ...
+    assert preflight(KafkaSecurity(), f"127.0.0.1:{free_port()}", timeout=2) is None
+    # ... while a listener that does not answer as Kafka does is one clear error: the check did run
+    import socket
+    import threading
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+
+        def hang_up():
+            conn, _ = server.accept()
+            conn.close()
+
+        threading.Thread(target=hang_up, daemon=True).start()
+        with pytest.raises(KafkaAccessError, match=r"Kafka at 127\.0\.0\.1:\d+"):
+            preflight(KafkaSecurity(), f"127.0.0.1:{server.getsockname()[1]}", timeout=2)
 
 
 # -- exposure --------------------------------------------------------------------------------------

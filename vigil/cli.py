@@ -377,7 +377,8 @@ def cmd_report(args) -> int:
         tables = _read(args, model)
         _warn_interval(args, model, tables)
         if len(tables) > 1:
-            raise UserError(f"{args.data}: {len(tables)} data files; a report covers one file "
+            kind = "CSV" if all(t.path.lower().endswith(".csv") for t in tables) else "data"
+            raise UserError(f"{args.data}: {len(tables)} {kind} files; a report covers one file "
                             f"(e.g. --data {tables[0].path})")
         t0 = time.perf_counter()
         report = build_report(model, tables[0], start, end)
