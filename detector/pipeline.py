@@ -7,6 +7,7 @@ returns and commits the offsets only after that.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from datetime import datetime
 from typing import NamedTuple
 
 import numpy as np
+import orjson
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from detector.alerts import AlertEvent, AlertPolicy, AlertTracker, epoch_ms
 from detector.artifact import TrainedModel
@@ -45,14 +48,31 @@ class DeadLetter:
     detail: str
 
 
+@dataclass(frozen=True)
+class Topics:
+    """Where a batch's messages go: alert and storm events, dead letters, and (when named)
+    every window's score."""
+
+    alerts: str = "vigil.alerts"
+    dlq: str = "vigil.dlq"
+    scores: str = ""
+
+
 @dataclass
 class BatchResult:
+    """Everything a batch produces. messages: (topic, key, value, headers) to produce, built
+    from alerts, storms, dead letters and scores; commits: the offsets to commit once they
+    are all acknowledged (TopicPartition -> OffsetAndMetadata with the last record's time,
+    which a rewind after a rebalance starts from)."""
+
     alerts: list[AlertEvent] = field(default_factory=list)
     storms: list[StormEvent] = field(default_factory=list)  # storm_start / storm_end, also for the alerts topic
     dead_letters: list[DeadLetter] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> next offset
     scored: int = 0
     scores: list[dict] = field(default_factory=list)  # one per scored window, when Pipeline.emit_scores
+    messages: list[tuple] = field(default_factory=list)
+    commits: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -74,10 +94,10 @@ class Submitted:
 class Pipeline:
     def __init__(self, model: TrainedModel, metrics: ServiceMetrics, policy: AlertPolicy = AlertPolicy(),
                  max_assets: int = 10_000, idle_seconds: float = 3600.0, max_message_bytes: int = MAX_MESSAGE_BYTES,
-                 storm: StormPolicy = StormPolicy()):
+                 storm: StormPolicy = StormPolicy(), topics: Topics = Topics()):
         """policy: as configured; its k and n, where unset, follow the serving model's persistence
-        rule (self.policy is the policy in force)."""
-        self.metrics, self.configured_policy = metrics, policy
+        rule (self.policy is the policy in force). topics: where the batches' messages go."""
+        self.metrics, self.configured_policy, self.topics = metrics, policy, topics
         self.max_assets, self.idle_seconds = max_assets, idle_seconds
         self.max_message_bytes = max_message_bytes
         self.open_alerts_to_restore: dict[str, dict] = {}  # asset -> last event, taken up when the asset is seen
@@ -236,7 +256,26 @@ class Pipeline:
                     self._take(event, asset, t, silent, batch.result, counts)
             self._count(counts)
         self.metrics.open_alerts.set(self.alerts.open_alerts)
+        self._outgoing(batch)
         return batch.result
+
+    def _outgoing(self, batch: Submitted) -> None:
+        """The batch's messages and the offsets to commit once they are delivered (BatchResult)."""
+        result, topics = batch.result, self.topics
+        out = [(topics.alerts, e.asset.encode(), e.to_json(), None) for e in result.alerts]
+        out += [(topics.alerts, e.key, orjson.dumps(e.to_json_dict()), None) for e in result.storms]
+        for dl in result.dead_letters:
+            r = dl.record
+            headers = [("vigil.reason", dl.reason.encode()), ("vigil.detail", dl.detail[:500].encode()),
+                       ("vigil.source", f"{r.topic}/{r.partition}/{r.offset}".encode()),
+                       *[(k, v) for k, v in (r.headers or ()) if isinstance(k, str) and isinstance(v, bytes)]]
+            out.append((topics.dlq, r.key, r.value if r.value is not None else b"", headers))
+        if topics.scores:
+            out += [(topics.scores, x["asset"].encode(), orjson.dumps(x), None) for x in result.scores]
+        result.messages = out
+        last_ts = {(r.topic, r.partition): r.timestamp for r in batch.records}
+        result.commits = {TopicPartition(topic, partition): OffsetAndMetadata(offset, json.dumps({"ts": last_ts[(topic, partition)]}), -1)
+                          for (topic, partition), offset in result.offsets.items()}
 
     def _in_order(self, decoded: Decoded, replay: np.ndarray, refused: dict[int, BadMessage]) -> np.ndarray:
         """Which readings to keep: every asset's readings must come after its newest one. A live

@@ -65,6 +65,15 @@ def standardise(values, center, scale, xp=np):
     return xp.clip((values - center) / scale, -Z_CLIP, Z_CLIP)
 
 
+def model_input(values, center, scale, xp=np):
+    """What the model sees of raw readings (NaN = missing): the standardised values with
+    missing cells set to 0, and the mask (1.0 observed, 0.0 missing), both float32. The one
+    way training and scoring prepare readings (xp: numpy, or jax.numpy in the kernel)."""
+    mask = xp.isfinite(values)
+    z = xp.where(mask, standardise(values, center, scale, xp), 0.0).astype(xp.float32)
+    return z, mask.astype(xp.float32)
+
+
 def windows(values: np.ndarray, window: int) -> np.ndarray:
     """All sliding windows of a series, as a zero-copy view.
 

@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from detector.model import WindowVAE
-from detector.preprocessing import Scaler, standardise
+from detector.preprocessing import Scaler, model_input
 
 DEFAULT_BUCKETS = (1, 16, 256, 4096)
 SCORE_WEIGHTINGS = ("precision", "none")
@@ -132,9 +132,7 @@ def sensor_errors(model: WindowVAE, raw: jax.Array, center, scale, time_weights)
     errors[b, c] is the time-weighted mean squared error of sensor c's observed cells, in
     standard units (values clipped to +-Z_CLIP, as in training); observed[b, c] is the time weight those cells hold (0: no reading).
     """
-    mask = jnp.isfinite(raw)
-    x = jnp.where(mask, standardise(raw, center, scale, jnp), 0.0)
-    maskf = mask.astype(x.dtype)
+    x, maskf = model_input(raw, center, scale, jnp)
     recon = model.reconstruct(x, maskf)
     tw = time_weights[None, :, None] * maskf
     observed = jnp.sum(tw, axis=1)

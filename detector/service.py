@@ -24,24 +24,24 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry
 
-from detector.artifact import ArtifactError, TrainedModel, describe_change
+from detector.artifact import describe_change
 from detector.kafka_client import client_options, preflight
 from detector.metrics import Health, ServiceMetrics, serve_http
-from detector.pipeline import BatchResult, Pipeline, Submitted
-from detector.registry import current_version, is_registry, load_current, load_model_or_registry
+from detector.pipeline import BatchResult, Pipeline, Submitted, Topics
+from detector.registry import current_version, is_registry, load_model_or_registry
+from detector.reload import ModelWatcher
+from detector.restore import alerts_left_open
 from detector.settings import ServeSettings
-from detector.storm import is_storm_event, open_storms
-from detector.topics import SourceError, read_records
 
 log = logging.getLogger("vigil.serve")
 LAG_INTERVAL = 5.0
@@ -65,6 +65,41 @@ MAX_UNACKED_BATCHES = 8
 COMMIT_INTERVAL = 0.1
 
 
+@dataclass(frozen=True)
+class KafkaClients:
+    """How the daemon reaches Kafka, each a function of the settings: the pre-flight check,
+    the consumer and producer, and the alerts a previous daemon left open. kafka_clients()
+    builds the real ones; tests pass in-memory stand-ins and run the whole loop."""
+
+    preflight: Callable[[ServeSettings], None]
+    consumer: Callable[[ServeSettings], KafkaConsumer]
+    producer: Callable[[ServeSettings], KafkaProducer]
+    left_open: Callable[[ServeSettings], tuple[dict[str, dict], dict[str, dict]]]
+
+
+def _producer(s: ServeSettings) -> KafkaProducer:
+    # linger_ms 0: nothing waits for the acknowledgements any more (settle), so holding messages
+    # back only delays them (+5 ms produce-to-alert at 5); a batch's messages are handed over
+    # together and group up while a request is in flight
+    return KafkaProducer(**client_options(
+        s.kafka, bootstrap_servers=s.bootstrap_servers, acks="all", linger_ms=0, retries=2147483647,
+        max_in_flight_requests_per_connection=5, client_id="vigil-serve", max_block_ms=BLOCK_MS,
+        reconnect_backoff_max_ms=RECONNECT_MAX_MS))
+
+
+def _consumer(s: ServeSettings) -> KafkaConsumer:
+    return KafkaConsumer(**client_options(
+        s.kafka, bootstrap_servers=s.bootstrap_servers, group_id=s.group, enable_auto_commit=False,
+        auto_offset_reset="earliest", max_poll_records=s.batch_size, client_id="vigil-serve",
+        session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=max(s.session_timeout_ms // 4, 100),
+        reconnect_backoff_max_ms=RECONNECT_MAX_MS))
+
+
+def kafka_clients() -> KafkaClients:
+    """The real clients (kafka-python), with the settings' security."""
+    return KafkaClients(lambda s: preflight(s.kafka, s.bootstrap_servers), _consumer, _producer, alerts_left_open)
+
+
 @dataclass
 class _Sent:
     """A finished batch's outgoing messages and the offsets to commit once all are acknowledged."""
@@ -74,9 +109,13 @@ class _Sent:
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    """Notes assignments for the loop. The callbacks run on the client's IO thread, where
-    blocking calls are not allowed; nothing needs committing on revocation because the loop
-    commits after every batch, before it polls again."""
+    """Notes assignments for the loop; the loop rewinds them after its next poll. Nothing is
+    committed on revocation: the callbacks run inside poll(), where waiting for the producer's
+    acknowledgements is not possible, and offsets are committed only once everything their
+    records caused is acknowledged. What was processed but not committed yet (acknowledged
+    offsets of the last COMMIT_INTERVAL, and up to MAX_UNACKED_BATCHES batches in flight) is
+    read again by the partition's next owner: processed twice, its alert events keeping
+    their ids (at-least-once)."""
 
     def __init__(self, service: Service):
         self.service = service
@@ -88,40 +127,11 @@ class _Rebalance(ConsumerRebalanceListener):
         self.service.assigned_pending |= set(assigned)
 
 
-class ModelWatcher:
-    """Watches a registry's `current` file; returns a verified new model when it changes."""
-
-    def __init__(self, registry: Path, version: str, interval: float):
-        self.registry, self.interval = registry, interval
-        self.seen = version
-        self._last_error: str | None = None
-        self._next = time.monotonic() + interval
-
-    def poll(self) -> tuple[str, TrainedModel | None, str | None]:
-        """(version, model or None, error or None) when `current` changed; ('', None, None) otherwise."""
-        if time.monotonic() < self._next:
-            return "", None, None
-        self._next = time.monotonic() + self.interval
-        try:
-            name = current_version(self.registry)
-        except ArtifactError as e:  # reported once, not at every check
-            if str(e) == self._last_error:
-                return "", None, None
-            self._last_error = str(e)
-            return "", None, str(e)
-        self._last_error = None
-        if name == self.seen:
-            return "", None, None
-        self.seen = name  # a refused version is not retried until `current` changes again
-        try:
-            return name, load_current(self.registry), None
-        except ArtifactError as e:
-            return name, None, str(e)
-
-
 class Service:
-    def __init__(self, settings: ServeSettings, registry: CollectorRegistry | None = None):
+    def __init__(self, settings: ServeSettings, registry: CollectorRegistry | None = None,
+                 clients: KafkaClients | None = None):
         self.settings = settings
+        self.clients = clients or kafka_clients()
         self.registry = registry or CollectorRegistry()
         self.metrics = ServiceMetrics(self.registry)
         self.health = Health()
@@ -140,7 +150,8 @@ class Service:
                         if is_registry(settings.model) else None)
         # alert_k / alert_n unset: the model's persistence rule, which follows a hot-reloaded model
         self.pipeline = Pipeline(model, self.metrics, settings.alert_policy(model.persistence), settings.max_assets,
-                                 settings.idle_seconds, settings.max_message_bytes, settings.storm_policy())
+                                 settings.idle_seconds, settings.max_message_bytes, settings.storm_policy(),
+                                 Topics(settings.alerts_topic, settings.dlq_topic, settings.scores_topic))
         self.pipeline.emit_scores = bool(settings.scores_topic)
         self.health.model_loaded = True
         self.consumer: KafkaConsumer | None = None
@@ -159,21 +170,11 @@ class Service:
         """Raises KafkaAccessError (refused certificate or credentials, wrong protocol for the
         listener) before anything starts, KafkaError when the brokers cannot be reached."""
         s = self.settings
-        preflight(s.kafka, s.bootstrap_servers)
+        self.clients.preflight(s)
         self.http = serve_http(s.metrics_addr, self.registry, self.health)
-        # linger_ms 0: nothing waits for the acknowledgements any more (settle), so holding messages
-        # back only delays them (+5 ms produce-to-alert at 5); a batch's messages are handed over
-        # together and group up while a request is in flight
-        self.producer = KafkaProducer(**client_options(
-            s.kafka, bootstrap_servers=s.bootstrap_servers, acks="all", linger_ms=0, retries=2147483647,
-            max_in_flight_requests_per_connection=5, client_id="vigil-serve", max_block_ms=BLOCK_MS,
-            reconnect_backoff_max_ms=RECONNECT_MAX_MS))
-        self.consumer = KafkaConsumer(**client_options(
-            s.kafka, bootstrap_servers=s.bootstrap_servers, group_id=s.group, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=s.batch_size, client_id="vigil-serve",
-            session_timeout_ms=s.session_timeout_ms, heartbeat_interval_ms=max(s.session_timeout_ms // 4, 100),
-            reconnect_backoff_max_ms=RECONNECT_MAX_MS))
-        self.pipeline.open_alerts_to_restore, storms = self.alerts_left_open()
+        self.producer = self.clients.producer(s)
+        self.consumer = self.clients.consumer(s)
+        self.pipeline.open_alerts_to_restore, storms = self.clients.left_open(s)
         for event in storms.values():
             self.pipeline.storm.restore(event)
         self.consumer.subscribe([s.topic], listener=_Rebalance(self))
@@ -267,33 +268,6 @@ class Service:
             self.consumer = self.producer = self.http = None
             log.info("stopped")
 
-    def alerts_left_open(self) -> tuple[dict[str, dict], dict[str, dict]]:
-        """The last event of each asset's alert that is open on the alerts topic (opened within
-        alert_lookback_seconds and not resolved), and the storms left open there (scope ->
-        storm_start): a previous daemon's, to be taken up."""
-        s = self.settings
-        now_ms = int(time.time() * 1000)
-        options = client_options(s.kafka, bootstrap_servers=s.bootstrap_servers, client_id="vigil-serve-restore")
-        last: dict[str, dict] = {}
-        storms: list[dict] = []
-        try:
-            for record in read_records(options, s.alerts_topic, now_ms - int(s.alert_lookback_seconds * 1000), now_ms + 1):
-                try:
-                    event = json.loads(record.value)
-                    if is_storm_event(event):
-                        storms.append(event)
-                        continue
-                    last[event["asset"]] = event
-                except (ValueError, KeyError, TypeError):
-                    continue
-        except (SourceError, KafkaError) as e:
-            log.info("no alerts to take up: %s", e)
-            return {}, {}
-        left_open = {asset: e for asset, e in last.items() if e.get("type") in ("open", "update")}
-        if left_open:
-            log.info("taking up %d alert(s) left open on %s", len(left_open), s.alerts_topic)
-        return left_open, open_storms(storms)
-
     # -- one batch ---------------------------------------------------------------------------
     def complete(self) -> BatchResult | None:
         """Finish the batch being scored, if any: its alerts, dead letters and scores are handed
@@ -301,23 +275,8 @@ class Service:
         if self._scoring is None:
             return None
         batch, self._scoring = self._scoring, None
-        records = batch.records
         result = self.pipeline.finish(batch)
-        s = self.settings
-        out = [(s.alerts_topic, e.asset.encode(), e.to_json(), None) for e in result.alerts]
-        out += [(s.alerts_topic, e.key, orjson.dumps(e.to_json_dict()), None) for e in result.storms]
-        for dl in result.dead_letters:
-            r = dl.record
-            headers = [("vigil.reason", dl.reason.encode()), ("vigil.detail", dl.detail[:500].encode()),
-                       ("vigil.source", f"{r.topic}/{r.partition}/{r.offset}".encode()),
-                       *[(k, v) for k, v in (r.headers or ()) if isinstance(k, str) and isinstance(v, bytes)]]
-            out.append((s.dlq_topic, r.key, r.value if r.value is not None else b"", headers))
-        if s.scores_topic:
-            out += [(s.scores_topic, x["asset"].encode(), orjson.dumps(x), None) for x in result.scores]
-        last_ts = {(r.topic, r.partition): r.timestamp for r in records}
-        offsets = {TopicPartition(topic, partition): OffsetAndMetadata(offset, json.dumps({"ts": last_ts[(topic, partition)]}), -1)
-                   for (topic, partition), offset in result.offsets.items()}
-        self._unacked.append(_Sent(self.send(out), offsets))
+        self._unacked.append(_Sent(self.send(result.messages), result.commits))
         self.settle(wait=len(self._unacked) > MAX_UNACKED_BATCHES)
         return result
 

@@ -22,7 +22,6 @@ from typing import NamedTuple
 import numpy as np
 
 from detector.grid import TimeGrid
-from detector.messages import not_after
 
 
 class Appended(NamedTuple):
@@ -69,10 +68,6 @@ class AssetWindows:
     def __contains__(self, asset: str) -> bool:
         return asset in self._slots
 
-    def last_time(self, asset: str) -> int | None:
-        slot = self._slots.get(asset)
-        return None if slot is None else int(self._newest[slot])
-
     def last_times(self, assets: list[str]) -> np.ndarray:
         """The newest reading time of each asset, off readings included (touch), -1 for an asset
         without a window: [len(assets)] int64. A reading must come after it, or late within an
@@ -81,24 +76,6 @@ class AssetWindows:
         if not len(self._newest):
             return np.full(len(assets), -1, np.int64)
         return np.where(slots >= 0, self._newest[slots], -1)
-
-    def check(self, asset: str, ts_ms: int) -> None:
-        """Raise BadMessage if a reading at ts_ms would not be newer than the asset's last one."""
-        last = self.last_time(asset)
-        if last is not None and ts_ms <= last:
-            raise not_after(asset, ts_ms, last)
-
-    def add(self, asset: str, ts_ms: int, values: np.ndarray) -> np.ndarray | None:
-        """Append one reading ([sensors]); returns the full window [W, sensors] it completes, or None.
-        Raises BadMessage for a timestamp that is not after the asset's previous one."""
-        windows = self.extend(asset, [ts_ms], np.asarray(values, np.float32)[None])
-        return windows[0] if len(windows) else None
-
-    def extend(self, asset: str, times: list[int], values: np.ndarray) -> np.ndarray:
-        """Append one asset's readings [k, sensors] (times strictly increasing, the first checked
-        here); returns the full windows they complete: [j, W, sensors], j <= k (the last j readings)."""
-        self.check(asset, times[0])
-        return self.append([asset] * len(times), np.asarray(times, np.int64), values).windows
 
     def append(self, assets: list[str], times: np.ndarray, values: np.ndarray) -> Appended:
         """Append readings of many assets: reading i is (assets[i], times[i], values[i]); each

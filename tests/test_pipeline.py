@@ -135,7 +135,7 @@ def test_model_watcher_reports_a_broken_current_once(tmp_path):
 
     from detector.artifact import save
     from detector.registry import set_current
-    from detector.service import ModelWatcher
+    from detector.reload import ModelWatcher
 
     save(make_model(), tmp_path / "v1")
     set_current(tmp_path, "v1")

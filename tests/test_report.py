@@ -8,7 +8,6 @@ from detector.csvdata import read_csv
 from detector.model import ModelConfig
 from detector.offline import TableScores, score_table
 from training.config import TrainConfig
-from training.evaluation import runs
 from training.job import train_model
 from vigil import synthetic
 from vigil.cli import main

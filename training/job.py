@@ -21,7 +21,7 @@ from detector.artifact import TrainedModel
 from detector.table import DataError, SensorTable, admit_late
 from detector.grid import TimeGrid, place
 from detector.offcondition import ConditionError, OffCondition
-from detector.preprocessing import Scaler
+from detector.preprocessing import Scaler, model_input
 from detector.sampling import duration, infer_sampling
 from detector.scoring import calibrate_rule
 from detector.threshold import Threshold, calibrate
@@ -143,10 +143,9 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
     values, masks, train_starts, val_starts = [], [], [], []
     offset = 0
     for v, s, p in zip(series, splits, placed):
-        mask = np.isfinite(v)
-        z = np.where(mask, scaler.transform(v), 0.0).astype(np.float32)
+        z, mask = model_input(v, scaler.center, scaler.scale)
         values.append(z)
-        masks.append(mask.astype(np.float32))
+        masks.append(mask)
         train_starts.append(offset + _window_starts(p.scorable, 0, s, window))
         val_starts.append(offset + _window_starts(p.scorable, s, len(v), window))
         offset += len(v)
