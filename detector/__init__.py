@@ -1,16 +1,22 @@
 """Vigil's runtime: data schema, preprocessing, the VAE, scoring, thresholds and model artifacts.
 
 Everything the detector needs lives here; the training job imports from this package,
-never the reverse.
+never the reverse. The names below are loaded on first use, so that reading data files
+(detector.table, detector.csvdata) or the daemon's settings does not import JAX.
 """
 
-from detector.artifact import ArtifactError, TrainedModel, load, save
-from detector.model import VAE, ModelConfig
-from detector.preprocessing import Scaler
-from detector.scoring import Scorer, Scores, top_sensors
-from detector.threshold import Persistence, Threshold, calibrate
+from importlib import import_module
 
-__all__ = [
-    "ArtifactError", "ModelConfig", "Persistence", "Scaler", "Scorer", "Scores", "Threshold",
-    "TrainedModel", "VAE", "calibrate", "load", "save", "top_sensors",
-]
+_WHERE = {
+    "ArtifactError": "artifact", "TrainedModel": "artifact", "load": "artifact", "save": "artifact",
+    "VAE": "model", "ModelConfig": "model", "Scaler": "preprocessing", "Scorer": "scoring", "Scores": "scoring",
+    "top_sensors": "scoring", "Persistence": "threshold", "Threshold": "threshold", "calibrate": "threshold",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'detector' has no attribute {name!r}")
+    return getattr(import_module(f"detector.{_WHERE[name]}"), name)

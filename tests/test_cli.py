@@ -262,3 +262,17 @@ def test_offline_demo_finds_the_injected_faults(tmp_path, capsys):
     assert main(["demo", "--offline", "--workdir", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "injected faults: 3, detected: 3" in out and (tmp_path / "scores.csv").is_file()
+
+
+def test_reading_data_and_the_command_line_do_not_import_jax():
+    """JAX and Flax take 1.5 s to import: reading data, the settings and the command line's
+    parser must not need them (vigil models, simulate, inspect start fast; vigil score reads
+    its data while JAX loads)."""
+    from pathlib import Path
+
+    code = ("import sys, detector.table, detector.csvdata, detector.parquetdata, detector.datafiles, "
+            "detector.settings, vigil.cli; vigil.cli.build_parser(); print('jax' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

@@ -99,6 +99,27 @@ def _read(args, model=None, warn: bool = True):
     return tables
 
 
+def _model_and_data(args):
+    """--model and --data: the data is read in a thread while the model loads (importing JAX
+    and verifying the model take about as long as reading a large file; Arrow reads without
+    the GIL), then rows a little late are put back with the model's interval."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from detector.artifact import load
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        reading = pool.submit(_read, args, None, False)
+        try:
+            model = load(args.model)
+        except BaseException:
+            reading.cancel()
+            raise
+        tables = reading.result()
+    tables = _admit_late(tables, model.interval_seconds)
+    _warn_skipped(args, tables)
+    return model, tables
+
+
 def _admit_late(tables, interval_seconds):
     from detector.table import admit_late
 
@@ -317,12 +338,10 @@ def cmd_models(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from detector.artifact import load
+    model, tables = _model_and_data(args)  # before importing the scorer: JAX loads while the data is read
+    _warn_interval(args, model, tables)
     from detector.offline import write_scores
 
-    model = load(args.model)
-    tables = _read(args, model)
-    _warn_interval(args, model, tables)
     t0 = time.perf_counter()
     rows = write_scores(model, tables, args.out)
     _log(args, f"scored {rows} rows in {time.perf_counter() - t0:.2f}s -> {args.out}")
@@ -346,12 +365,10 @@ def _warn_interval(args, model, tables) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from detector.artifact import load
+    model, tables = _model_and_data(args)
+    _warn_interval(args, model, tables)
     from training.evaluation import evaluate_model
 
-    model = load(args.model)
-    tables = _read(args, model)
-    _warn_interval(args, model, tables)
     missing = [t.path for t in tables if t.labels is None]
     if missing:
         raise UserError(f"{missing[0]}: no label column; pass --label-column NAME")
@@ -367,14 +384,12 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from detector.artifact import load
     from vigil.report import ReportError, build_report, check_format, parse_time, write_report
 
     try:
         check_format(args.out)
         start, end = (None if t is None else parse_time(t) for t in (args.start, args.end))
-        model = load(args.model)
-        tables = _read(args, model)
+        model, tables = _model_and_data(args)
         _warn_interval(args, model, tables)
         if len(tables) > 1:
             kind = "CSV" if all(t.path.lower().endswith(".csv") for t in tables) else "data"
@@ -763,7 +778,8 @@ def _compilation_cache() -> None:
     one compiled for the same model shape (vigil score on a small file: 0.7 -> 0.3 s of
     compiling). In $VIGIL_JAX_CACHE (default ~/.cache/vigil/jax; "off" disables); only
     compilations over 0.1 s are kept (the scorer and the training step of a model shape,
-    some hundred kB each)."""
+    some hundred kB each). Set through JAX's environment variables, so that commands which
+    do not need JAX do not import it."""
     where = os.environ.get("VIGIL_JAX_CACHE") or str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
                                                      / "vigil" / "jax")
     if where.lower() in ("off", "none", "0"):
@@ -772,30 +788,42 @@ def _compilation_cache() -> None:
         Path(where).mkdir(parents=True, exist_ok=True)
     except OSError:
         return  # a read-only home: compile every time, as without the cache
-    import jax
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", where)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+    if "jax" in sys.modules:  # (in-process callers, e.g. the tests, may have imported it already)
+        import jax
 
-    jax.config.update("jax_compilation_cache_dir", where)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+        jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+def _user_error(e: BaseException) -> bool:
+    """An error the user can act on (printed as one line, exit 2), not a bug."""
+    from detector.artifact import ArtifactError
+    from detector.settings import SettingsError
+    from detector.table import DataError
+    from training.config import ConfigError
+    from training.recent import SourceError
+    from vigil.specs import SimulationError
+
+    return isinstance(e, (UserError, DataError, ArtifactError, ConfigError, SettingsError, SourceError,
+                          SimulationError))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _compilation_cache()
-    from detector.artifact import ArtifactError
-    from detector.table import DataError
-    from detector.settings import SettingsError
-    from training.config import ConfigError
-    from training.recent import SourceError
-    from vigil.specs import SimulationError
-
     try:
         return args.func(args)
-    except (UserError, DataError, ArtifactError, ConfigError, SettingsError, SourceError, SimulationError) as e:
-        print(f"vigil {args.command}: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"vigil {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        if not _user_error(e):
+            raise
+        print(f"vigil {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
