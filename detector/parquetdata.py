@@ -66,9 +66,15 @@ def read_parquet(path, *, time_column: str | None = None, label_column: str | No
                          values, labels, lambda rows: np.asarray(rows) + 1, strict_time, unit="row")
 
 
+def _decoded(pa, column):
+    """A dictionary-encoded column (as many writers store repeated text) as its plain values."""
+    return column.cast(column.type.value_type) if pa.types.is_dictionary(column.type) else column
+
+
 def _numbers(pa, column, j: int, fail) -> np.ndarray:
     """A numeric or boolean column as float64, NaN for nulls; infinities and float32
     overflow are errors."""
+    column = _decoded(pa, column)
     kind = column.type
     if not (pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
             or pa.types.is_decimal(kind)):
@@ -83,6 +89,7 @@ def _numbers(pa, column, j: int, fail) -> np.ndarray:
 
 def _time(pa, column, j: int, fail) -> tuple[list[str], np.ndarray]:
     """The time column as written (ISO text for timestamps) and epoch seconds."""
+    column = _decoded(pa, column)
     nulls = np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))
     if len(nulls):
         raise fail(int(nulls[0]), j, "missing timestamp")

@@ -42,6 +42,8 @@ def test_types_nulls_and_labels(tmp_path):
     pa.array([T0 * 1000, T0 * 1000 + 1000], pa.int64()),           # epoch milliseconds
     pa.array(["2020-02-08 13:30:47", "2020-02-08T13:30:48Z"]),     # ISO text, naive = UTC
     pa.array([T0 * 10**9, (T0 + 1) * 10**9], pa.timestamp("ns")),  # naive timestamps
+    pa.array([T0 * 1000, (T0 + 1) * 1000], pa.timestamp("ms", "Europe/Berlin")),  # another zone
+    pa.array(["2020-02-08T13:30:47Z", "2020-02-08T13:30:48Z"]).dictionary_encode(),  # dictionary text
 ])
 def test_time_columns(tmp_path, time):
     table = read_parquet(write(tmp_path / "t.parquet", t=time, a=pa.array([1.0, 2.0])))
@@ -110,3 +112,17 @@ def test_score_reads_and_writes_parquet_as_csv(tmp_path, normal_csv, faulty_csv)
     assert [r["score"] for r in c] == [float(r["score"]) if r["score"] else None for r in a]
     assert [r["is_anomaly"] for r in c] == [int(r["is_anomaly"]) for r in a]
     assert sum(r["is_anomaly"] for r in c) > 0
+
+
+def test_inspect_names_rows_of_a_parquet_file(tmp_path):
+    from training.dataquality import inspect_tables
+
+    t = T0 + np.arange(400.0)
+    t[200:] -= 30  # the clock steps back 30 s at data row 201
+    values = np.random.default_rng(0).normal(size=400)
+    values[300] = 1e4  # far outside the bulk, data row 301
+    path = write(tmp_path / "p.parquet", t=pa.array(t), a=values, b=np.random.default_rng(1).normal(size=400))
+    report = inspect_tables([read_parquet(path)], window=10, validation_fraction=0.2, init_quantile=0.99)
+    text = "\n".join(f.describe() for f in report.findings)
+    assert "row 201:" in text and "after '1581168846' on row 200" in text
+    assert "on row 301" in text and " line " not in text

@@ -85,7 +85,8 @@ class Finding:
     counter, gaps, jitter, duplicate_times, backward_times, labelled, step_times,
     short_file, windows, off_state).
     path: the file (None: the data as a whole); column: the sensor (None: the file or its
-    timestamps); lines: first and last file line concerned; times: their time cells.
+    timestamps); lines: first and last file line concerned (unit "line"; a Parquet file's
+    data rows, from 1: unit "row"); times: their time cells.
     """
 
     severity: str
@@ -95,6 +96,7 @@ class Finding:
     message: str
     lines: tuple[int, int] | None = None
     times: tuple[str, str] | None = None
+    unit: str = "line"
 
     def describe(self) -> str:
         """'warning: pump.csv, column 'pressure', lines 1202-1562: flat at 3.2 for 361 readings ...'."""
@@ -103,7 +105,7 @@ class Finding:
             where.append(f"column {self.column!r}")
         if self.lines is not None:
             a, b = self.lines
-            where.append(f"line {a}" if a == b else f"lines {a}-{b}")
+            where.append(f"{self.unit} {a}" if a == b else f"{self.unit}s {a}-{b}")
         return f"{self.severity}: {', '.join(where)}: {self.message}"
 
     def to_dict(self) -> dict:
@@ -300,7 +302,9 @@ class _Rows:
         if table.skipped is not None:  # a kept row's data row counts the skipped rows before it
             s = np.asarray(table.skipped.index, np.int64)
             rows = rows + np.searchsorted(s - np.arange(len(s)), rows, side="right")
-        self.lines = rows + 2
+        parquet = str(table.path).lower().endswith(".parquet")
+        self.unit = "row" if parquet else "line"
+        self.lines = rows + (1 if parquet else 2)  # a CSV's header is line 1
 
     def finding(self, severity: str, check: str, column: str | None, message: str,
                 first: int | None = None, last: int | None = None) -> Finding:
@@ -308,7 +312,7 @@ class _Rows:
             return Finding(severity, check, self.path, column, message)
         last = first if last is None else last
         return Finding(severity, check, self.path, column, message, (int(self.lines[first]), int(self.lines[last])),
-                       (self.time_raw[first], self.time_raw[last]))
+                       (self.time_raw[first], self.time_raw[last]), self.unit)
 
 
 def _inspect_file(table: SensorTable, window: int) -> tuple[FileQuality, list[Finding]]:
@@ -346,7 +350,7 @@ def _time_findings(table: SensorTable, rows: _Rows, sampling: Sampling, window: 
                 f"{duration(interval)} interval), the longest {duration(spacing[longest])} from "
                 f"{table.time_raw[longest]} to {table.time_raw[longest + 1]}")
         if first != longest:
-            what += (f"; the first on lines {rows.lines[first]}-{rows.lines[first + 1]} "
+            what += (f"; the first on {rows.unit}s {rows.lines[first]}-{rows.lines[first + 1]} "
                      f"({duration(spacing[first])} from {table.time_raw[first]})")
         if severity == WARNING:
             what += f"; longer than a window ({window} readings, {duration(span)}): a window there joins both sides"
@@ -381,13 +385,13 @@ def _skipped_findings(table: SensorTable, rows: _Rows, found: list[Finding]) -> 
         if not len(k):
             continue
         first = int(k[0])
-        line = skipped.line if first == 0 else int(s[first]) + 2
+        line = int(skipped.lines[first])
         prev_line = int(rows.lines[before[first]])
         count = f"{len(k):,} row{'s' if len(k) > 1 else ''}"
         found.append(Finding(WARNING, kind, table.path, None,
                              f"{count} {what}, left out (the daemon's rule); the first: "
-                             f"{skipped.time_raw[first]!r} after {previous[first]!r} on line {prev_line}",
-                             (line, line), (skipped.time_raw[first], skipped.time_raw[first])))
+                             f"{skipped.time_raw[first]!r} after {previous[first]!r} on {rows.unit} {prev_line}",
+                             (line, line), (skipped.time_raw[first], skipped.time_raw[first]), rows.unit))
     return int(same.sum()), int((~same).sum())
 
 
@@ -543,7 +547,7 @@ def _sensor(table: SensorTable, rows: _Rows, window: int, name: str, x: np.ndarr
         at, longest = c.gap_start, c.gap_length
         say(WARNING if heavy else NOTE, "missing",
             f"{missing_share:.1%} of readings missing ({n - seen:,}); the longest run {longest:,} "
-            f"readings on lines {rows.lines[at]}-{rows.lines[at + longest - 1]}"
+            f"readings on {rows.unit}s {rows.lines[at]}-{rows.lines[at + longest - 1]}"
             + (" (longer than a window)" if longest >= window else ""), c.first_missing)
     values = None
     constant = c.lowest == c.highest
@@ -588,8 +592,8 @@ def _sensor(table: SensorTable, rows: _Rows, window: int, name: str, x: np.ndarr
                                  (("below", fences[0], below), ("above", fences[1], above)) if count)
             say(WARNING, "outliers",
                 f"{outliers:,} reading{'s' if outliers > 1 else ''} far outside the bulk (1-99 % range "
-                f"{_num(q_low)} to {_num(q_high)}; these are {beyond}): the first {_num(x[first])} on line "
-                f"{rows.lines[first]}, the farthest {_num(x[extreme])} on line {rows.lines[extreme]}; they "
+                f"{_num(q_low)} to {_num(q_high)}; these are {beyond}): the first {_num(x[first])} on "
+                f"{rows.unit} {rows.lines[first]}, the farthest {_num(x[extreme])} on {rows.unit} {rows.lines[extreme]}; they "
                 "stretch the sensor's scale", first, last)
     if varying:
         main, back = max(c.rising, c.falling), min(c.rising, c.falling)
