@@ -276,3 +276,15 @@ def test_reading_data_and_the_command_line_do_not_import_jax():
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_a_reader_that_goes_away_is_not_an_error(normal_csv):
+    """vigil inspect ... | head: the pipe closes before the report is written; no traceback."""
+    from pathlib import Path
+
+    p = subprocess.Popen([sys.executable, "-m", "vigil", "inspect", "--data", str(normal_csv)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+    p.stdout.close()  # the reader is gone before anything is written
+    with p.stderr:
+        err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 0 and "Traceback" not in err, err

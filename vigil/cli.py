@@ -819,6 +819,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vigil {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the output's reader went away (vigil evaluate ... | head): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
     except Exception as e:
         if not _user_error(e):
             raise
