@@ -751,3 +751,9 @@ def test_replay_without_a_broker_says_so(tmp_path):
                              f"127.0.0.1:{port}"], capture_output=True, text=True, timeout=60, cwd=ROOT,
                             env=os.environ | {"PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"})
     assert result.returncode == 2 and f"vigil replay: error: Kafka at 127.0.0.1:{port}:" in result.stderr
+
+
+@pytest.mark.parametrize("rows", [1, 50, 300])
+def test_a_short_series_can_be_generated(rows):
+    values, labels = synthetic.generate(rows, seed=0)
+    assert values.shape == (rows, len(synthetic.SENSORS)) and np.isfinite(values).all() and labels.shape == (rows,)

@@ -139,7 +139,8 @@ def generate(rows: int, seed: int = 0, faults: tuple[tuple[str, int, int], ...] 
     rng = np.random.default_rng(seed)
     t = np.arange(rows, dtype=np.float64)
     walk = np.cumsum(rng.normal(0, 0.02, rows))
-    walk -= np.convolve(walk, np.ones(301) / 301, mode="same")  # keep the walk bounded
+    span = min(301, rows)  # (a shorter series: its own length, so the result keeps its length)
+    walk -= np.convolve(walk, np.ones(span) / span, mode="same")  # keep the walk bounded
     load = 0.6 + 0.25 * np.sin(2 * np.pi * t / cycle_seconds) + 0.1 * walk
     z = np.stack([rng.standard_normal(rows) for _ in SENSORS], axis=1)
     values = readings(load, _lag(load, 120), NOMINAL, z)
