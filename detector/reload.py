@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from detector.artifact import ArtifactError, TrainedModel
+from detector.artifact import ArtifactError, TrainedModel, describe_change
+from detector.metrics import ServiceMetrics
+from detector.pipeline import Pipeline
 from detector.registry import current_version, load_current
+
+log = logging.getLogger("vigil.serve")
 
 
 class ModelWatcher:
@@ -38,3 +44,38 @@ class ModelWatcher:
             return name, load_current(self.registry), None
         except ArtifactError as e:
             return name, None, str(e)
+
+
+class HotReload:
+    """Swaps a registry's newly promoted model into the pipeline: what changes is logged
+    (describe_change), vigil_model_reloads_total{result} counts ok and refused, and a model
+    that cannot be loaded, verified or compiled leaves the old one serving."""
+
+    def __init__(self, watcher: ModelWatcher, pipeline: Pipeline, metrics: ServiceMetrics):
+        self.watcher, self.pipeline, self.metrics = watcher, pipeline, metrics
+
+    def check(self, before_swap: Callable[[], object] = lambda: None) -> bool:
+        """Look at `current` (at most every reload interval); True when a new model now serves.
+        before_swap runs just before the swap (the service finishes its batch in flight)."""
+        version, model, error = self.watcher.poll()
+        pipeline = self.pipeline
+        if model is not None:
+            for level, message in describe_change(pipeline.model, model):
+                (log.warning if level == "warning" else log.info)("hot reload: %s", message)
+            before_swap()
+            try:
+                pipeline.swap_model(model)
+            except Exception as e:  # e.g. compiling the new model failed: keep serving the old one
+                self.metrics.model_reloads.labels("refused").inc()
+                log.error("hot reload refused for version %s: %s; still serving %s", version, e,
+                          pipeline.model.version)
+                return False
+            self.metrics.model_reloads.labels("ok").inc()
+            log.info("hot reload: now serving model %s (threshold %.5g, alert rule %s, windows of %s)", model.version,
+                     model.threshold.value, pipeline.alert_rule, pipeline.window_span)
+            return True
+        if error is not None:
+            self.metrics.model_reloads.labels("refused").inc()
+            log.error("hot reload refused%s: %s; still serving %s",
+                      f" for version {version}" if version else "", error, pipeline.model.version)
+        return False

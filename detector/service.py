@@ -34,12 +34,11 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry
 
-from detector.artifact import describe_change
 from detector.kafka_client import client_options, preflight
 from detector.metrics import Health, ServiceMetrics, serve_http
 from detector.pipeline import BatchResult, Pipeline, Submitted, Topics
 from detector.registry import current_version, is_registry, load_model_or_registry
-from detector.reload import ModelWatcher
+from detector.reload import HotReload, ModelWatcher
 from detector.restore import alerts_left_open
 from detector.settings import ServeSettings
 
@@ -146,13 +145,14 @@ class Service:
         self._frozen = False  # run() moved the start-up heap out of the garbage collector's way
         self._lag_series: set[TopicPartition] = set()  # partitions with a vigil_consumer_lag series
         model = load_model_or_registry(settings.model)
-        self.watcher = (ModelWatcher(Path(settings.model), current_version(settings.model), settings.reload_seconds)
-                        if is_registry(settings.model) else None)
+        watcher = (ModelWatcher(Path(settings.model), current_version(settings.model), settings.reload_seconds)
+                   if is_registry(settings.model) else None)
         # alert_k / alert_n unset: the model's persistence rule, which follows a hot-reloaded model
         self.pipeline = Pipeline(model, self.metrics, settings.alert_policy(model.persistence), settings.max_assets,
                                  settings.idle_seconds, settings.max_message_bytes, settings.storm_policy(),
                                  Topics(settings.alerts_topic, settings.dlq_topic, settings.scores_topic))
         self.pipeline.emit_scores = bool(settings.scores_topic)
+        self.reload = None if watcher is None else HotReload(watcher, self.pipeline, self.metrics)
         self.health.model_loaded = True
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
@@ -235,7 +235,7 @@ class Service:
                     self.complete()
                     self.pipeline.expire_idle()
                     next_sweep = now + IDLE_SWEEP_INTERVAL
-                if self.watcher is not None:
+                if self.reload is not None:
                     self.check_reload()
         finally:
             self.close()
@@ -431,25 +431,8 @@ class Service:
             self._broker(True)
 
     def check_reload(self) -> None:
-        version, model, error = self.watcher.poll()
-        if model is not None:
-            for level, message in describe_change(self.pipeline.model, model):
-                (log.warning if level == "warning" else log.info)("hot reload: %s", message)
-            self.complete()  # scored by the model that was asked
-            try:
-                self.pipeline.swap_model(model)
-            except Exception as e:  # e.g. compiling the new model failed: keep serving the old one
-                self.metrics.model_reloads.labels("refused").inc()
-                log.error("hot reload refused for version %s: %s; still serving %s", version, e,
-                          self.pipeline.model.version)
-                return
-            if self._frozen:  # the old model may now be garbage: let the collector see it, once
-                gc.unfreeze()
-                self._freeze_heap()
-            self.metrics.model_reloads.labels("ok").inc()
-            log.info("hot reload: now serving model %s (threshold %.5g, alert rule %s, windows of %s)", model.version,
-                     model.threshold.value, self.pipeline.alert_rule, self.pipeline.window_span)
-        elif error is not None:
-            self.metrics.model_reloads.labels("refused").inc()
-            log.error("hot reload refused%s: %s; still serving %s",
-                      f" for version {version}" if version else "", error, self.pipeline.model.version)
+        """Serve a newly promoted model (detector.reload); the batch being scored is finished with
+        the model that was asked first."""
+        if self.reload.check(before_swap=self.complete) and self._frozen:
+            gc.unfreeze()  # the old model may now be garbage: let the collector see it, once
+            self._freeze_heap()
