@@ -52,10 +52,16 @@ def pytest_collection_modifyitems(session, config, items):
     if broker_reachable():
         return
     broker = ROOT / "deploy" / "kafka" / "broker"
+    say = config.pluginmanager.get_plugin("terminalreporter")
+    if say is not None:  # the first start fetches Kafka's jars: it can take a minute or two
+        say.write_line(f"starting the local Kafka broker for the tests marked kafka ({broker.relative_to(ROOT)} start)")
     done = subprocess.run([str(broker), "start"], capture_output=True, text=True)
     if done.returncode != 0:
         raise pytest.UsageError(f"the selected tests need Kafka (marked kafka), and {broker} start failed:\n"
                                 f"{done.stdout}{done.stderr}(-m \"not kafka\" runs the others)")
+    if say is not None:
+        say.write_line((done.stdout + done.stderr).strip().splitlines()[-1] if (done.stdout + done.stderr).strip()
+                       else "broker started")
     _started_broker = True
 
 
