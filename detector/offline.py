@@ -254,15 +254,6 @@ def score_tables(model: TrainedModel, tables: Iterable[SensorTable]) -> Iterator
         yield table, score_table(model, table, scorer)
 
 
-def _skipped_positions(table: SensorTable) -> tuple[np.ndarray, list[str]]:
-    """For each row the table left out for its time: the position (among the kept rows) of
-    the row it follows in the file, and its time cell."""
-    if table.skipped is None:
-        return np.empty(0, np.int64), []
-    k = table.skipped.count
-    return table.skipped.index - np.arange(k) - 1, table.skipped.time_raw
-
-
 def write_scores(model: TrainedModel, tables: Iterable[SensorTable], out_path: str | os.PathLike) -> int:
     """Score tables and write one scores file (CSV, or Parquet when out_path ends in
     .parquet), one row per row of the input files (rows left out for their time included,
@@ -277,11 +268,12 @@ def write_scores(model: TrainedModel, tables: Iterable[SensorTable], out_path: s
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = None
             for table in tables:
-                after, skipped_raw = _skipped_positions(table)
+                skipped_rows = table.skipped
+                after = np.empty(0, np.int64) if skipped_rows is None else skipped_rows.follows()
                 for lo, scores in score_chunks(model, table, scorer):
                     hi = lo + len(scores.score)
                     here = np.flatnonzero((after >= lo) & (after < hi)).tolist()
-                    skipped = [(int(after[i]) - lo, skipped_raw[i]) for i in here]
+                    skipped = [(int(after[i]) - lo, skipped_rows.time_raw[i]) for i in here]
                     columns = score_columns(table.time_raw[lo:hi], scores, threshold, model.sensors, skipped)
                     if pending is not None:
                         pending.result()

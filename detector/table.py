@@ -80,6 +80,11 @@ class SkippedRows:
     def count(self) -> int:
         return len(self.index)
 
+    def follows(self) -> np.ndarray:
+        """[k] int64: the row of the table (file rows less these skipped ones) that each skipped
+        row follows in the file."""
+        return self.index - np.arange(self.count) - 1
+
     def describe(self, path: str) -> str:
         """One line for the user: how many rows, and the first one."""
         rows = "1 row" if self.count == 1 else f"{self.count} rows"
@@ -160,7 +165,7 @@ def admit_late(table: SensorTable, interval_seconds: float | None) -> SensorTabl
     s = table.skipped
     if s is None or not interval_seconds:
         return table
-    after = s.index - np.arange(s.count) - 1  # each skipped row follows this row of the table
+    after = s.follows()
     newest = table.times_ms()[after]
     t = np.round(s.time * 1000.0).astype(np.int64)
     late = (t < newest) & (newest - t < interval_seconds * 1000.0)

@@ -372,13 +372,8 @@ def _skipped_findings(table: SensorTable, rows: _Rows, found: list[Finding]) -> 
     skipped = table.skipped
     if skipped is None:
         return 0, 0
-    s = np.asarray(skipped.index, np.int64)
-    before = s - np.arange(len(s)) - 1  # the table row kept last before each skipped row
-    previous = [table.time_raw[i] for i in before.tolist()]
-    same = np.array([a == b for a, b in zip(skipped.time_raw, previous)], bool)
-    # a repeated time written differently is a duplicate too
-    for i in np.flatnonzero(~same).tolist():
-        same[i] = _seconds(skipped.time_raw[i]) == table.time[before[i]]
+    # the same time as the newest row before it (however it is written) is a duplicate
+    same = skipped.time == table.time[skipped.follows()]
     for kind, mask, what in (("duplicate_times", same, "repeat the time of the row before"),
                              ("backward_times", ~same, "step back in time (a clock set back?)")):
         k = np.flatnonzero(mask)
@@ -386,30 +381,12 @@ def _skipped_findings(table: SensorTable, rows: _Rows, found: list[Finding]) -> 
             continue
         first = int(k[0])
         line = int(skipped.lines[first])
-        prev_line = int(rows.lines[before[first]])
         count = f"{len(k):,} row{'s' if len(k) > 1 else ''}"
         found.append(Finding(WARNING, kind, table.path, None,
-                             f"{count} {what}, left out (the daemon's rule); the first: "
-                             f"{skipped.time_raw[first]!r} after {previous[first]!r} on {rows.unit} {prev_line}",
+                             f"{count} {what}, left out (the daemon's rule); the first: {skipped.time_raw[first]!r} "
+                             f"after {skipped.newest_raw[first]!r} on {rows.unit} {skipped.newest_lines[first]}",
                              (line, line), (skipped.time_raw[first], skipped.time_raw[first]), rows.unit))
     return int(same.sum()), int((~same).sum())
-
-
-def _seconds(text: str) -> float | None:
-    """A time cell as csvdata reads it, for the rare duplicate written differently (None if unsure)."""
-    from datetime import datetime, timezone
-
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    try:
-        stamp = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=timezone.utc)
-    return stamp.timestamp()
 
 
 def _labels(table: SensorTable, rows: _Rows, window: int, found: list[Finding]) -> tuple[int, int]:
