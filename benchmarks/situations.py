@@ -39,7 +39,6 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
 from prometheus_client import CollectorRegistry  # noqa: E402
 
 from detector.alerts import epoch_ms  # noqa: E402

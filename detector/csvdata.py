@@ -29,7 +29,7 @@ import io
 import itertools
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 
 import numpy as np
@@ -144,7 +144,36 @@ def _plain_quoting(data: bytes, delimiter: str) -> bool:
     return bool(np.isin(before, bounds).all() and np.isin(after, bounds).all())
 
 
-def _seconds_of_micros(micros: np.ndarray) -> np.ndarray:
+def epoch_seconds(numbers: np.ndarray) -> np.ndarray:
+    """A plain-number time column -> epoch seconds: milliseconds when the first is over
+    EPOCH_MS_THRESHOLD (for CSV and Parquet alike)."""
+    return numbers / 1000.0 if numbers[0] > EPOCH_MS_THRESHOLD else numbers
+
+
+def arrow_iso_seconds(stripped) -> np.ndarray | None:
+    """Epoch seconds of an Arrow text column of ISO-8601 times that are all naive (taken as
+    UTC) or all with an offset; None otherwise (mixed layouts, a bad cell: iso_seconds then)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for zone in (None, "UTC"):
+        try:
+            return seconds_of_micros(pc.cast(stripped, pa.timestamp("us", zone)).cast(pa.int64()).to_numpy())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    return None
+
+
+def iso_seconds(raw: list[str], fail: Callable[[int, str], DataError]) -> np.ndarray:
+    """ISO-8601 time cells (stripped) -> epoch seconds, one by one (datetime.fromisoformat);
+    fail(row, message) words the error at the first bad cell."""
+    out = np.empty(len(raw), np.float64)
+    for i, text in enumerate(raw):
+        out[i] = _iso_cell(text, lambda message, i=i: fail(i, message))
+    return out
+
+
+def seconds_of_micros(micros: np.ndarray) -> np.ndarray:
     """Epoch microseconds -> float seconds, with _iso_cell's arithmetic (whole seconds, then
     the fraction), so both paths give the same bits."""
     whole, fraction = np.divmod(micros, 1_000_000)
@@ -225,15 +254,8 @@ class _Fast:
         if _NUMBER.fullmatch(first):
             if not pc.all(pc.match_substring_regex(stripped, r"^" + _NUMBER.pattern + "$")).as_py():
                 return None
-            seconds = pc.cast(stripped, pa.float64()).to_numpy()
-            return seconds / 1000.0 if seconds[0] > EPOCH_MS_THRESHOLD else seconds
-        for kind in (pa.timestamp("us"), pa.timestamp("us", "UTC")):  # naive (as UTC), or with an offset
-            try:
-                micros = pc.cast(stripped, kind).cast(pa.int64()).to_numpy()
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                continue
-            return _seconds_of_micros(micros)
-        return None  # mixed layouts: fromisoformat cell by cell
+            return epoch_seconds(pc.cast(stripped, pa.float64()).to_numpy())
+        return arrow_iso_seconds(stripped)  # None for mixed layouts: fromisoformat cell by cell
 
     def _lines(self, rows: np.ndarray) -> np.ndarray:
         """The file lines of data rows (asked only when rows are named): without quotes, a
@@ -360,8 +382,8 @@ def _time_cells(raw: list[str], j: int, fail) -> tuple[list[str], np.ndarray]:
     first = raw[0]
     if first.lower() in MISSING:
         raise fail(0, j, "missing timestamp")
-    values = np.empty(len(raw), np.float64)
     if _NUMBER.fullmatch(first):
+        values = np.empty(len(raw), np.float64)
         for i, text in enumerate(raw):
             value = _cell_number(text)
             if value is not None and math.isnan(value):
@@ -370,12 +392,8 @@ def _time_cells(raw: list[str], j: int, fail) -> tuple[list[str], np.ndarray]:
                 raise fail(i, j, f"not a timestamp: {text!r} (the first row has a plain "
                                  "number, so the column is read as epoch time)")
             values[i] = value
-        if values[0] > EPOCH_MS_THRESHOLD:
-            values /= 1000.0
-        return raw, values
-    for i, text in enumerate(raw):
-        values[i] = _iso_cell(text, lambda message, i=i: fail(i, j, message))
-    return raw, values
+        return raw, epoch_seconds(values)
+    return raw, iso_seconds(raw, lambda i, message: fail(i, j, message))
 
 
 def _iso_cell(text: str, fail) -> float:

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from detector.csvdata import EPOCH_MS_THRESHOLD, _iso_cell, _seconds_of_micros
+from detector.csvdata import arrow_iso_seconds, epoch_seconds, iso_seconds, seconds_of_micros
 from detector.table import DataError, SensorTable, choose_columns, in_time_order
 
 __all__ = ["read_parquet"]
@@ -98,26 +98,21 @@ def _time(pa, column, j: int, fail) -> tuple[list[str], np.ndarray]:
         micros = column.cast(pa.timestamp("us", getattr(kind, "tz", None))).cast(pa.int64()).to_numpy()
         text = np.datetime_as_string(micros.astype("datetime64[us]"), unit="auto")
         zone = "Z" if getattr(kind, "tz", None) else ""
-        return [f"{t}{zone}" for t in text.tolist()], _seconds_of_micros(micros)
+        return [f"{t}{zone}" for t in text.tolist()], seconds_of_micros(micros)
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
         seconds = column.cast(pa.float64()).to_numpy()
         bad = np.flatnonzero(~np.isfinite(seconds))
         if len(bad):
             raise fail(int(bad[0]), j, f"not a timestamp: {seconds[bad[0]]}")
         raw = [repr(int(s)) if s == int(s) else repr(s) for s in seconds.tolist()]
-        return raw, seconds / 1000.0 if seconds[0] > EPOCH_MS_THRESHOLD else seconds
+        return raw, epoch_seconds(seconds)
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         import pyarrow.compute as pc
 
         stripped = pc.utf8_trim_whitespace(column)
         raw = stripped.to_pylist()
-        for zone in (None, "UTC"):  # all naive (as UTC) or all with an offset: Arrow parses them
-            try:
-                return raw, _seconds_of_micros(pc.cast(stripped, pa.timestamp("us", zone)).cast(pa.int64()).to_numpy())
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                pass
-        seconds = np.empty(len(raw), np.float64)  # mixed layouts, or a bad cell to name
-        for i, text in enumerate(raw):
-            seconds[i] = _iso_cell(text, lambda message, i=i: fail(i, j, message))
+        seconds = arrow_iso_seconds(stripped)
+        if seconds is None:  # mixed layouts, or a bad cell to name
+            seconds = iso_seconds(raw, lambda i, message: fail(i, j, message))
         return raw, seconds
     raise fail(0, j, f"not a time column (its type is {kind}; expected a timestamp, epoch seconds or ISO text)")
