@@ -139,6 +139,13 @@ def _significant(x: np.ndarray, digits: int) -> np.ndarray:
     return np.where(np.isfinite(out), out, x)
 
 
+def _schema():
+    import pyarrow as pa
+
+    return pa.schema([("timestamp", pa.string()), ("score", pa.float64()), ("threshold", pa.float64()),
+                      ("is_anomaly", pa.int8()), ("top_sensors", pa.string()), ("normalized_score", pa.float64())])
+
+
 def score_columns(time_raw: Sequence[str], scores: TableScores, threshold: float, names: tuple[str, ...],
                   skipped: Sequence[tuple[int, str]] = ()):
     """One table's (or chunk's) results as an Arrow table with the columns of HEADER: score
@@ -149,41 +156,25 @@ def score_columns(time_raw: Sequence[str], scores: TableScores, threshold: float
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    n = len(scores.score)
-    scored = np.isfinite(scores.score)
-    top, shares = top_shares(scores.contributions, scores.score, TOP_K)
+    at = np.array([p + 1 for p, _ in skipped], np.int64)
+    row = np.insert(np.arange(len(scores.score)), at, -1)  # each line's row of the chunk (-1: a skipped row)
+    src = np.maximum(row, 0)
+    missing = (row < 0) | ~np.isfinite(scores.score[src])
+    top, shares = top_shares(scores.contributions[src], scores.score[src], TOP_K)
     pct = np.clip(np.rint(shares * 100), 0, 100).astype(np.int32)
     labels = pa.array(_share_labels(names))
     parts = [pa.DictionaryArray.from_arrays(pa.array(top[:, j] * 101 + pct[:, j], pa.int32()), labels)
              .cast(pa.string()) for j in range(top.shape[1])]
     tops = pc.binary_join_element_wise(*parts, "|") if len(parts) > 1 else parts[0]
-    columns = {
-        "timestamp": np.asarray(time_raw, dtype=object),
-        "score": _significant(scores.score, 6),
-        "threshold": np.full(n, _significant(np.array([threshold]), 6)[0]),
-        "is_anomaly": (scores.flags & scored).astype(np.int8),
-        "top_sensors": tops,
-        "normalized_score": np.round(scores.normalized.astype(np.float64), 4),
-    }
-    missing = ~scored
-    if skipped:  # rows left out for their time: after the row they follow, empty
-        at = np.array([p + 1 for p, _ in skipped], np.int64)
-        columns = {"timestamp": np.insert(columns["timestamp"], at, np.array([r for _, r in skipped], object)),
-                   "score": np.insert(columns["score"], at, np.nan),
-                   "threshold": np.insert(columns["threshold"], at, columns["threshold"][:1] if n else threshold),
-                   "is_anomaly": np.insert(columns["is_anomaly"], at, 0),
-                   "top_sensors": pc.take(tops, pa.array(np.insert(np.arange(n), at, 0))),
-                   "normalized_score": np.insert(columns["normalized_score"], at, np.nan)}
-        missing = np.insert(missing, at, True)
-    mask = pa.array(missing)
-    return pa.table({
-        "timestamp": pa.array(columns["timestamp"], pa.string()),
-        "score": pa.array(columns["score"], pa.float64(), mask=missing),
-        "threshold": pa.array(columns["threshold"], pa.float64()),
-        "is_anomaly": pa.array(columns["is_anomaly"], pa.int8()),
-        "top_sensors": pc.if_else(mask, pa.scalar(None, pa.string()), columns["top_sensors"]),
-        "normalized_score": pa.array(columns["normalized_score"], pa.float64(), mask=missing),
-    })
+    timestamp = np.insert(np.asarray(time_raw, dtype=object), at, np.array([r for _, r in skipped], dtype=object))
+    return pa.table([
+        pa.array(timestamp, pa.string()),
+        pa.array(_significant(scores.score[src], 6), pa.float64(), mask=missing),
+        pa.array(np.full(len(row), _significant(np.array([threshold]), 6)[0]), pa.float64()),
+        pa.array(np.where(missing, 0, scores.flags[src]).astype(np.int8), pa.int8()),
+        pc.if_else(pa.array(missing), pa.scalar(None, pa.string()), tops),
+        pa.array(np.round(scores.normalized[src].astype(np.float64), 4), pa.float64(), mask=missing),
+    ], schema=_schema())
 
 
 class ScoresWriter:
@@ -202,40 +193,32 @@ class ScoresWriter:
         import pyarrow.compute as pc
 
         if self.parquet:
-            import pyarrow.parquet as pq
-
-            if self._writer is None:
-                self._writer = pq.ParquetWriter(self.tmp, table.schema)
-            self._writer.write_table(table)
+            self._parquet().write_table(table)
         else:
             from pyarrow import csv as pa_csv
 
-            if self._file is None:
-                self._file = open(self.tmp, "wb")
-                self._file.write(HEADER.encode())
             plain = not any(pc.any(pc.match_substring_regex(table.column(c), '[,"\r\n]')).as_py()
                             for c in ("timestamp", "top_sensors"))
-            pa_csv.write_csv(table, self._file, pa_csv.WriteOptions(
+            pa_csv.write_csv(table, self._csv(), pa_csv.WriteOptions(
                 include_header=False, quoting_style="none" if plain else "needed"))
         self.rows += table.num_rows
 
-    def close(self) -> None:
-        if self.parquet:
-            if self._writer is None:  # no rows: the columns still
-                import pyarrow as pa
-                import pyarrow.parquet as pq
+    def _parquet(self):
+        if self._writer is None:
+            import pyarrow.parquet as pq
 
-                pq.write_table(pa.schema([("timestamp", pa.string()), ("score", pa.float64()),
-                                          ("threshold", pa.float64()), ("is_anomaly", pa.int8()),
-                                          ("top_sensors", pa.string()), ("normalized_score", pa.float64())]
-                                         ).empty_table(), self.tmp)
-            else:
-                self._writer.close()
-        else:
-            if self._file is None:
-                self._file = open(self.tmp, "wb")
-                self._file.write(HEADER.encode())
-            self._file.close()
+            self._writer = pq.ParquetWriter(self.tmp, _schema())
+        return self._writer
+
+    def _csv(self):
+        if self._file is None:
+            self._file = open(self.tmp, "wb")
+            self._file.write(HEADER.encode())
+        return self._file
+
+    def close(self) -> None:
+        """Finish the file (its header or columns even without rows) and give it its name."""
+        (self._parquet() if self.parquet else self._csv()).close()
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
