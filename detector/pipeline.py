@@ -102,7 +102,7 @@ class Pipeline:
         self.max_message_bytes = max_message_bytes
         self.open_alerts_to_restore: dict[str, dict] = {}  # asset -> last event, taken up when the asset is seen
         self.off_assets: dict[str, float] = {}              # assets whose newest reading is off -> time.monotonic()
-        self.emit_scores = False                            # fill BatchResult.scores
+        self.emit_scores = bool(topics.scores)              # fill BatchResult.scores
         self.policy = policy.for_model(model.persistence)
         self.alerts = AlertTracker(self.policy, model.threshold.value, model.version)
         self.storm = StormTracker(storm)  # the fleet-level condition (detector.storm)
@@ -178,6 +178,8 @@ class Pipeline:
         result = BatchResult()
         last = {(r.topic, r.partition): r for r in records}  # each partition's last record
         result.offsets = {tp: r.offset + 1 for tp, r in last.items()}
+        result.commits = {TopicPartition(*tp): OffsetAndMetadata(r.offset + 1, json.dumps({"ts": r.timestamp}), -1)
+                          for tp, r in last.items()}
         if replay_until:
             replay = np.array([r.offset < replay_until.get((r.topic, r.partition), -1) for r in records], bool)
         else:
@@ -260,7 +262,7 @@ class Pipeline:
         return batch.result
 
     def _outgoing(self, batch: Submitted) -> None:
-        """The batch's messages and the offsets to commit once they are delivered (BatchResult)."""
+        """The batch's messages (BatchResult.messages; its commits are known from submit())."""
         result, topics = batch.result, self.topics
         out = [(topics.alerts, e.asset.encode(), e.to_json(), None) for e in result.alerts]
         out += [(topics.alerts, e.key, orjson.dumps(e.to_json_dict()), None) for e in result.storms]
@@ -273,9 +275,6 @@ class Pipeline:
         if topics.scores:
             out += [(topics.scores, x["asset"].encode(), orjson.dumps(x), None) for x in result.scores]
         result.messages = out
-        last_ts = {(r.topic, r.partition): r.timestamp for r in batch.records}
-        result.commits = {TopicPartition(topic, partition): OffsetAndMetadata(offset, json.dumps({"ts": last_ts[(topic, partition)]}), -1)
-                          for (topic, partition), offset in result.offsets.items()}
 
     def _in_order(self, decoded: Decoded, replay: np.ndarray, refused: dict[int, BadMessage]) -> np.ndarray:
         """Which readings to keep: every asset's readings must come after its newest one. A live

@@ -151,7 +151,6 @@ class Service:
         self.pipeline = Pipeline(model, self.metrics, settings.alert_policy(model.persistence), settings.max_assets,
                                  settings.idle_seconds, settings.max_message_bytes, settings.storm_policy(),
                                  Topics(settings.alerts_topic, settings.dlq_topic, settings.scores_topic))
-        self.pipeline.emit_scores = bool(settings.scores_topic)
         self.reload = None if watcher is None else HotReload(watcher, self.pipeline, self.metrics)
         self.health.model_loaded = True
         self.consumer: KafkaConsumer | None = None
