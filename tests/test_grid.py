@@ -104,6 +104,16 @@ def _model(interval):
                         interval_seconds=interval, version="v1")
 
 
+def _stream(model, times, values) -> tuple[Pipeline, list[Record]]:
+    """A pipeline listing its scores, and asset p1's readings as one record each."""
+    pipeline = Pipeline(model, ServiceMetrics(CollectorRegistry()), AlertPolicy(update_heartbeat_seconds=0))
+    pipeline.emit_scores = True
+    records = [Record("r", 0, i, b"p1", json.dumps(
+        {"asset": "p1", "ts": int(ts), "values": {s: (None if np.isnan(x) else float(x)) for s, x in zip(SENSORS, row)}}
+    ).encode(), int(ts)) for i, (ts, row) in enumerate(zip(times, values))]
+    return pipeline, records
+
+
 def test_offline_and_daemon_scores_agree_with_jitter_gaps_and_a_clock_step():
     rng = np.random.default_rng(3)
     model = _model(1.0)
@@ -114,11 +124,7 @@ def test_offline_and_daemon_scores_agree_with_jitter_gaps_and_a_clock_step():
     offline = score_table(model, table)
 
     # ... by both: the daemon dead-letters them (out_of_order), `vigil score` skips them on reading
-    pipeline = Pipeline(model, ServiceMetrics(CollectorRegistry()), AlertPolicy(update_heartbeat_seconds=0))
-    pipeline.emit_scores = True
-    records = [Record("r", 0, i, b"p1", json.dumps(
-        {"asset": "p1", "ts": int(ts), "values": {s: (None if np.isnan(x) else float(x)) for s, x in zip(SENSORS, row)}}
-    ).encode(), int(ts)) for i, (ts, row) in enumerate(zip(t, v))]
+    pipeline, records = _stream(model, t, v)
     scores, dead = {}, 0
     for lo in range(0, len(records), 37):
         result = pipeline.process(records[lo:lo + 37], now_ms=int(t.max()))
@@ -168,11 +174,7 @@ def test_late_readings_count_the_same_in_files_and_the_stream(tmp_path):
     table = admit_late(read_csv(path), model.interval_seconds)
     offline = score_table(model, table)
 
-    pipeline = Pipeline(model, ServiceMetrics(CollectorRegistry()), AlertPolicy(update_heartbeat_seconds=0))
-    pipeline.emit_scores = True
-    records = [Record("r", 0, i, b"p1", json.dumps(
-        {"asset": "p1", "ts": int(ts), "values": {s: (None if np.isnan(x) else float(x)) for s, x in zip(SENSORS, row)}}
-    ).encode(), int(ts)) for i, (ts, row) in enumerate(zip(times, values))]
+    pipeline, records = _stream(model, times, values)
     scores, dead = [], 0
     for lo in range(0, len(records), 23):
         result = pipeline.process(records[lo:lo + 23], now_ms=int(times.max()))

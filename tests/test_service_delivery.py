@@ -8,15 +8,8 @@ from prometheus_client import CollectorRegistry
 from detector.artifact import save
 from detector.service import Service
 from detector.settings import ServeSettings
+from tests.memory_kafka import Future
 from tests.test_pipeline import make_model
-
-
-class Future:
-    def __init__(self, ok):
-        self.ok = ok
-
-    def failed(self):
-        return not self.ok
 
 
 class FlakyProducer:

@@ -84,16 +84,13 @@ def _add_strict_time(p: argparse.ArgumentParser) -> None:
                         "the row before, with one warning per file)")
 
 
-def _read(args, model=None, warn: bool = True):
-    """The --data tables; with a model, rows less than one of its intervals late are put back
-    (table.admit_late), as the daemon takes them."""
+def _read(args, warn: bool = True):
+    """The --data tables (rows a little late are put back by _admit_late, once the interval is known)."""
     from detector.datafiles import read_path
 
     drop = tuple(c for c in args.drop_columns.split(",") if c)
     tables = read_path(args.data, time_column=args.time_column, label_column=args.label_column, drop_columns=drop,
                        strict_time=args.strict_time)
-    if model is not None:
-        tables = _admit_late(tables, model.interval_seconds)
     if warn:
         _warn_skipped(args, tables)
     return tables
@@ -108,7 +105,7 @@ def _model_and_data(args):
     from detector.artifact import load
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        reading = pool.submit(_read, args, None, False)
+        reading = pool.submit(_read, args, False)
         try:
             model = load(args.model)
         except BaseException:
