@@ -785,6 +785,11 @@ def _compilation_cache() -> None:
         Path(where).mkdir(parents=True, exist_ok=True)
     except OSError:
         return  # a read-only home: compile every time, as without the cache
+    # a cache entry that cannot be written or read (a full disk, a file-size limit) only means
+    # compiling again: not something to tell the user, whose error (if any) comes on its own
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Error (writing|reading) persistent compilation cache entry")
     os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", where)
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
     if "jax" in sys.modules:  # (in-process callers, e.g. the tests, may have imported it already)
