@@ -6,9 +6,8 @@ Two calibration methods:
   distribution is fitted by maximum likelihood to the excesses over a high initial
   quantile and extrapolated to the score exceeded with probability `risk`.
 
-Both are multiplied by a safety margin for what a validation period cannot show: slow
-drift of normal behaviour after training, and the few effectively independent samples
-that overlapping windows of a short validation period hold.
+Both can be multiplied by a margin (training's default is 1: the threshold as calibrated;
+training fits it to cross-fitted validation scores, see scoring.cross_fitted_scores).
 """
 
 from __future__ import annotations

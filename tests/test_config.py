@@ -13,7 +13,7 @@ def test_file_then_overrides(tmp_path):
     path.write_text('[model]\nwindow = 30\nhidden = [64, 32]\n[training]\nepochs = 7\n[threshold]\nmethod = "quantile"\n')
     c = load_config(path, epochs=3, window=None)
     assert c.model.window == 30 and c.model.hidden == (64, 32) and c.epochs == 3
-    assert c.threshold_method == "quantile" and c.threshold_options() == {"q": 0.999, "margin": 2.0}
+    assert c.threshold_method == "quantile" and c.threshold_options() == {"q": 0.999, "margin": 1.0}
 
 
 @pytest.mark.parametrize("text, message", [

@@ -26,7 +26,8 @@ Example FILE.toml (every key optional; unknown keys are an error):
     risk = 1e-3            # pot: probability that a normal window exceeds the threshold
     init_quantile = 0.98   # pot: where the fitted tail starts
     q = 0.999              # quantile: which quantile of validation scores
-    margin = 2.5           # both methods: safety factor on the calibrated value (drift after training)
+    margin = 1.0           # both methods: a factor on the calibrated value (1: as calibrated)
+    cross_fit = true       # fit to validation scores each measured on the other half's sensor scales
 
     [alerting]
     persistence_k = 3      # flag when k of the last n windows are over threshold
@@ -74,8 +75,9 @@ class TrainConfig:
     risk: float = 1e-3
     init_quantile: float = 0.98
     q: float = 0.999
-    margin: float = 2.0
+    margin: float = 1.0
     min_shape: float = 0.0
+    cross_fit: bool = True
     persistence_k: int = 3
     persistence_n: int = 5
     weighting: str = "precision"
@@ -144,7 +146,8 @@ SECTIONS = {
                                 "patience", "max_steps_per_epoch", "seed", "robust_fraction", "robust_warmup",
                                 "interval_seconds", "off_condition", "off_settle_seconds")},
     "threshold": {"method": "threshold_method", "risk": "risk", "init_quantile": "init_quantile",
-                  "q": "q", "margin": "margin", "min_shape": "min_shape"},
+                  "q": "q", "margin": "margin", "min_shape": "min_shape",
+                  "cross_fit": "cross_fit"},
     "alerting": {"persistence_k": "persistence_k", "persistence_n": "persistence_n"},
     "scoring": {k: k for k in ("weighting", "normalization", "focus", "aggregate", "top_k")},
 }

@@ -23,7 +23,7 @@ from detector.grid import TimeGrid, place
 from detector.offcondition import ConditionError, OffCondition
 from detector.preprocessing import Scaler, model_input
 from detector.sampling import duration, infer_sampling
-from detector.scoring import calibrate_rule
+from detector.scoring import calibrate_rule, cross_fitted_scores
 from detector.threshold import Threshold, calibrate
 from training.config import TrainConfig
 from training.train import EpochStats, WindowData, fit
@@ -160,26 +160,35 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
     vae, history, best_epoch = fit(config, data, len(sensors), progress)
 
     # calibrate on the validation windows, scored exactly as the detector will score them:
-    # first each sensor's own error scale, then the threshold on the resulting scores
+    # first each sensor's own error scale, then the threshold. The threshold is fitted to
+    # cross-fitted scores (scoring.cross_fitted_scores: each half of the windows scored on the
+    # scale measured on the other half), not to the scores the windows get on a scale measured
+    # on themselves (cross_fit off, and models of the legacy rule without per-sensor scales: on
+    # their own scores).
     model = TrainedModel(sensors, config.model, scaler, vae, Threshold(float("inf"), "uncalibrated"),
                          config.persistence, config.score_rule, interval, off_condition=config.off_condition,
                          off_settle_seconds=config.off_settle_seconds)
-    if not config.score_rule.legacy:
-        raw = model.scorer()
-        errors = [_scored(p.scorable[s + window - 1:], *raw.sensor_errors_series(v[s:]))
-                  for v, s, p in zip(series, splits, placed)]
-        model.scoring = calibrate_rule(config.score_rule, np.concatenate([e for e, _ in errors]),
-                                       np.concatenate([o for _, o in errors]))
     scorer = model.scorer()
+    calibration = None
+    if not config.score_rule.legacy:
+        errors = [_scored(p.scorable[s + window - 1:], *scorer.sensor_errors_series(v[s:]))
+                  for v, s, p in zip(series, splits, placed)]
+        errors, observed = np.concatenate([e for e, _ in errors]), np.concatenate([o for _, o in errors])
+        model.scoring = calibrate_rule(config.score_rule, errors, observed)
+        scorer = model.scorer()
+        if config.cross_fit and len(errors) >= 4:
+            calibration = cross_fitted_scores(config.score_rule, errors, observed)
     val_scores = np.concatenate([scorer.score_series(v[s:]).score[window - 1:][p.scorable[s + window - 1:]]
                                  for v, s, p in zip(series, splits, placed)])
+    if calibration is None:
+        calibration = val_scores
     train_scores = np.concatenate([scorer.score_series(v[:s]).score[window - 1:][p.scorable[window - 1:s]]
                                    for v, s, p in zip(series, splits, placed)])
-    val_scores = val_scores[np.isfinite(val_scores)]
+    val_scores, calibration = val_scores[np.isfinite(val_scores)], calibration[np.isfinite(calibration)]
     try:
-        model.threshold = calibrate(val_scores, config.threshold_method, **config.threshold_options())
+        model.threshold = calibrate(calibration, config.threshold_method, **config.threshold_options())
     except ValueError as e:
-        raise DataError(f"cannot calibrate the threshold on {val_scores.size} validation windows of "
+        raise DataError(f"cannot calibrate the threshold on {calibration.size} validation windows of "
                         f"{window} {_rows_of(interval)} ({e}): more normal history, or a smaller --window") from None
 
     warm_up = _warm_up(model, tables) if model.off is not None else None
@@ -211,8 +220,9 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
         "history": [h.__dict__ for h in history],
         "threshold": model.threshold.to_dict(),
         "validation_scores": _describe(val_scores),
+        "calibration_scores": _describe(calibration),  # what the threshold was fitted to (cross-fitted)
         "train_scores": _describe(train_scores[np.isfinite(train_scores)]),
-        "_validation_scores": val_scores,  # raw values for the plot; dropped from the JSON
+        "_calibration_scores": calibration,  # raw values for the plot; dropped from the JSON
     }
     return model, report
 

@@ -37,14 +37,14 @@ def plot_report(report: dict, out) -> None:
     left.set_ylabel("-ELBO per observed cell")
     left.set_title("Loss")
     left.legend()
-    scores = np.asarray(report.get("_validation_scores", []))
+    scores = np.asarray(report.get("_calibration_scores", []))
     threshold = report["threshold"]["value"]
     if scores.size:
         right.hist(scores, bins=min(60, max(10, scores.size // 20)), color="tab:blue", alpha=0.8)
     right.axvline(threshold, color="tab:red", label=f"threshold {threshold:.4g} ({report['threshold']['method']})")
     right.set_xlabel("window score")
     right.set_ylabel("validation windows")
-    right.set_title("Validation scores")
+    right.set_title("Validation scores the threshold is fitted to")
     right.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=100, format="png")
