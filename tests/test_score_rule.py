@@ -10,7 +10,7 @@ from detector.artifact import TrainedModel, load, save
 from detector.table import SensorTable
 from detector.model import VAE, ModelConfig
 from detector.preprocessing import Scaler
-from detector.scoring import ScoreRule, Scorer, calibrate_rule, top_shares
+from detector.scoring import ScoreRule, Scorer, calibrate_rule, cross_fitted_scores, top_shares
 from detector.threshold import Persistence, Threshold
 from training.config import TrainConfig
 from training.job import train_model
@@ -80,6 +80,42 @@ def test_calibrated_location_and_spread():
     # the old scoring has nothing to calibrate
     legacy = ScoreRule(normalization="none")
     assert calibrate_rule(legacy, errors, np.ones_like(errors)) is legacy
+
+
+def _top_mean(errors: np.ndarray, rule: ScoreRule) -> np.ndarray:
+    """The mean of each window's top_k normalised errors (sensors tied with the k-th all count)."""
+    normalised = np.maximum((errors - np.array(rule.location)) / np.array(rule.spread), 0.0)
+    chosen = normalised >= np.sort(normalised, axis=1)[:, -rule.top_k][:, None]
+    return (normalised * chosen).sum(axis=1) / chosen.sum(axis=1)
+
+
+def test_cross_fitted_scores_score_each_half_on_the_other_halfs_scales():
+    rng = np.random.default_rng(3)
+    errors = rng.exponential(1.0, size=(400, 5))
+    errors[200:, 0] *= 3.0  # sensor 0's error is larger in the second stretch of normal data
+    observed = np.ones_like(errors)
+    rule = ScoreRule()
+    cross = cross_fitted_scores(rule, errors, observed)
+    first, second = calibrate_rule(rule, errors[:200], observed[:200]), calibrate_rule(rule, errors[200:], observed[200:])
+    np.testing.assert_allclose(cross[:200], _top_mean(errors[:200], second), rtol=1e-5)
+    np.testing.assert_allclose(cross[200:], _top_mean(errors[200:], first), rtol=1e-5)
+    # on scales measured on all of them, the same windows stay inside the scales by construction
+    inside = _top_mean(errors, calibrate_rule(rule, errors, observed))
+    assert np.quantile(cross, 0.99) > 1.3 * np.quantile(inside, 0.99)
+    with pytest.raises(ValueError, match="at least 4 windows"):
+        cross_fitted_scores(rule, errors[:3], observed[:3])
+    with pytest.raises(ValueError, match="calibrated rule"):
+        cross_fitted_scores(ScoreRule(normalization="none"), errors, observed)
+
+
+def test_realised_false_alarm_rate_on_fresh_normal_data_is_near_the_requested_risk(models):
+    calibrated, _ = models
+    assert calibrated.threshold.details["risk"] == 1e-3 and calibrated.threshold.details["margin"] == 1.0
+    s = calibrated.scorer().score_series(binary_and_continuous(20000, seed=11)).score
+    s = s[np.isfinite(s)]
+    over = s > calibrated.threshold.value
+    assert over.mean() < 5e-3  # 0.1 % asked; no margin on top of the calibrated threshold
+    assert calibrated.persistence.apply(over).mean() < 1e-3
 
 
 @pytest.mark.parametrize("aggregate", ["mean", "top"])
