@@ -16,7 +16,20 @@ def test_file_then_overrides(tmp_path):
     assert c.threshold_method == "quantile" and c.threshold_options() == {"q": 0.999, "margin": 1.0}
 
 
+def test_the_threshold_risk_follows_the_sampling_interval():
+    c = load_config()
+    assert c.window_risk(60.0) == pytest.approx(60 / 86400)  # one window a day over threshold
+    assert c.window_risk(1.0) == pytest.approx(1 / 86400)
+    assert c.window_risk(3600.0) == 1e-2  # hourly data: capped
+    assert c.window_risk(None) == 1e-3  # windows of rows: no interval to count a day in
+    assert load_config(per_day=0.1).window_risk(60.0) == pytest.approx(6 / 86400)
+    assert load_config(risk=1e-4).window_risk(60.0) == 1e-4  # a risk given wins
+    assert c.threshold_options(60.0)["risk"] == pytest.approx(60 / 86400)
+
+
 @pytest.mark.parametrize("text, message", [
+    ('[threshold]\nrisk = "high"\n', "threshold.risk: expected float"),
+    ("[threshold]\nper_day = 0\n", "threshold.per_day must be > 0"),
     ("[training]\nepoks = 3\n", "training.epoks: unknown key"),
     ("[trianing]\nepochs = 3\n", r"unknown section \[trianing\]"),
     ("[training]\nepochs = 'many'\n", "training.epochs: expected int"),

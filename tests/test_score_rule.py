@@ -33,8 +33,10 @@ def binary_and_continuous(rows: int, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def models():
+    # risk per window as these tests were written for: 50 min of 1 s readings are too little to
+    # extrapolate a tail to the default's one window a day (1 in 86,400; see the test below)
     config = TrainConfig(model=ModelConfig(window=10, hidden=(32,), latent=4), epochs=15, batch_size=64,
-                         max_steps_per_epoch=40, patience=5)
+                         max_steps_per_epoch=40, patience=5, risk=1e-3)
     train = [table(binary_and_continuous(3000, seed=1))]
     calibrated, _ = train_model(train, config)
     legacy, _ = train_model(train, dataclasses.replace(config, normalization="none", focus="window"))
@@ -108,14 +110,19 @@ def test_cross_fitted_scores_score_each_half_on_the_other_halfs_scales():
         cross_fitted_scores(ScoreRule(normalization="none"), errors, observed)
 
 
-def test_realised_false_alarm_rate_on_fresh_normal_data_is_near_the_requested_risk(models):
+@pytest.mark.parametrize("per_day, risk", [(None, 1e-3), (1.0, 1 / 86400)])
+def test_realised_false_alarm_rate_on_fresh_normal_data_is_near_the_requested_one(models, per_day, risk):
     calibrated, _ = models
-    assert calibrated.threshold.details["risk"] == 1e-3 and calibrated.threshold.details["margin"] == 1.0
+    if per_day is not None:  # the default: one window a day over threshold, readings 1 s apart
+        config = TrainConfig(model=ModelConfig(window=10, hidden=(32,), latent=4), epochs=15, batch_size=64,
+                             max_steps_per_epoch=40, patience=5)
+        calibrated, _ = train_model([table(binary_and_continuous(3000, seed=1))], config)
+        assert calibrated.threshold.details["per_day"] == per_day
+    assert calibrated.threshold.details["risk"] == pytest.approx(risk) and calibrated.threshold.details["margin"] == 1.0
     s = calibrated.scorer().score_series(binary_and_continuous(20000, seed=11)).score
     s = s[np.isfinite(s)]
-    over = s > calibrated.threshold.value
-    assert over.mean() < 5e-3  # 0.1 % asked; no margin on top of the calibrated threshold
-    assert calibrated.persistence.apply(over).mean() < 1e-3
+    over = s > calibrated.threshold.value  # no margin on top of the calibrated threshold
+    assert over.sum() <= 3 * risk * len(s) + 3  # 3 x the share asked, +3 for chance: 1e-3 -> 63, 1/86400 -> 3
 
 
 @pytest.mark.parametrize("aggregate", ["mean", "top"])

@@ -23,7 +23,8 @@ Example FILE.toml (every key optional; unknown keys are an error):
 
     [threshold]
     method = "pot"         # "pot" (peaks over threshold) or "quantile"
-    risk = 1e-3            # pot: probability that a normal window exceeds the threshold
+    per_day = 1.0          # pot: normal windows over the threshold per asset and day (see risk)
+    risk = 1e-3            # pot: instead of per_day, the probability that a normal window exceeds it
     init_quantile = 0.98   # pot: where the fitted tail starts
     q = 0.999              # quantile: which quantile of validation scores
     margin = 1.0           # both methods: a factor on the calibrated value (1: as calibrated)
@@ -51,6 +52,11 @@ from detector.settings import read_toml
 from detector.threshold import THRESHOLD_METHODS, Persistence
 
 
+# pot's risk without a sampling interval (windows of rows), and the largest per_day may give
+# (slow data: one window a day over the threshold of hourly readings would be 1 in 24)
+DEFAULT_RISK, MAX_RISK = 1e-3, 1e-2
+
+
 class ConfigError(ValueError):
     """An invalid configuration; the message names the file and key."""
 
@@ -72,7 +78,8 @@ class TrainConfig:
     off_condition: str | None = None
     off_settle_seconds: float = 60.0
     threshold_method: str = "pot"
-    risk: float = 1e-3
+    per_day: float = 1.0
+    risk: float | None = None
     init_quantile: float = 0.98
     q: float = 0.999
     margin: float = 1.0
@@ -105,7 +112,9 @@ class TrainConfig:
             (0 <= self.off_settle_seconds < float("inf"), "training.off_settle_seconds", "must be >= 0"),
             (self.max_steps_per_epoch >= 1, "training.max_steps_per_epoch", "must be >= 1"),
             (self.threshold_method in THRESHOLD_METHODS, "threshold.method", f"must be one of {THRESHOLD_METHODS}"),
-            (0 < self.risk < 1, "threshold.risk", "must be between 0 and 1"),
+            (self.per_day > 0, "threshold.per_day", "must be > 0"),
+            (self.risk is None or (isinstance(self.risk, (int, float)) and not isinstance(self.risk, bool)
+                                   and 0 < self.risk < 1), "threshold.risk", "must be between 0 and 1"),
             (0 < self.init_quantile < 1, "threshold.init_quantile", "must be between 0 and 1"),
             (0 < self.q < 1, "threshold.q", "must be between 0 and 1"),
             (self.margin > 0, "threshold.margin", "must be > 0"),
@@ -130,10 +139,20 @@ class TrainConfig:
         """The scoring rule before calibration (no per-sensor location and spread yet)."""
         return ScoreRule(self.normalization, self.focus, self.aggregate, self.top_k, self.weighting)
 
-    def threshold_options(self) -> dict:
+    def window_risk(self, interval_seconds: float | None) -> float:
+        """The probability that a normal window exceeds the threshold (pot): `risk` when given,
+        else per_day windows in a day of the sampling interval (at most MAX_RISK; DEFAULT_RISK
+        when the interval is unknown)."""
+        if self.risk is not None:
+            return float(self.risk)
+        if not interval_seconds:
+            return DEFAULT_RISK
+        return min(self.per_day * interval_seconds / 86400.0, MAX_RISK)
+
+    def threshold_options(self, interval_seconds: float | None = None) -> dict:
         if self.threshold_method == "pot":
-            return {"risk": self.risk, "init_quantile": self.init_quantile, "margin": self.margin,
-                    "min_shape": self.min_shape}
+            return {"risk": self.window_risk(interval_seconds), "init_quantile": self.init_quantile,
+                    "margin": self.margin, "min_shape": self.min_shape}
         return {"q": self.q, "margin": self.margin}
 
     def to_dict(self) -> dict:
@@ -145,7 +164,7 @@ SECTIONS = {
     "training": {k: k for k in ("epochs", "batch_size", "learning_rate", "beta", "validation_fraction",
                                 "patience", "max_steps_per_epoch", "seed", "robust_fraction", "robust_warmup",
                                 "interval_seconds", "off_condition", "off_settle_seconds")},
-    "threshold": {"method": "threshold_method", "risk": "risk", "init_quantile": "init_quantile",
+    "threshold": {"method": "threshold_method", "per_day": "per_day", "risk": "risk", "init_quantile": "init_quantile",
                   "q": "q", "margin": "margin", "min_shape": "min_shape",
                   "cross_fit": "cross_fit"},
     "alerting": {"persistence_k": "persistence_k", "persistence_n": "persistence_n"},
@@ -202,7 +221,7 @@ def load_config(path: str | Path | None = None, **overrides) -> TrainConfig:
                     if key not in SECTIONS[section]:
                         raise ConfigError(f"{where}: unknown key (known: {', '.join(SECTIONS[section])})")
                     name = SECTIONS[section][key]
-                    values[name] = _coerce(where, value, getattr(base, name))
+                    values[name] = _coerce(where, value, getattr(base, name) if name != "risk" else DEFAULT_RISK)
     for name, value in overrides.items():
         if value is None:
             continue

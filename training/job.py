@@ -186,7 +186,9 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
                                    for v, s, p in zip(series, splits, placed)])
     val_scores, calibration = val_scores[np.isfinite(val_scores)], calibration[np.isfinite(calibration)]
     try:
-        model.threshold = calibrate(calibration, config.threshold_method, **config.threshold_options())
+        model.threshold = calibrate(calibration, config.threshold_method, **config.threshold_options(interval))
+        if config.threshold_method == "pot" and config.risk is None:
+            model.threshold.details["per_day"] = config.per_day
     except ValueError as e:
         raise DataError(f"cannot calibrate the threshold on {calibration.size} validation windows of "
                         f"{window} {_rows_of(interval)} ({e}): more normal history, or a smaller --window") from None
