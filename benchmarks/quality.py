@@ -6,10 +6,10 @@ model's own threshold and alert rule) on three data sets, each with its usual pr
 
   skab  34 files of a pump test rig; per file: train on the first 400 rows, score the
         file, evaluate rows 400 onwards (the SKAB leaderboard's protocol).
-  tep   Tennessee Eastman process: train on the normal run d00 (500 rows), score the
+  tep   Tennessee Eastman process (a sample every 3 min): train on the normal run d00 (500 rows), score the
         test runs of faults 01-21 (fault from row 160) and fault00 (normal throughout);
         false alarms are counted on rows 0-159 of every run and the whole of fault00.
-  smd   7 server machines: train on each machine's train half, score its test half.
+  smd   7 server machines (a sample a minute): train on each machine's train half, score its test half.
 
 Rows that no method can score (the first window-1 rows of a scored file) are left out
 of every figure. For each data set it prints one table, one line per method:
@@ -74,6 +74,7 @@ from training.job import train_model  # noqa: E402
 DATA = ROOT.parent / "shared" / "data"
 SKAB_TRAIN_ROWS = 400
 TEP_FAULT_ROW = 160
+TEP_INTERVAL, SMD_INTERVAL = 180.0, 60.0  # seconds: their READMEs' sampling (timestamps number the rows)
 BASELINE_QUANTILE, BASELINE_RULE = 0.99, Persistence(3, 5)
 PCA_VARIANCE = 0.90
 
@@ -116,12 +117,19 @@ def skab_cases(root: Path, quick: bool) -> list[Case]:
     return cases
 
 
+def spaced(table: SensorTable, seconds: float) -> SensorTable:
+    """A table whose timestamps number its rows (0, 1, 2, ...) with the sampling interval its
+    data set documents: what a user exports from a historian (it sets how many windows make a
+    day, see [threshold] per_day)."""
+    return dataclasses.replace(table, time=table.time * seconds)
+
+
 def tep_cases(root: Path, quick: bool) -> list[Case]:
     faults = [0, 1, 2, 4, 6, 11, 17, 19] if quick else range(22)
-    train = read_csv(root / "fault01" / "train.csv")
+    train = spaced(read_csv(root / "fault01" / "train.csv"), TEP_INTERVAL)
     tests = []
     for f in faults:
-        t = read_csv(root / f"fault{f:02d}" / "test.csv")
+        t = spaced(read_csv(root / f"fault{f:02d}" / "test.csv"), TEP_INTERVAL)
         if t.labels is None:
             raise SystemExit(f"{root}/fault{f:02d}/test.csv: no anomaly column")
         tests.append((t, 0))
@@ -134,7 +142,8 @@ def smd_cases(root: Path, quick: bool) -> list[Case]:
         raise SystemExit(f"no SMD machines under {root}")
     if quick:
         machines = machines[:2]
-    return [Case(m, [read_csv(root / m / "train.csv")], [(read_csv(root / m / "test.csv"), 0)]) for m in machines]
+    return [Case(m, [spaced(read_csv(root / m / "train.csv"), SMD_INTERVAL)],
+                 [(spaced(read_csv(root / m / "test.csv"), SMD_INTERVAL), 0)]) for m in machines]
 
 
 LOADERS = {"skab": skab_cases, "tep": tep_cases, "smd": smd_cases}
