@@ -13,7 +13,7 @@ One run:
        situations  the same pumps stopping every day at 02:00 for an hour, one two-hour gateway
                    outage per pump (pump-3's before its fault), readings jittered by +-0.2 s;
        and both again without the fault;
-  3. every plant's readings are fed, in time order across pumps, in batches of 500, through
+  3. every plant's readings are fed, in time order across pumps, in batches of 100, through
      detector.pipeline.Pipeline (what `vigil serve` runs on every batch it polls, without
      Kafka) with each model, and the alert events counted: alerts opened outside the fault
      (false alerts), and the delay from the fault's start to the first open on pump-3: to
