@@ -60,6 +60,20 @@ def test_train_progress_and_quiet(tmp_path, normal_csv, tiny_toml, capsys):
     assert "epoch   1/6" in err and "val" in err and "threshold" in err
 
 
+def test_train_says_how_the_threshold_was_chosen_and_warns_of_row_number_times(tmp_path, normal_csv, tiny_toml,
+                                                                             capsys):
+    assert main(["train", "--data", str(normal_csv), "--out", str(tmp_path / "m"), "--config", str(tiny_toml)]) == 0
+    err = capsys.readouterr().err
+    assert "(pot: risk 1.2e-05 per window, 1 a day at 1 s)" in err and "row numbers" not in err
+    with normal_csv.open(newline="") as f:
+        rows = list(csv.reader(f))
+    numbered = tmp_path / "numbered.csv"
+    with numbered.open("w", newline="") as f:
+        csv.writer(f).writerows([rows[0]] + [[str(i)] + r[1:] for i, r in enumerate(rows[1:])])
+    assert main(["train", "--data", str(numbered), "--out", str(tmp_path / "n"), "--config", str(tiny_toml)]) == 0
+    assert "timestamps look like row numbers" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_train_reports_the_sampling_interval(tmp_path, normal_csv, tiny_toml, capsys):
     assert main(["train", "--data", str(normal_csv), "--out", str(tmp_path / "m"), "--config", str(tiny_toml)]) == 0

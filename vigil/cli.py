@@ -192,8 +192,14 @@ def cmd_train(args) -> int:
     t = model.threshold
     _log(args, f"stopped after {report['summary']['epochs_run']} epochs (best {report['summary']['best_epoch']}), "
                f"{report['summary']['seconds']:.1f}s")
-    _log(args, f"threshold {t.value:.5g} ({t.method}), persistence {model.persistence.k} of {model.persistence.n}")
+    _log(args, f"threshold {t.value:.5g} ({_threshold_basis(t, model.interval_seconds)}), "
+               f"persistence {model.persistence.k} of {model.persistence.n}")
     _report_sampling(args, report["summary"])
+    if all(t.rows and 0 <= t.time[0] and t.time[-1] < ROW_NUMBER_TIMES for t in tables):
+        print("vigil train: warning: the timestamps look like row numbers or offsets, not times (all before "
+              "1971): they are taken as seconds, which sets the windows' interval and how many make a day for "
+              "the threshold ([threshold] per_day); write the readings' real times, or set [threshold] risk",
+              file=sys.stderr, flush=True)
     if model.off_condition is not None:
         _log(args, f"off condition {model.off_condition!r}: {report['summary']['off_rows']:,} of {rows:,} rows "
                    f"left out as switched off or settling (the {model.off_settle_seconds:g} s after a switch-on)")
@@ -252,6 +258,22 @@ def cmd_inspect(args) -> int:
 
         write_page(quality, tables, args.html)
     return 0
+
+
+# plain-number timestamps below this many seconds (a year after the epoch) are not real times
+ROW_NUMBER_TIMES = 365 * 86400.0
+
+
+def _threshold_basis(t, interval: float | None) -> str:
+    """How a threshold was chosen, for the training log: 'pot: risk 1.2e-05 per window, 1 a day at 1 s'."""
+    from detector.sampling import duration
+
+    if t.method != "pot" or "risk" not in t.details:
+        return t.method
+    text = f"pot: risk {t.details['risk']:.2g} per window"
+    if "per_day" in t.details and interval:
+        text += f", {t.details['per_day']:g} a day at {duration(interval)}"
+    return text
 
 
 def _report_sampling(args, summary: dict) -> None:
