@@ -173,6 +173,12 @@ def cmd_train(args) -> int:
     tables = _admit_late(tables, config.interval_seconds or infer_sampling([t.time for t in tables]).interval_seconds)
     _warn_skipped(args, tables)
     _warn_quality(args, quality)
+    if {f.path for f in quality.findings if f.check == "step_times"} == {t.path for t in tables}:
+        # inspect's note on such times, said by train because they also set the threshold's rate
+        print("vigil train: warning: the timestamps look like row numbers or offsets, not times (all before "
+              "1971): they are taken as seconds, which sets the windows' interval and how many make a day for "
+              "the threshold ([threshold] per_day); write the readings' real times, or set [threshold] risk",
+              file=sys.stderr, flush=True)
     rows = sum(len(t.time) for t in tables)
     _log(args, f"training on {rows} rows from {len(tables)} file(s), {len(tables[0].sensors)} sensors, "
                f"window {config.model.window}")
@@ -195,11 +201,6 @@ def cmd_train(args) -> int:
     _log(args, f"threshold {t.value:.5g} ({_threshold_basis(t, model.interval_seconds)}), "
                f"persistence {model.persistence.k} of {model.persistence.n}")
     _report_sampling(args, report["summary"])
-    if all(t.rows and 0 <= t.time[0] and t.time[-1] < ROW_NUMBER_TIMES for t in tables):
-        print("vigil train: warning: the timestamps look like row numbers or offsets, not times (all before "
-              "1971): they are taken as seconds, which sets the windows' interval and how many make a day for "
-              "the threshold ([threshold] per_day); write the readings' real times, or set [threshold] risk",
-              file=sys.stderr, flush=True)
     if model.off_condition is not None:
         _log(args, f"off condition {model.off_condition!r}: {report['summary']['off_rows']:,} of {rows:,} rows "
                    f"left out as switched off or settling (the {model.off_settle_seconds:g} s after a switch-on)")
@@ -258,10 +259,6 @@ def cmd_inspect(args) -> int:
 
         write_page(quality, tables, args.html)
     return 0
-
-
-# plain-number timestamps below this many seconds (a year after the epoch) are not real times
-ROW_NUMBER_TIMES = 365 * 86400.0
 
 
 def _threshold_basis(t, interval: float | None) -> str:
