@@ -135,6 +135,7 @@ class AlertEvent:
     opened_at: str = ""
     peak_normalized_score: float = 0.0
     reason: str | None = None     # of a resolve: "recovered" (scores back under exit_threshold) or "switched_off"
+    model: str = ""               # the route (detector.routes) whose model serves the asset; "" with one model
 
     def to_json_dict(self) -> dict:
         return asdict(self)
@@ -169,6 +170,7 @@ class AlertTracker:
         condition holds alerts for its settle time: a stop's ramp-down is not a fault."""
         _check_resolved(policy)
         self.policy, self.threshold, self.model_version, self.hold_ms = policy, threshold, model_version, hold_ms
+        self.route = ""  # the route name its events carry (AlertEvent.model)
         self._assets: dict[str, _State] = {}
 
     @property
@@ -312,7 +314,7 @@ class AlertTracker:
         s.last_event_ms, s.reported, s.top = ts_ms, normalized, tuple(name for name, _ in pairs)
         return AlertEvent(kind, s.alert_id, asset, iso_ms(ts_ms), float(score), float(normalized),
                           float(self.threshold), [{"sensor": n, "share": round(v, 4)} for n, v in pairs],
-                          self.model_version, s.opened_at, float(s.peak), reason)
+                          self.model_version, s.opened_at, float(s.peak), reason, self.route)
 
 
 def _reported(event: dict, peak: float) -> float:

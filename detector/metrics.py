@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
@@ -216,6 +217,35 @@ class ServiceMetrics:
 
     def forget_asset(self, asset: str) -> None:
         self.per_asset.forget(asset)
+
+
+# With routes (detector.routes) each route's pipeline has its own ServiceMetrics, and the
+# endpoint shows them together with a `model` label; these families are the daemon's own.
+DAEMON_FAMILIES = frozenset({"vigil_consumer_lag", "vigil_broker_up"})
+
+
+class Merged(Collector):
+    """Metrics of several registries as one set of families: each source is (registry,
+    extra labels, which families to take); families of the same name are merged into one,
+    their samples told apart by the extra labels (e.g. model="pumps")."""
+
+    def __init__(self, sources: list[tuple[CollectorRegistry, dict[str, str], Callable[[str], bool]]]):
+        self.sources = sources
+
+    def describe(self):
+        return []  # the names are known only by collecting; the sources are not registered elsewhere
+
+    def collect(self):
+        merged: dict[str, Metric] = {}
+        for registry, labels, take in self.sources:
+            for family in registry.collect():
+                if not take(family.name):
+                    continue
+                out = merged.get(family.name)
+                if out is None:
+                    out = merged[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+                out.samples.extend(s._replace(labels={**s.labels, **labels}) for s in family.samples)
+        yield from merged.values()
 
 
 class Health:

@@ -25,7 +25,7 @@ from detector.metrics import EVENT_TYPES, ServiceMetrics
 from detector.offcondition import OffState
 from detector.sampling import duration
 from detector.scoring import Scores, top_shares
-from detector.storm import StormEvent, StormPolicy, StormTracker
+from detector.storm import FLEET, StormEvent, StormPolicy, StormTracker
 from detector.windows import AssetWindows
 
 
@@ -91,13 +91,34 @@ class Submitted:
     first: np.ndarray = field(default_factory=lambda: np.empty(0, bool))  # [windows] the first of its run
 
 
+def batch_offsets(last: dict[tuple[str, int], Record]) -> tuple[dict, dict]:
+    """From each partition's last record of a batch: the next offsets ((topic, partition) -> offset)
+    and what to commit (BatchResult.commits)."""
+    offsets = {tp: r.offset + 1 for tp, r in last.items()}
+    commits = {TopicPartition(*tp): OffsetAndMetadata(r.offset + 1, json.dumps({"ts": r.timestamp}), -1)
+               for tp, r in last.items()}
+    return offsets, commits
+
+
+def dead_letter_message(topic: str, dl: DeadLetter) -> tuple:
+    """The dead-letter topic's message of a record: its key, value and headers, plus vigil.reason,
+    vigil.detail and vigil.source (topic/partition/offset)."""
+    r = dl.record
+    headers = [("vigil.reason", dl.reason.encode()), ("vigil.detail", dl.detail[:500].encode()),
+               ("vigil.source", f"{r.topic}/{r.partition}/{r.offset}".encode()),
+               *[(k, v) for k, v in (r.headers or ()) if isinstance(k, str) and isinstance(v, bytes)]]
+    return topic, r.key, r.value if r.value is not None else b"", headers
+
+
 class Pipeline:
     def __init__(self, model: TrainedModel, metrics: ServiceMetrics, policy: AlertPolicy = AlertPolicy(),
                  max_assets: int = 10_000, idle_seconds: float = 3600.0, max_message_bytes: int = MAX_MESSAGE_BYTES,
-                 storm: StormPolicy = StormPolicy(), topics: Topics = Topics()):
+                 storm: StormPolicy = StormPolicy(), topics: Topics = Topics(), name: str = ""):
         """policy: as configured; its k and n, where unset, follow the serving model's persistence
-        rule (self.policy is the policy in force). topics: where the batches' messages go."""
-        self.metrics, self.configured_policy, self.topics = metrics, policy, topics
+        rule (self.policy is the policy in force). topics: where the batches' messages go.
+        name: the route this pipeline serves (detector.routes; "" when the daemon serves one
+        model): its alert events and scores carry it, and it is the scope of its storms."""
+        self.metrics, self.configured_policy, self.topics, self.name = metrics, policy, topics, name
         self.max_assets, self.idle_seconds = max_assets, idle_seconds
         self.max_message_bytes = max_message_bytes
         self.open_alerts_to_restore: dict[str, dict] = {}  # asset -> last event, taken up when the asset is seen
@@ -105,7 +126,8 @@ class Pipeline:
         self.emit_scores = bool(topics.scores)              # fill BatchResult.scores
         self.policy = policy.for_model(model.persistence)
         self.alerts = AlertTracker(self.policy, model.threshold.value, model.version)
-        self.storm = StormTracker(storm)  # the fleet-level condition (detector.storm)
+        self.alerts.route = name
+        self.storm = StormTracker(storm, name or FLEET)  # the fleet-level condition (detector.storm)
         metrics.storms.watch(self.storm)
         self._install(model)
 
@@ -150,6 +172,17 @@ class Pipeline:
                                alert_rule_source="override" if self.configured_policy.overrides else "model",
                                interval_seconds=model.interval_seconds)
 
+    def take_up(self, open_alerts: dict[str, dict], storms: dict[str, dict]) -> None:
+        """What a previous daemon left open on the alerts topic (detector.restore): its open alerts
+        (asset -> last event, taken up when the asset is next seen) and the storm of this scope."""
+        self.open_alerts_to_restore = dict(open_alerts)
+        if self.storm.scope in storms:
+            self.storm.restore(storms[self.storm.scope])
+
+    def describe(self) -> str:
+        """The start-up line's part about this pipeline's model."""
+        return (f"model {self.model.version}, alert rule {self.alert_rule}, windows of {self.window_span}")
+
     def swap_model(self, model: TrainedModel) -> None:
         """Serve another (already verified) model from the next batch on; the alert rule follows
         its persistence rule where the configured policy does not override it. ValueError (and
@@ -177,9 +210,7 @@ class Pipeline:
         m = self.metrics
         result = BatchResult()
         last = {(r.topic, r.partition): r for r in records}  # each partition's last record
-        result.offsets = {tp: r.offset + 1 for tp, r in last.items()}
-        result.commits = {TopicPartition(*tp): OffsetAndMetadata(r.offset + 1, json.dumps({"ts": r.timestamp}), -1)
-                          for tp, r in last.items()}
+        result.offsets, result.commits = batch_offsets(last)
         if replay_until:
             replay = np.array([r.offset < replay_until.get((r.topic, r.partition), -1) for r in records], bool)
         else:
@@ -266,12 +297,7 @@ class Pipeline:
         result, topics = batch.result, self.topics
         out = [(topics.alerts, e.asset.encode(), e.to_json(), None) for e in result.alerts]
         out += [(topics.alerts, e.key, orjson.dumps(e.to_json_dict()), None) for e in result.storms]
-        for dl in result.dead_letters:
-            r = dl.record
-            headers = [("vigil.reason", dl.reason.encode()), ("vigil.detail", dl.detail[:500].encode()),
-                       ("vigil.source", f"{r.topic}/{r.partition}/{r.offset}".encode()),
-                       *[(k, v) for k, v in (r.headers or ()) if isinstance(k, str) and isinstance(v, bytes)]]
-            out.append((topics.dlq, r.key, r.value if r.value is not None else b"", headers))
+        out += [dead_letter_message(topics.dlq, dl) for dl in result.dead_letters]
         if topics.scores:
             out += [(topics.scores, x["asset"].encode(), orjson.dumps(x), None) for x in result.scores]
         result.messages = out
@@ -364,9 +390,9 @@ class Pipeline:
         if n:  # then on to the batch's newest reading (opens older than the storm window age out)
             self.storm.set_assets(len(self.windows), int(times.max()))
         if flagged is not None:
-            version = self.model.version
+            version, route = self.model.version, {"model": self.name} if self.name else {}
             result.scores.extend({"asset": a, "ts": t, "score": sc, "normalized_score": z, "is_anomaly": f,
-                                  "model_version": version}
+                                  "model_version": version, **route}
                                  for a, t, sc, z, f, quiet in zip(assets, times.tolist(), scores.score.tolist(),
                                                                   normalized.tolist(), flagged, silent.tolist())
                                  if not quiet)

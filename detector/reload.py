@@ -51,8 +51,9 @@ class HotReload:
     (describe_change), vigil_model_reloads_total{result} counts ok and refused, and a model
     that cannot be loaded, verified or compiled leaves the old one serving."""
 
-    def __init__(self, watcher: ModelWatcher, pipeline: Pipeline, metrics: ServiceMetrics):
-        self.watcher, self.pipeline, self.metrics = watcher, pipeline, metrics
+    def __init__(self, watcher: ModelWatcher, pipeline: Pipeline, metrics: ServiceMetrics, label: str = ""):
+        """label: what the log lines start with (e.g. "route pumps: ")."""
+        self.watcher, self.pipeline, self.metrics, self.label = watcher, pipeline, metrics, label
 
     def check(self, before_swap: Callable[[], object] = lambda: None) -> bool:
         """Look at `current` (at most every reload interval); True when a new model now serves.
@@ -61,21 +62,21 @@ class HotReload:
         pipeline = self.pipeline
         if model is not None:
             for level, message in describe_change(pipeline.model, model):
-                (log.warning if level == "warning" else log.info)("hot reload: %s", message)
+                (log.warning if level == "warning" else log.info)("%shot reload: %s", self.label, message)
             before_swap()
             try:
                 pipeline.swap_model(model)
             except Exception as e:  # e.g. compiling the new model failed: keep serving the old one
                 self.metrics.model_reloads.labels("refused").inc()
-                log.error("hot reload refused for version %s: %s; still serving %s", version, e,
+                log.error("%shot reload refused for version %s: %s; still serving %s", self.label, version, e,
                           pipeline.model.version)
                 return False
             self.metrics.model_reloads.labels("ok").inc()
-            log.info("hot reload: now serving model %s (threshold %.5g, alert rule %s, windows of %s)", model.version,
-                     model.threshold.value, pipeline.alert_rule, pipeline.window_span)
+            log.info("%shot reload: now serving model %s (threshold %.5g, alert rule %s, windows of %s)", self.label,
+                     model.version, model.threshold.value, pipeline.alert_rule, pipeline.window_span)
             return True
         if error is not None:
             self.metrics.model_reloads.labels("refused").inc()
-            log.error("hot reload refused%s: %s; still serving %s",
+            log.error("%shot reload refused%s: %s; still serving %s", self.label,
                       f" for version {version}" if version else "", error, pipeline.model.version)
         return False

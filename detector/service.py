@@ -26,7 +26,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -34,11 +33,10 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry
 
+from detector.fleet import Fleet, FleetBatch
 from detector.kafka_client import client_options, preflight
 from detector.metrics import Health, ServiceMetrics, serve_http
-from detector.pipeline import BatchResult, Pipeline, Submitted, Topics
-from detector.registry import current_version, is_registry, load_model_or_registry
-from detector.reload import HotReload, ModelWatcher
+from detector.pipeline import BatchResult, Pipeline
 from detector.restore import alerts_left_open
 from detector.settings import ServeSettings
 
@@ -132,30 +130,31 @@ class Service:
         self.settings = settings
         self.clients = clients or kafka_clients()
         self.registry = registry or CollectorRegistry()
-        self.metrics = ServiceMetrics(self.registry)
+        # with routes the endpoint shows every route's metrics and these together (detector.fleet)
+        self.metrics = ServiceMetrics(CollectorRegistry() if settings.routes else self.registry)
         self.health = Health()
         self._stop = threading.Event()
         self._processed: dict[TopicPartition, OffsetAndMetadata] = {}
         self._replay_until: dict[tuple[str, int], int] = {}
         self._broker_lost_at = 0.0
         self.assigned_pending: set[TopicPartition] = set()
-        self._scoring: Submitted | None = None  # submitted to the pipeline, not finished yet
+        self._scoring: FleetBatch | None = None  # submitted to the pipelines, not finished yet
         self._unacked: deque[_Sent] = deque()  # finished, messages sent, offsets not committed yet
         self._next_commit = 0.0  # time.monotonic() before which settle() leaves acknowledged offsets for later
         self._frozen = False  # run() moved the start-up heap out of the garbage collector's way
         self._lag_series: set[TopicPartition] = set()  # partitions with a vigil_consumer_lag series
-        model = load_model_or_registry(settings.model)
-        watcher = (ModelWatcher(Path(settings.model), current_version(settings.model), settings.reload_seconds)
-                   if is_registry(settings.model) else None)
-        # alert_k / alert_n unset: the model's persistence rule, which follows a hot-reloaded model
-        self.pipeline = Pipeline(model, self.metrics, settings.alert_policy(model.persistence), settings.max_assets,
-                                 settings.idle_seconds, settings.max_message_bytes, settings.storm_policy(),
-                                 Topics(settings.alerts_topic, settings.dlq_topic, settings.scores_topic))
-        self.reload = None if watcher is None else HotReload(watcher, self.pipeline, self.metrics)
+        self.fleet = Fleet(settings, self.metrics, self.registry)
         self.health.model_loaded = True
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
         self.http = None
+
+    @property
+    def pipeline(self) -> Pipeline:
+        """The pipeline of a daemon that serves one model (without routes)."""
+        if not self.fleet.single:
+            raise AttributeError("a daemon with routes has a pipeline per route: Service.fleet.pipelines")
+        return self.fleet.pipelines[0]
 
     # -- lifecycle ---------------------------------------------------------------------------
     def stop(self, *_args) -> None:
@@ -173,18 +172,16 @@ class Service:
         self.http = serve_http(s.metrics_addr, self.registry, self.health)
         self.producer = self.clients.producer(s)
         self.consumer = self.clients.consumer(s)
-        self.pipeline.open_alerts_to_restore, storms = self.clients.left_open(s)
-        for event in storms.values():
-            self.pipeline.storm.restore(event)
+        self.fleet.take_up(*self.clients.left_open(s))
         self.consumer.subscribe([s.topic], listener=_Rebalance(self))
         try:  # see UNASSIGNED_POLL_MS: the first join should already know every partition
             self.consumer.partitions_for_topic(s.topic)
         except KafkaError as e:
             log.debug("partitions of %s not known yet: %s", s.topic, e)
         self._broker(True)
-        log.info("serving model %s from %s on topic %s (group %s), alert rule %s, windows of %s; "
-                 "metrics on http://%s/metrics", self.pipeline.model.version, s.model, s.topic, s.group,
-                 self.pipeline.alert_rule, self.pipeline.window_span, s.metrics_addr)
+        served = f"serving {self.fleet.describe()}" if not self.fleet.single else \
+            f"serving {self.fleet.describe()} from {s.model}"
+        log.info("%s; on topic %s (group %s); metrics on http://%s/metrics", served, s.topic, s.group, s.metrics_addr)
 
     def run(self) -> None:
         """The loop; returns after stop() once the last batch is committed and clients closed."""
@@ -222,7 +219,7 @@ class Service:
                 records = [r for rs in batch.values() for r in rs]  # ConsumerRecords have Record's fields
                 # this batch is scored while the previous one's alerts are handed to the producer
                 # and the next one is polled (the scorer does not hold the GIL)
-                scoring = self.pipeline.submit(records, self._replay_until) if records else None
+                scoring = self.fleet.submit(records, self._replay_until) if records else None
                 self.complete()
                 self._scoring = scoring
                 self.settle()  # commit what has been acknowledged meanwhile
@@ -232,9 +229,9 @@ class Service:
                     next_lag = now + LAG_INTERVAL
                 if now >= next_sweep:
                     self.complete()
-                    self.pipeline.expire_idle()
+                    self.fleet.expire_idle()
                     next_sweep = now + IDLE_SWEEP_INTERVAL
-                if self.reload is not None:
+                if self.fleet.reloads:
                     self.check_reload()
         finally:
             self.close()
@@ -274,7 +271,7 @@ class Service:
         if self._scoring is None:
             return None
         batch, self._scoring = self._scoring, None
-        result = self.pipeline.finish(batch)
+        result = self.fleet.finish(batch)
         self._unacked.append(_Sent(self.send(result.messages), result.commits))
         self.settle(wait=len(self._unacked) > MAX_UNACKED_BATCHES)
         return result
@@ -432,6 +429,6 @@ class Service:
     def check_reload(self) -> None:
         """Serve a newly promoted model (detector.reload); the batch being scored is finished with
         the model that was asked first."""
-        if self.reload.check(before_swap=self.complete) and self._frozen:
+        if self.fleet.check_reload(before_swap=self.complete) and self._frozen:
             gc.unfreeze()  # the old model may now be garbage: let the collector see it, once
             self._freeze_heap()

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from detector.alerts import AlertPolicy
+from detector.routes import Route, RouteError, default_route, parse_routes
 from detector.storm import StormPolicy
 from detector.threshold import Persistence
 
@@ -194,15 +195,22 @@ class ServeSettings:
     kafka_sasl_password_file: str = ""
     kafka_password: str = field(default="", repr=False, metadata={"secret": True})
     kafka_ssl_key_password: str = field(default="", repr=False, metadata={"secret": True})
+    # several models in one daemon (detector.routes): [[serve.routes]] tables of the config file only
+    routes: tuple[Route, ...] = field(default=(), metadata={"file_only": True})
 
     @property
     def kafka(self) -> KafkaSecurity:
         return KafkaSecurity(**{name: getattr(self, f"kafka_{name}") for name in KAFKA_FIELDS},
                              password=self.kafka_password, ssl_key_password=self.kafka_ssl_key_password)
 
+    def all_routes(self) -> tuple[Route, ...]:
+        """The routes in matching order; `model`, when given, is the last one (matches every asset)."""
+        return self.routes + ((default_route(self.model),) if self.model else ())
+
     def validate(self) -> ServeSettings:
-        if not self.model:
-            raise SettingsError("model: required (--model, VIGIL_MODEL or model = ... under [serve])")
+        if not self.model and not self.routes:
+            raise SettingsError("model: required (--model, VIGIL_MODEL or model = ... under [serve]), "
+                                "or [[serve.routes]] in the config file")
         for name in ("batch_size", "max_wait_ms", "max_assets", "max_message_bytes", "alert_k", "alert_n", "resolve_after",
                      "session_timeout_ms"):
             value = getattr(self, name)
@@ -249,7 +257,7 @@ class ServeSettings:
         return policy
 
 
-FIELDS = {f.name: f for f in fields(ServeSettings) if not f.metadata.get("secret")}
+FIELDS = {f.name: f for f in fields(ServeSettings) if not f.metadata.get("secret") and not f.metadata.get("file_only")}
 SECRETS = {"kafka_password": (PASSWORD_ENV, "kafka_sasl_password_file"),
            "kafka_ssl_key_password": (KEY_PASSWORD_ENV, "kafka_ssl_key_password_file")}
 _KINDS = {"str": str, "int": int, "float": float, "bool": bool}
@@ -309,6 +317,12 @@ def load_settings(flags: Mapping[str, object], env: Mapping[str, str] | None = N
                 var, setting = SECRETS[key]
                 raise SettingsError(f"{path}: serve.{key}: a secret is never read from the config file: "
                                     f"set {var}, or name a file holding it in {setting}")
+            if key == "routes":
+                try:
+                    values["routes"] = parse_routes(raw, str(path))
+                except RouteError as e:
+                    raise SettingsError(str(e)) from None
+                continue
             if key not in FIELDS:
                 raise SettingsError(f"{path}: serve.{key}: unknown key")
             values[key] = _convert(key, raw, str(path))

@@ -1,0 +1,166 @@
+"""The daemon's routes (detector.routes), each a Pipeline with its own model, hot reload,
+windows, alert rule, threshold and storm scope, behind one consumer loop.
+
+A batch of records is split by asset: each route's pipeline gets its records (in order);
+a record whose asset matches no route is dead-lettered with reason `no_model`. A daemon
+with one model has one route that takes every record as it comes, so it works as before:
+its metrics and events carry no route name. With routes, each route's metrics are kept on
+a registry of its own and shown on the endpoint with a `model` label (metrics.Merged).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from prometheus_client import CollectorRegistry
+
+from detector.metrics import DAEMON_FAMILIES, Merged, ServiceMetrics
+from detector.pipeline import (BatchResult, DeadLetter, Pipeline, Record, Submitted, Topics, batch_offsets,
+                               dead_letter_message)
+from detector.registry import current_version, is_registry, load_model_or_registry
+from detector.reload import HotReload, ModelWatcher
+from detector.routes import Router
+from detector.settings import ServeSettings
+
+log = logging.getLogger("vigil.serve")
+NO_MODEL = "no_model"  # the dead-letter reason of a record whose asset no route serves
+
+
+@dataclass
+class FleetBatch:
+    """A batch handed to the routes' pipelines, waiting for finish()."""
+
+    parts: list[tuple[Pipeline, Submitted]]
+    result: BatchResult  # offsets of the whole batch, and its no_model dead letters
+
+
+class Fleet:
+    def __init__(self, settings: ServeSettings, metrics: ServiceMetrics, registry: CollectorRegistry):
+        """metrics: the daemon's; registry: the one its endpoint shows. With one route (the `model`
+        setting) the pipeline uses `metrics`, which is on `registry`. With routes, `metrics` is on
+        a registry of its own, as is each route's, and `registry` shows them all (Merged)."""
+        routes = settings.all_routes()
+        self.metrics, self.topics = metrics, Topics(settings.alerts_topic, settings.dlq_topic, settings.scores_topic)
+        self.router = Router(routes)
+        self.single = len(routes) == 1 and routes[0].matches_all  # the daemon's `model` only: no routing
+        self.pipelines: list[Pipeline] = []
+        self.reloads: list[HotReload] = []
+        self.names = [] if self.single else [r.name for r in routes]
+        # the daemon's own metrics, and its no_model dead letters (its registry is not exposed itself)
+        sources = [(metrics.registry, {}, lambda name: name in DAEMON_FAMILIES or name == "vigil_dead_letters")]
+        for route in routes:
+            model = load_model_or_registry(route.model)
+            if self.single:
+                route_metrics = metrics
+            else:
+                route_registry = CollectorRegistry()
+                route_metrics = ServiceMetrics(route_registry)
+                sources.append((route_registry, {"model": route.name}, lambda name: name not in DAEMON_FAMILIES))
+            # alert_k / alert_n unset: the model's persistence rule, which follows a hot-reloaded model
+            pipeline = Pipeline(model, route_metrics, settings.alert_policy(model.persistence), settings.max_assets,
+                                settings.idle_seconds, settings.max_message_bytes, settings.storm_policy(),
+                                self.topics, "" if self.single else route.name)
+            self.pipelines.append(pipeline)
+            if is_registry(route.model):
+                watcher = ModelWatcher(Path(route.model), current_version(route.model), settings.reload_seconds)
+                self.reloads.append(HotReload(watcher, pipeline, route_metrics,
+                                              "" if self.single else f"route {route.name}: "))
+        if not self.single:
+            registry.register(Merged(sources))
+
+    def submit(self, records: Sequence[Record], replay_until: dict[tuple[str, int], int] | None = None,
+               now_ms: int | None = None) -> FleetBatch:
+        """Decode the records and start scoring them, each with its route's model (Pipeline.submit)."""
+        if self.single:
+            submitted = self.pipelines[0].submit(records, replay_until, now_ms)
+            return FleetBatch([(self.pipelines[0], submitted)], submitted.result)
+        replay_until = replay_until or {}
+        result = BatchResult()
+        result.offsets, result.commits = batch_offsets({(r.topic, r.partition): r for r in records})
+        split: list[list[Record]] = [[] for _ in self.pipelines]
+        route = self.router
+        for r in records:
+            asset = asset_of(r)
+            i = route(asset) if asset is not None else 0  # not decodable: the first route's decoder says why
+            if i is not None:
+                split[i].append(r)
+            elif r.offset >= replay_until.get((r.topic, r.partition), -1):  # re-read history: refused before
+                result.dead_letters.append(DeadLetter(r, NO_MODEL, f"asset {asset!r} matches no route "
+                                                                    f"({', '.join(self.names)})"))
+        if result.dead_letters:
+            self.metrics.dead_letters.labels(NO_MODEL).inc(len(result.dead_letters))
+        parts = [(p, p.submit(rs, replay_until, now_ms)) for p, rs in zip(self.pipelines, split) if rs]
+        return FleetBatch(parts, result)
+
+    def finish(self, batch: FleetBatch) -> BatchResult:
+        """Every route's part of the batch finished (Pipeline.finish), as one BatchResult."""
+        if self.single:
+            pipeline, submitted = batch.parts[0]
+            return pipeline.finish(submitted)
+        result = batch.result
+        own = [dead_letter_message(self.topics.dlq, dl) for dl in result.dead_letters]
+        for pipeline, submitted in batch.parts:
+            part = pipeline.finish(submitted)
+            result.alerts += part.alerts
+            result.storms += part.storms
+            result.dead_letters += part.dead_letters
+            result.scores += part.scores
+            result.scored += part.scored
+            result.messages += part.messages
+        result.messages += own
+        return result
+
+    def expire_idle(self) -> None:
+        for pipeline in self.pipelines:
+            pipeline.expire_idle()
+
+    def take_up(self, open_alerts: dict[str, dict], storms: dict[str, dict]) -> None:
+        """A previous daemon's open alerts (each to the route of its asset) and storms (by scope)."""
+        if self.single:
+            self.pipelines[0].take_up(open_alerts, storms)
+            return
+        mine: list[dict[str, dict]] = [{} for _ in self.pipelines]
+        for asset, event in open_alerts.items():
+            i = self.router(asset)
+            if i is not None:
+                mine[i][asset] = event
+        for pipeline, alerts in zip(self.pipelines, mine):
+            pipeline.take_up(alerts, storms)
+
+    def check_reload(self, before_swap: Callable[[], object] = lambda: None) -> bool:
+        """Serve each route's newly promoted model (HotReload.check); True when any changed."""
+        swapped = False
+        for reload in self.reloads:
+            swapped = reload.check(before_swap) or swapped
+        return swapped
+
+    def describe(self) -> str:
+        """What serves which assets, for the start-up line."""
+        if self.single:
+            return self.pipelines[0].describe()
+        lines = []
+        for route, pipeline in zip(self.router.routes, self.pipelines):
+            serves = "every other asset" if route.matches_all else \
+                ", ".join(route.assets + ((f"the assets in {route.assets_file}",) if route.assets_file else ()))
+            lines.append(f"route {route.name} ({serves}): {pipeline.describe()} from {route.model}")
+        return f"{len(lines)} routes; " + "; ".join(lines)
+
+
+def asset_of(record: Record) -> str | None:
+    """The asset a record is about: its key, or else its value's "asset" (None: neither is usable;
+    decoding the record will say why)."""
+    if record.key:
+        try:
+            return record.key.decode()
+        except UnicodeDecodeError:
+            return None
+    try:
+        value = orjson.loads(record.value)
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+    asset = value.get("asset") if isinstance(value, dict) else None
+    return asset if isinstance(asset, str) else None
