@@ -57,12 +57,14 @@ def reading(asset: str, i: int, values: dict) -> bytes:
 
 class Serve:
     """A `vigil serve` subprocess with its own metrics port; `extra` flags and `env` variables
-    override the defaults (e.g. another --bootstrap-servers, VIGIL_KAFKA_PASSWORD)."""
+    override the defaults (e.g. another --bootstrap-servers, VIGIL_KAFKA_PASSWORD); model None:
+    no --model (the config file's routes)."""
 
     def __init__(self, model, topic, group, extra=(), log_path=None, env=None):
         self.port, self.group = free_port(), group
         self.topics = {"topic": topic, "alerts": topic + ".alerts", "dlq": topic + ".dlq"}
-        cmd = [sys.executable, "-m", "vigil", "serve", "--model", str(model), "--bootstrap-servers", BOOTSTRAP,
+        cmd = [sys.executable, "-m", "vigil", "serve", *(["--model", str(model)] if model else []),
+               "--bootstrap-servers", BOOTSTRAP,
                "--topic", topic, "--group", group, "--alerts-topic", self.topics["alerts"],
                "--dlq-topic", self.topics["dlq"], "--metrics-addr", f"127.0.0.1:{self.port}",
                "--max-wait-ms", "50", "--log-level", "warning", *extra]

@@ -244,3 +244,47 @@ def test_sigint_also_stops_cleanly(model, topic, tmp_path):
     t0 = time.monotonic()
     serve.proc.send_signal(signal.SIGINT)
     assert serve.proc.wait(timeout=10) == 0 and time.monotonic() - t0 < 10
+
+
+FAN_COLUMNS = {"fan_vibration": 0, "fan_current": 2, "bearing_temperature": 5, "airflow": 6}  # of synthetic's
+
+
+def fan_stream(asset, rows=500, fault=(("bearing", 250, 150),), seed=5):
+    """A fan: another machine type, with other sensors (a few of synthetic's pump columns, renamed)."""
+    values, _ = synthetic.generate(rows, seed=seed, faults=fault)
+    return [(asset.encode(), reading(asset, i, {name: float(row[j]) for name, j in FAN_COLUMNS.items()}))
+            for i, row in enumerate(values)]
+
+
+def test_two_routes_on_one_topic_each_alert_under_its_model_and_an_unrouted_asset_is_dead_lettered(
+        model, topic, tmp_path):
+    fans = tmp_path / "fans"
+    fans.mkdir()
+    values, _ = synthetic.generate(1500, seed=2)
+    lines = ["timestamp," + ",".join(FAN_COLUMNS)] + [
+        f"{1_700_000_000 + i}," + ",".join(f"{row[j]:.5f}" for j in FAN_COLUMNS.values()) for i, row in enumerate(values)]
+    (fans / "normal.csv").write_text("\n".join(lines) + "\n")
+    from tests.kafka_util import TINY
+    (fans / "tiny.toml").write_text(TINY)
+    assert main(["train", "--data", str(fans / "normal.csv"), "--out", str(fans / "model"),
+                 "--config", str(fans / "tiny.toml"), "--quiet"]) == 0
+    config = tmp_path / "serve.toml"
+    config.write_text(f'[[serve.routes]]\nname = "pumps"\nmodel = "{model}"\nassets = ["pump-*"]\n\n'
+                      f'[[serve.routes]]\nname = "fans"\nmodel = "{fans / "model"}"\nassets = ["fan-*"]\n')
+    produce(topic, fault_stream("pump-1") + fault_stream("pump-2", fault=()) + fan_stream("fan-1")
+            + [(b"valve-1", reading("valve-1", i, {"flow": 1.0})) for i in range(5)])
+    group = unique("g")
+    serve = Serve(None, topic, group, extra=["--config", str(config)], log_path=tmp_path / "serve.log")
+    m = serve.wait_for(lambda m: m.get('vigil_readings_scored_total{model="pumps"}', 0) >= 2 * (500 - 7) and
+                       m.get('vigil_readings_scored_total{model="fans"}', 0) >= 500 - 7, what="all readings scored")
+    assert m['vigil_dead_letters_total{reason="no_model"}'] == 5
+    assert m['vigil_readings_consumed_total{model="fans"}'] == 500
+    alerts = [json.loads(r.value) for r in consume_all(serve.topics["alerts"], expect=2)]
+    opened = {(a["asset"], a["model"]) for a in alerts if a["type"] == "open"}
+    assert opened == {("pump-1", "pumps"), ("fan-1", "fans")}
+    fan_alert = next(a for a in alerts if a["asset"] == "fan-1")
+    assert fan_alert["top_sensors"][0]["sensor"] in FAN_COLUMNS
+    dead = consume_all(serve.topics["dlq"], expect=5)
+    assert {r.key for r in dead} == {b"valve-1"} and all(dict(r.headers)["vigil.reason"] == b"no_model" for r in dead)
+    assert serve.terminate() < 10
+    assert all(c == e for c, e in committed_vs_end(topic, group).values())
