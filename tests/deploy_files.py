@@ -20,7 +20,7 @@ K8S = sorted((DEPLOY / "k8s").glob("*.yaml"))
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
 
 # What the dashboards' Grafana variables stand for when an expression is run outside Grafana.
-GRAFANA_VARIABLES = {"asset": "pump-1", "__rate_interval": "1m", "__interval": "15s", "__range": "1h",
+GRAFANA_VARIABLES = {"asset": "pump-1", "model": ".*", "__rate_interval": "1m", "__interval": "15s", "__range": "1h",
                      "__range_s": "3600"}
 
 
