@@ -16,13 +16,16 @@
      events by kind (of the first drain), and whether every open and resolve of an in-process
      reference run over the same readings arrived;
   e. the 10 % and storm scenarios fed at a steady 5,000 readings/s: produce-to-alert latency
-     p50/p99 of every alert event, and the consumer lag over time (from the broker).
+     p50/p99 of every alert event, and the consumer lag over time (from the broker);
+  f. several models in one daemon (--routes-only): one model, one route, five routes:
+     readings/s and peak memory (routes()).
 
 The model has the default architecture (W=60, C=8; throughput does not depend on training).
 
     deploy/kafka/broker start
     python benchmarks/stream.py --out bench-results/stream.json
     python benchmarks/stream.py --quick --storm-only     # d and e in a few minutes
+    python benchmarks/stream.py --routes-only --out bench-results/routes.json
 """
 
 from __future__ import annotations
@@ -125,10 +128,12 @@ def bare_consume(bootstrap: str, topic: str, records: int, loads=json.loads) -> 
 
 
 class Daemon:
-    def __init__(self, model: Path, bootstrap: str, topic: str, extra=()):
+    def __init__(self, model: Path | None, bootstrap: str, topic: str, extra=()):
+        """model None: the routes of a config file in `extra` (--config FILE)."""
         self.port, self.group = free_port(), f"bench-{uuid.uuid4().hex[:6]}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "vigil", "serve", "--model", str(model), "--bootstrap-servers", bootstrap,
+            [sys.executable, "-m", "vigil", "serve", *(["--model", str(model)] if model else []),
+             "--bootstrap-servers", bootstrap,
              "--topic", topic, "--group", self.group, "--alerts-topic", topic + ".alerts",
              "--dlq-topic", topic + ".dlq", "--metrics-addr", f"127.0.0.1:{self.port}", "--log-level", "warning",
              *extra], cwd=ROOT, env=os.environ | {"PYTHONPATH": str(ROOT)})
@@ -143,16 +148,25 @@ class Daemon:
             pass
         return 0.0
 
+    def peak_rss_mb(self) -> float:
+        """The daemon's peak resident memory so far (Linux: VmHWM)."""
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=20)
 
 
-def daemon_throughput(model: Path, bootstrap: str, topic: str, records: int, per_message: int) -> float:
+def daemon_throughput(model: Path | None, bootstrap: str, topic: str, records: int, per_message: int, extra=(),
+                      memory: list | None = None) -> float:
     """Readings/s from the first commit of the daemon's group until every record is committed
     (the daemon commits after each micro-batch, once its alerts are flushed). Progress is read
-    from the broker, not from the daemon's /metrics, so measuring costs the daemon nothing."""
-    d = Daemon(model, bootstrap, topic)
+    from the broker, not from the daemon's /metrics, so measuring costs the daemon nothing.
+    memory: a list to append the daemon's peak resident memory (MB) to, once drained."""
+    d = Daemon(model, bootstrap, topic, extra)
     watcher = KafkaConsumer(bootstrap_servers=bootstrap, group_id=d.group, enable_auto_commit=False)
     partitions = [TopicPartition(topic, p) for p in sorted(watcher.partitions_for_topic(topic))]
     t_first = first = None
@@ -163,6 +177,8 @@ def daemon_throughput(model: Path, bootstrap: str, topic: str, records: int, per
             if committed > 0 and t_first is None:
                 t_first, first = now, committed
             if committed >= records:
+                if memory is not None:
+                    memory.append(d.peak_rss_mb())
                 return (records - first) * per_message / (now - t_first)
             if d.proc.poll() is not None:
                 raise SystemExit("vigil serve exited")
@@ -505,6 +521,82 @@ def storm_table(out: dict) -> str:
     return "\n".join(rows)
 
 
+ROUTE_DIGITS = ("01", "23", "45", "67", "89")  # route i serves the assets whose name ends in one of these
+
+
+def routes(model: Path, bootstrap: str, readings: int, assets: int, tmp: Path, repeat: int = 3) -> dict:
+    """(f) Several models in one daemon (serve.routes): readings/s and peak memory on single-reading
+    messages with one model (--model), with the same model as one route of a config file (every
+    record routed), and with five routes (five models of the same architecture, each serving a
+    fifth of the assets by the last digit of their names), each drained `repeat` times in
+    interleaved rounds (the best counts)."""
+    five = []
+    for i, digits in enumerate(ROUTE_DIGITS):
+        five.append(f'[[serve.routes]]\nname = "r{i}"\nmodel = "{make_model(tmp, name=f"route-{i}")}"\n'
+                    f'assets = ["pump-*[{digits}]"]\n')
+    (tmp / "five.toml").write_text("\n".join(five))
+    (tmp / "one.toml").write_text(f'[[serve.routes]]\nname = "pumps"\nmodel = "{model}"\nassets = ["pump-*"]\n')
+    cases = {"1 model (--model)": (model, ()), "1 route": (None, ("--config", str(tmp / "one.toml"))),
+             "5 routes": (None, ("--config", str(tmp / "five.toml")))}
+    rates: dict[str, list[float]] = {name: [] for name in cases}
+    memory: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeat):
+        for name, (m, extra) in cases.items():
+            topic = f"bench-routes-{uuid.uuid4().hex[:6]}"
+            create_topics(bootstrap, topic, topic + ".alerts", topic + ".dlq")
+            records = produce(bootstrap, topic, assets, readings, 1)
+            rates[name].append(daemon_throughput(m, bootstrap, topic, records, 1, extra, memory[name]))
+    inproc = routes_in_process({name: (m, extra) for name, (m, extra) in cases.items()}, readings, assets, repeat + 1)
+    base, base_in = max(rates["1 model (--model)"]), max(inproc["1 model (--model)"])
+    out = {name: {"readings_per_s": round(max(r)), "ratio_to_one_model": round(max(r) / base, 3),
+                  "runs": [round(x) for x in r], "peak_rss_mb": round(max(memory[name]), 1),
+                  "in_process_readings_per_s": round(max(inproc[name])),
+                  "in_process_ratio": round(max(inproc[name]) / base_in, 3)}
+           for name, r in rates.items()}
+    print(f"\nroutes: {readings:,} single-reading messages of {assets} assets; through Kafka best of {repeat}, "
+          f"in process (the fleet's submit/finish on the same records, no Kafka) best of {repeat + 1}")
+    print(f"{'daemon':<22}{'readings/s':>12}{'x 1 model':>11}{'peak RSS MB':>13}{'in process/s':>14}{'x 1 model':>11}")
+    for name, o in out.items():
+        print(f"{name:<22}{o['readings_per_s']:>12,}{o['ratio_to_one_model']:>11.2f}{o['peak_rss_mb']:>13.0f}"
+              f"{o['in_process_readings_per_s']:>14,}{o['in_process_ratio']:>11.2f}")
+    return out
+
+
+def routes_in_process(cases: dict, readings: int, assets: int, repeat: int) -> dict[str, list[float]]:
+    """Readings/s of detector.fleet.Fleet alone (decode, route, windows, score, alerts) on the
+    records produce() would send, in micro-batches of 5,000, a fresh fleet per run (compiled
+    before timing); interleaved rounds."""
+    from prometheus_client import CollectorRegistry
+
+    from detector.fleet import Fleet
+    from detector.metrics import ServiceMetrics
+    from detector.pipeline import Record
+    from detector.settings import load_settings
+
+    rng = np.random.default_rng(0)
+    records = []
+    for step in range(readings // assets):
+        for a, v in enumerate(np.round(rng.normal(0, 0.1, (assets, len(SENSORS))), 4).tolist()):
+            asset = f"pump-{a}"
+            value = json.dumps({"asset": asset, "ts": T0 + step * 1000, "values": dict(zip(SENSORS, v))}).encode()
+            records.append(Record("t", a % 3, len(records), asset.encode(), value, T0 + step * 1000))
+    rates: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeat):
+        for name, (model, extra) in cases.items():
+            settings = load_settings({"model": str(model) if model else None}, {}, extra[1] if extra else None)
+            registry = CollectorRegistry()
+            fleet = Fleet(settings, ServiceMetrics(CollectorRegistry() if settings.routes else registry), registry)
+            t0, pending = time.perf_counter(), None
+            for i in range(0, len(records), 5000):
+                batch = fleet.submit(records[i:i + 5000], {}, T0)
+                if pending is not None:
+                    fleet.finish(pending)
+                pending = batch
+            fleet.finish(pending)
+            rates[name].append(len(records) / (time.perf_counter() - t0))
+    return rates
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bootstrap-servers", default="127.0.0.1:9092")
@@ -519,6 +611,7 @@ def main() -> None:
                     help="drains of each storm scenario, interleaved; readings/s is the best (d)")
     ap.add_argument("--storm-only", action="store_true", help="only the alert-storm sections (d, e)")
     ap.add_argument("--throughput-only", action="store_true", help="only the throughput section (a, b)")
+    ap.add_argument("--routes-only", action="store_true", help="only the routes section (f)")
     ap.add_argument("--quick", action="store_true",
                     help="a few minutes: 50,000 readings per topic, 10 s latency and steady runs")
     ap.add_argument("--out", type=Path, default=Path("bench-results/stream.json"))
@@ -529,6 +622,12 @@ def main() -> None:
     result = {"readings": args.readings, "assets": args.assets, "quick": args.quick}
     with tempfile.TemporaryDirectory() as tmp:
         model = make_model(Path(tmp))
+        if args.routes_only:
+            result["routes"] = routes(model, b, args.readings, args.assets, Path(tmp))
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
+            print(f"wrote {args.out}")
+            return
         if not args.storm_only:
             for per_message in (1, 100):
                 topic = f"bench-{per_message}-{uuid.uuid4().hex[:6]}"

@@ -18,12 +18,13 @@ from pathlib import Path
 import orjson
 from prometheus_client import CollectorRegistry
 
+from detector.artifact import ArtifactError
 from detector.metrics import DAEMON_FAMILIES, Merged, ServiceMetrics
 from detector.pipeline import (BatchResult, DeadLetter, Pipeline, Record, Submitted, Topics, batch_offsets,
                                dead_letter_message)
 from detector.registry import current_version, is_registry, load_model_or_registry
 from detector.reload import HotReload, ModelWatcher
-from detector.routes import Router
+from detector.routes import MAX_REMEMBERED, Router
 from detector.settings import ServeSettings
 
 log = logging.getLogger("vigil.serve")
@@ -46,6 +47,7 @@ class Fleet:
         routes = settings.all_routes()
         self.metrics, self.topics = metrics, Topics(settings.alerts_topic, settings.dlq_topic, settings.scores_topic)
         self.router = Router(routes)
+        self._by_key: dict[bytes | None, int | None] = {}  # record key -> route (see _routes_of)
         self.single = len(routes) == 1 and routes[0].matches_all  # the daemon's `model` only: no routing
         self.pipelines: list[Pipeline] = []
         self.reloads: list[HotReload] = []
@@ -53,7 +55,12 @@ class Fleet:
         # the daemon's own metrics, and its no_model dead letters (its registry is not exposed itself)
         sources = [(metrics.registry, {}, lambda name: name in DAEMON_FAMILIES or name == "vigil_dead_letters")]
         for route in routes:
-            model = load_model_or_registry(route.model)
+            try:
+                model = load_model_or_registry(route.model)
+            except ArtifactError as e:
+                if self.single:
+                    raise
+                raise ArtifactError(f"route {route.name}: {e}") from None
             if self.single:
                 route_metrics = metrics
             else:
@@ -79,26 +86,47 @@ class Fleet:
             submitted = self.pipelines[0].submit(records, replay_until, now_ms)
             return FleetBatch([(self.pipelines[0], submitted)], submitted.result)
         replay_until = replay_until or {}
+        route = self._routes_of(records)
+        first = route[0] if route else None
+        if first is not None and route.count(first) == len(route):  # one route serves the whole batch
+            submitted = self.pipelines[first].submit(records, replay_until, now_ms)
+            return FleetBatch([(self.pipelines[first], submitted)], submitted.result)
         result = BatchResult()
         result.offsets, result.commits = batch_offsets({(r.topic, r.partition): r for r in records})
         split: list[list[Record]] = [[] for _ in self.pipelines]
-        route = self.router
-        for r in records:
-            asset = asset_of(r)
-            i = route(asset) if asset is not None else 0  # not decodable: the first route's decoder says why
+        for r, i in zip(records, route):
             if i is not None:
                 split[i].append(r)
             elif r.offset >= replay_until.get((r.topic, r.partition), -1):  # re-read history: refused before
-                result.dead_letters.append(DeadLetter(r, NO_MODEL, f"asset {asset!r} matches no route "
+                result.dead_letters.append(DeadLetter(r, NO_MODEL, f"asset {asset_of(r)!r} matches no route "
                                                                     f"({', '.join(self.names)})"))
         if result.dead_letters:
             self.metrics.dead_letters.labels(NO_MODEL).inc(len(result.dead_letters))
         parts = [(p, p.submit(rs, replay_until, now_ms)) for p, rs in zip(self.pipelines, split) if rs]
         return FleetBatch(parts, result)
 
+    def _routes_of(self, records: Sequence[Record]) -> list[int | None]:
+        """The route of each record (None: no route), remembered by record key: a dict lookup per
+        record once its key has been seen (the daemon's time per reading is a few microseconds)."""
+        known = self._by_key
+        route = [known.get(r.key, -1) for r in records]
+        if -1 in route:
+            for j, (r, i) in enumerate(zip(records, route)):
+                if i == -1:
+                    asset = asset_of(r)
+                    i = route[j] = self.router(asset) if asset is not None else 0  # not decodable: the
+                    if r.key:                                                    # first route says why
+                        if len(known) >= MAX_REMEMBERED:
+                            known.clear()
+                        known[r.key] = i
+        return route
+
     def finish(self, batch: FleetBatch) -> BatchResult:
         """Every route's part of the batch finished (Pipeline.finish), as one BatchResult."""
         if self.single:
+            pipeline, submitted = batch.parts[0]
+            return pipeline.finish(submitted)
+        if len(batch.parts) == 1 and batch.parts[0][1].result is batch.result:  # the batch went to one route
             pipeline, submitted = batch.parts[0]
             return pipeline.finish(submitted)
         result = batch.result

@@ -205,3 +205,32 @@ def test_open_alerts_left_by_a_previous_daemon_go_to_their_route(plant):
     pumps, fans = service.fleet.pipelines
     assert fans.open_alerts_to_restore == left and pumps.open_alerts_to_restore == {}
     service.close()
+
+
+def test_a_route_whose_model_cannot_be_loaded_stops_the_daemon_naming_the_route(tmp_path):
+    from detector.artifact import ArtifactError
+    settings = ServeSettings(routes=(Route("fans", str(tmp_path / "missing"), ("fan-*",)),), metrics_addr="127.0.0.1:0")
+    with pytest.raises(ArtifactError, match=r"^route fans: .*missing: not a model directory"):
+        Service(settings, CollectorRegistry(), MemoryKafka("r").clients())
+
+
+def test_records_without_a_key_are_routed_by_their_asset_and_undecodable_ones_say_why(plant):
+    from detector.fleet import Fleet
+    from detector.metrics import ServiceMetrics
+    from detector.pipeline import Record
+    _, settings, _ = plant
+    registry = CollectorRegistry()
+    fleet = Fleet(settings, ServiceMetrics(CollectorRegistry()), registry)
+
+    def rec(offset, value, key=None):
+        return Record("r", 0, offset, key, value, T0)
+
+    fan = json.dumps({"asset": "fan-3", "ts": T0, "values": {"x": 0.0, "y": 0.0, "z": 0.0}}).encode()
+    valve = json.dumps({"asset": "valve-2", "ts": T0, "values": {"a": 0.0}}).encode()
+    result = fleet.finish(fleet.submit([rec(0, fan), rec(1, b"{not json"), rec(2, valve), rec(3, b"[]", b"fan-4")],
+                                       {}, T0))
+    assert sorted((dl.record.offset, dl.reason) for dl in result.dead_letters) == \
+        [(1, "invalid_json"), (2, "no_model"), (3, "not_an_object")]
+    assert registry.get_sample_value("vigil_readings_consumed_total", {"model": "fans"}) == 1
+    assert result.offsets == {("r", 0): 4}
+    assert len([m for m in result.messages if m[0] == "vigil.dlq"]) == 3

@@ -62,7 +62,9 @@ EXAMPLES = {
               "row's time, or with --rebase moved so that the first row is now; empty cells are sent as null.",
     "serve": "example:\n  vigil serve --model models/pump-v1 --bootstrap-servers 127.0.0.1:9092 --topic vigil.readings\n\n"
              "Every option can also be set as VIGIL_<NAME> (e.g. VIGIL_ALERTS_TOPIC) or under [serve] in\n"
-             "--config FILE.toml; precedence: flag > environment > file > default.",
+             "--config FILE.toml; precedence: flag > environment > file > default.\n\n"
+             "Several models in one daemon: [[serve.routes]] tables in the --config file map assets to models\n"
+             "(name, model, assets = [\"pump-*\"] and/or assets_file; first match wins; see README, routes).",
 }
 
 
