@@ -757,3 +757,47 @@ def test_replay_without_a_broker_says_so(tmp_path):
 def test_a_short_series_can_be_generated(rows):
     values, labels = synthetic.generate(rows, seed=0)
     assert values.shape == (rows, len(synthetic.SENSORS)) and np.isfinite(values).all() and labels.shape == (rows,)
+
+
+# -- a second machine type: fans ------------------------------------------------------------
+def test_fans_report_their_own_sensors_driven_like_pumps(tmp_path):
+    fans, rows = fleet(assets=2, kind="fan", faults=["fan-2:bearing@5m+1m", "fan-1:stuck/airflow@2m+30s"],
+                       slow_sensors=["bearing_temperature/4"])
+    pumps, _ = fleet(assets=2, slow_sensors=["temperature/4"])
+    assert fans.assets == ("fan-1", "fan-2")
+    fan_values, labels = readings(fans, rows)
+    pump_values, _ = readings(pumps, rows)
+    machine = synthetic.FAN
+    # a fan is the pump of the same seed seen through its sensors (before faults)
+    assert np.allclose(fan_values[:, :120], machine.readings(pump_values[:, :120]), equal_nan=True)
+    written = simulate.write_csvs(fans, rows, tmp_path)
+    tables = read_path(tmp_path)
+    assert [t.sensors for t in tables] == [machine.sensors] * 2 and [p.name for p in written.files] == \
+        ["fan-1.csv", "fan-2.csv"]
+    assert np.isnan(tables[0].values[1::4, machine.sensors.index("bearing_temperature")]).all()
+    truth = json.loads((tmp_path / "faults.json").read_text())
+    assert [f["sensors"] for f in truth["faults"]] == [["vibration", "bearing_temperature"], ["airflow"]]
+    stuck = tables[0].values[120:150, machine.sensors.index("airflow")]
+    assert np.ptp(stuck) == 0 and labels[0, 120:150].all()  # stuck on its value
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"faults": ["fan-1:stuck/pressure@1m+1m"]}, "unknown sensor 'pressure' of a fan (choose from vibration, "
+                                                 "motor_current, speed, bearing_temperature, airflow)"),
+    ({"faults": ["fan-1:bearing/vibration@1m+1m"]}, "a bearing fault always changes vibration, bearing_temperature"),
+    ({"faults": ["pump-1:bearing@1m+1m"]}, "no asset 'pump-1' (simulating fan-1..fan-1)"),
+    ({"slow_sensors": ["temperature/4"]}, "--slow-sensor 'temperature/4': unknown sensor 'temperature' (choose from "
+                                          "vibration,"),
+])
+def test_fan_specs_name_the_fans_sensors(kwargs, message):
+    with pytest.raises(SimulationError) as info:
+        fleet(kind="fan", **kwargs)
+    assert message in str(info.value)
+
+
+def test_live_fan_readings_carry_the_fans_sensors():
+    config, rows = fleet(kind="fan", duration="5s")
+    sink = ListSink()
+    produce.produce_fleet(simulate.Fleet(config), rows, sink, None, threading.Event())
+    body = json.loads(sink.sent[0][1])
+    assert sink.sent[0][0] == b"fan-1" and set(body["readings"][0]["values"]) == set(synthetic.FAN.sensors)

@@ -453,7 +453,8 @@ def cmd_simulate(args) -> int:
     start = parse_start(args.start) if args.start else DEFAULT_START if args.out else parse_start("now")
     config, rows = plan(args.assets, start=start, interval=args.interval, period=args.period, seed=args.seed,
                         faults=args.fault, duration=args.duration, stops=args.stop, outages=args.outage,
-                        clock_steps=args.clock_step, slow_sensors=args.slow_sensor, jitter=args.jitter)
+                        clock_steps=args.clock_step, slow_sensors=args.slow_sensor, jitter=args.jitter,
+                        kind=args.kind)
     for line in describe_faults(config):
         _log(args, f"simulate: {line}")
     if args.out is not None:
@@ -739,9 +740,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_retrain)
 
-    p = command("simulate", "Simulate a plant of pumps with injected faults: labelled CSV files, or live readings "
-                            "to Kafka.")
-    p.add_argument("--assets", type=int, default=5, help="number of pumps, named pump-1..pump-N (default 5)")
+    p = command("simulate", "Simulate a plant of pumps (or fans) with injected faults: labelled CSV files, or live "
+                            "readings to Kafka.")
+    p.add_argument("--assets", type=int, default=5, help="number of machines, named KIND-1..KIND-N (default 5)")
+    p.add_argument("--kind", default="pump", choices=("pump", "fan"),
+                   help="the machines: pump (vibration_x, vibration_y, motor_current, voltage, pressure, temperature, "
+                        "flow) or fan (vibration, motor_current, speed, bearing_temperature, airflow); a mixed plant "
+                        "is one simulate per kind on the same topic (default pump)")
     p.add_argument("--duration", help="simulated time, e.g. 7d (needed with --out; Kafka: until Ctrl-C by default)")
     p.add_argument("--interval", default="1s", help="time between readings (default 1s)")
     p.add_argument("--start", help="first reading time, ISO 8601 (naive = UTC) or 'now' "
@@ -762,7 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(repeatable)")
     p.add_argument("--slow-sensor", action="append", default=[], metavar="SENSOR/FACTOR",
                    help="the sensor reports only every FACTOR-th reading, missing between (repeatable)")
-    p.add_argument("--out", metavar="DIR", help="write DIR/pump-N.csv (timestamp, sensors, anomaly) and DIR/faults.json")
+    p.add_argument("--out", metavar="DIR", help="write DIR/KIND-N.csv (timestamp, sensors, anomaly) and DIR/faults.json")
     p.add_argument("--bootstrap-servers", help="instead of --out: produce live readings to these Kafka brokers")
     p.add_argument("--topic", default="vigil.readings", help="Kafka topic (default vigil.readings)")
     pace = p.add_mutually_exclusive_group()

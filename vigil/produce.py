@@ -238,14 +238,14 @@ def produce_fleet(fleet: Fleet, rows: int | None, sink: Sink, speed: float | Non
             if not len(seconds):  # an outage
                 continue
             stamps = shared if shared is not None else iso_stamps(seconds, config.millis)
-            rounded = np.column_stack([np.round(values[:, j], d) for j, d in enumerate(synthetic.DECIMALS)])
+            rounded = np.column_stack([np.round(values[:, j], d) for j, d in enumerate(config.machine.decimals)])
             if config.clock_steps:  # batches in order, each all refused or all taken by vigil serve
                 ms = np.rint(seconds * 1000)
                 runs, latest[i] = in_order_runs(ms, latest[i]), max(latest[i], ms.max())
             else:
                 runs = [(0, len(stamps))]
             messages = [m for a, b in runs
-                        for m in encode(asset, stamps[a:b], rounded[a:b], synthetic.SENSORS, batch=speed is None)]
+                        for m in encode(asset, stamps[a:b], rounded[a:b], config.machine.sensors, batch=speed is None)]
             for m in messages:
                 sink.send(key, m)
             tally.add(len(stamps), len(messages), stamps)

@@ -57,6 +57,11 @@ class FleetConfig:
     clock_steps: tuple[ClockStep, ...] = ()
     slow_sensors: tuple[SlowSensor, ...] = ()
     jitter: float = 0.0
+    kind: str = "pump"  # synthetic.MACHINES: the sensors the assets report
+
+    @property
+    def machine(self) -> synthetic.Machine:
+        return synthetic.MACHINES[self.kind]
 
     @property
     def millis(self) -> bool:
@@ -74,17 +79,20 @@ class FleetConfig:
 def plan(assets: int, *, start: datetime = DEFAULT_START, interval: str = "1s", period: str = "1d", seed: int = 0,
          faults: Sequence[str] = (), duration: str | None = None, stops: Sequence[str] = (),
          outages: Sequence[str] = (), clock_steps: Sequence[str] = (), slow_sensors: Sequence[str] = (),
-         jitter: str | None = None) -> tuple[FleetConfig, int | None]:
-    """A checked FleetConfig for pump-1..pump-N and its number of rows (None: no end) from
-    command-line text; raises SimulationError naming the option and what is wrong."""
+         jitter: str | None = None, kind: str = "pump") -> tuple[FleetConfig, int | None]:
+    """A checked FleetConfig for KIND-1..KIND-N (pump-1.., fan-1..) and its number of rows (None:
+    no end) from command-line text; raises SimulationError naming the option and what is wrong."""
     if assets < 1:
         raise SimulationError(f"--assets {assets}: need at least 1")
-    config = FleetConfig(tuple(f"pump-{i}" for i in range(1, assets + 1)), start,
+    if kind not in synthetic.MACHINES:
+        raise SimulationError(f"--kind {kind!r}: choose from {', '.join(synthetic.MACHINES)}")
+    machine = synthetic.MACHINES[kind]
+    config = FleetConfig(tuple(f"{kind}-{i}" for i in range(1, assets + 1)), start,
                          positive_duration(interval, "--interval"), positive_duration(period, "--period"), seed,
-                         tuple(parse_fault(f) for f in faults), tuple(parse_stop(s) for s in stops),
+                         tuple(parse_fault(f, machine) for f in faults), tuple(parse_stop(s) for s in stops),
                          tuple(parse_outage(o) for o in outages), tuple(parse_clock_step(c) for c in clock_steps),
-                         tuple(parse_slow_sensor(s) for s in slow_sensors),
-                         0.0 if jitter is None else parse_jitter(jitter))
+                         tuple(parse_slow_sensor(s, machine) for s in slow_sensors),
+                         0.0 if jitter is None else parse_jitter(jitter), kind)
     rows = None
     if duration is not None:
         rows = max(1, round(positive_duration(duration, "--duration") / config.interval))
@@ -170,8 +178,8 @@ class Fleet:
         self._walk = PUMP_WALK[0] * np.array([rng.standard_normal() for rng in self._rngs])
         self._slow: np.ndarray | None = None  # thermal state, set from the first load
         index = {name: i for i, name in enumerate(config.assets)}
-        self._faults = [_Active(f, index[f.asset], *config.fault_rows(f), synthetic.fault_columns(f.kind, f.sensor))
-                        for f in config.faults]
+        self._faults = [_Active(f, index[f.asset], *config.fault_rows(f),
+                                synthetic.fault_columns(f.kind, f.sensor, config.machine)) for f in config.faults]
 
     def chunk(self, rows: int) -> Chunk:
         """The next `rows` readings of every asset."""
@@ -221,7 +229,7 @@ class Fleet:
             jitter = c.jitter * (2 * np.stack([rng.random(rows) for rng in self._jitter_rngs]) - 1)
             times = jitter if times is None else times + jitter
         self.row += rows
-        return Chunk(seconds, values, labels, None if times is None else seconds + times,
+        return Chunk(seconds, c.machine.readings(values), labels, None if times is None else seconds + times,
                      situations.present(c, first, rows))
 
 
@@ -240,7 +248,7 @@ def ground_truth(config: FleetConfig, rows: int | None) -> dict:
         end = end if rows is None else min(end, rows)
         gaps = [] if rows is None else situations.outage_rows(config, config.assets.index(f.asset), rows)
         faults.append({"spec": f.spec, "asset": f.asset, "kind": f.kind,
-                       "sensors": [synthetic.SENSORS[j] for j in synthetic.fault_columns(f.kind, f.sensor)],
+                       "sensors": config.machine.names(synthetic.fault_columns(f.kind, f.sensor, config.machine)),
                        "start": iso(config.start + timedelta(seconds=first * config.interval)),
                        "end": iso(config.start + timedelta(seconds=end * config.interval)),
                        "first_row": situations.file_row(gaps, first), "end_row": situations.file_row(gaps, end)})
@@ -288,7 +296,7 @@ def write_csvs(config: FleetConfig, rows: int, out: str | Path, progress: Callab
     with ExitStack() as stack:
         files = [stack.enter_context(open(p, "wb")) for p in paths[:-1]]
         for f in files:
-            f.write(synthetic.header(labels=True))
+            f.write(synthetic.header(labels=True, machine=config.machine))
         for done in range(0, rows, chunk_rows):
             chunk = fleet.chunk(min(chunk_rows, rows - done))
             shared = csvformat.timestamps(chunk.seconds, config.millis) if chunk.uniform else None
@@ -296,7 +304,7 @@ def write_csvs(config: FleetConfig, rows: int, out: str | Path, progress: Callab
                 seconds, values, labels = chunk.asset(i)
                 if len(seconds):
                     stamps = shared if shared is not None else csvformat.timestamps(seconds, config.millis)
-                    f.write(synthetic.csv_rows(stamps, values, labels))
+                    f.write(synthetic.csv_rows(stamps, values, labels, config.machine))
             now = time.perf_counter()
             if progress is not None and now - last_report >= 2.0:
                 last_report = now

@@ -130,7 +130,7 @@ def thin_slow_sensors(config: FleetConfig, first: int, values: np.ndarray) -> No
     """Make slow sensors missing (NaN), in place, except on every FACTOR-th row: values [assets, rows, 7]."""
     row = first + np.arange(values.shape[1])
     for s in config.slow_sensors:
-        values[:, row % s.factor != 0, synthetic.SENSORS.index(s.sensor)] = np.nan
+        values[:, row % s.factor != 0, config.machine.column(s.sensor)] = np.nan
 
 
 def outage_rows(config: FleetConfig, asset: int, rows: int) -> list[tuple[int, int]]:

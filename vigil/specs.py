@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from vigil import durations
-from vigil.synthetic import FAULTS, SENSORS, fault_columns
+from vigil.synthetic import FAULTS, PUMP, Machine, fault_columns
 
 FAULT_SYNTAX = "ASSET:KIND[/SENSOR]@START+DURATION, e.g. pump-3:bearing@2h+30m"
 _FAULT = re.compile(r"(?P<asset>[^:@/+\s]+):(?P<kind>[A-Za-z]+)(?:/(?P<sensor>\w+))?"
@@ -96,8 +96,8 @@ def parse_speed(text: str) -> float | None:
     return speed
 
 
-def parse_fault(text: str) -> Fault:
-    """A Fault from ASSET:KIND[/SENSOR]@START+DURATION."""
+def parse_fault(text: str, machine: Machine = PUMP) -> Fault:
+    """A Fault from ASSET:KIND[/SENSOR]@START+DURATION (SENSOR: one of the machine's)."""
     m = _FAULT.fullmatch(text.strip())
     if m is None:
         raise SimulationError(f"--fault {text!r}: expected {FAULT_SYNTAX}")
@@ -105,7 +105,7 @@ def parse_fault(text: str) -> Fault:
     if kind not in FAULTS:
         raise SimulationError(f"--fault {text!r}: unknown kind {m['kind']!r} (choose from {', '.join(FAULTS)})")
     try:
-        fault_columns(kind, m["sensor"])
+        fault_columns(kind, m["sensor"], machine)
     except ValueError as e:
         raise SimulationError(f"--fault {text!r}: {e}") from None
     start = parse_duration(m["start"], f"--fault {text!r}: START")
@@ -194,14 +194,14 @@ def parse_clock_step(text: str) -> ClockStep:
                      positive_duration(m["step"], f"{what}: STEP"), text.strip())
 
 
-def parse_slow_sensor(text: str) -> SlowSensor:
-    """A SlowSensor from SENSOR/FACTOR."""
+def parse_slow_sensor(text: str, machine: Machine = PUMP) -> SlowSensor:
+    """A SlowSensor from SENSOR/FACTOR (SENSOR: one of the machine's)."""
     what = f"--slow-sensor {text!r}"
     sensor, slash, factor = text.strip().partition("/")
     if not slash:
         raise SimulationError(f"{what}: expected {SLOW_SENSOR_SYNTAX}")
-    if sensor not in SENSORS:
-        raise SimulationError(f"{what}: unknown sensor {sensor!r} (choose from {', '.join(SENSORS)})")
+    if sensor not in machine.sensors:
+        raise SimulationError(f"{what}: unknown sensor {sensor!r} (choose from {', '.join(machine.sensors)})")
     if not (factor.isdigit() and int(factor) >= 2):
         raise SimulationError(f"{what}: FACTOR {factor!r} must be a whole number of at least 2 "
                               "(every FACTOR-th reading is reported)")

@@ -89,18 +89,61 @@ def stopped(rows: np.ndarray, run: np.ndarray, z: np.ndarray) -> None:
     rows[:, _OFF_COLS] = r * rows[:, _OFF_COLS] + (1 - r) * off
 
 
-def fault_columns(kind: str, sensor: str | None = None) -> list[int]:
-    """The columns a fault changes: FAULT_SENSORS[kind], or `sensor` for a CHOOSABLE kind."""
+@dataclass(frozen=True)
+class Machine:
+    """A kind of machine `vigil simulate` runs: the sensors it reports, each one of the pump
+    model's columns (`columns` into SENSORS) rescaled, value = pump value x scale. A fan is
+    driven by the same load, so its faults are the pump's, seen on the sensors it has."""
+
+    kind: str
+    sensors: tuple[str, ...]
+    columns: tuple[int, ...]
+    scale: tuple[float, ...]
+    decimals: tuple[int, ...]  # digits after the point when written
+
+    def readings(self, values: np.ndarray) -> np.ndarray:
+        """Pump-model values [..., 7] -> this machine's readings [..., sensors]."""
+        if self.columns == tuple(range(len(SENSORS))) and set(self.scale) == {1.0}:
+            return values
+        return values[..., list(self.columns)] * np.asarray(self.scale)
+
+    def column(self, sensor: str) -> int:
+        """The pump-model column behind one of this machine's sensors; ValueError naming the choices."""
+        if sensor not in self.sensors:
+            raise ValueError(f"unknown sensor {sensor!r} of a {self.kind} (choose from {', '.join(self.sensors)})")
+        return self.columns[self.sensors.index(sensor)]
+
+    def names(self, columns: list[int]) -> list[str]:
+        """This machine's sensors behind pump-model columns (those it has)."""
+        return [self.sensors[self.columns.index(j)] for j in columns if j in self.columns]
+
+
+PUMP = Machine("pump", SENSORS, tuple(range(len(SENSORS))), (1.0,) * len(SENSORS), DECIMALS)
+#           vibration (mm/s)  current (A)  speed (rpm) <- voltage  bearing temp. (C)  airflow (m3/h) <- flow
+FAN = Machine("fan", ("vibration", "motor_current", "speed", "bearing_temperature", "airflow"),
+              (_COL["vibration_x"], _COL["motor_current"], _COL["voltage"], _COL["temperature"], _COL["flow"]),
+              (1.0, 0.5, 6.4, 1.0, 60.0), (4, 3, 1, 3, 1))
+MACHINES = {m.kind: m for m in (PUMP, FAN)}
+
+
+def fault_columns(kind: str, sensor: str | None = None, machine: Machine = PUMP) -> list[int]:
+    """The pump-model columns a fault changes: FAULT_SENSORS[kind], or `sensor` (one of the
+    machine's) for a CHOOSABLE kind."""
     if kind not in FAULT_SENSORS:
         raise ValueError(f"unsupported fault kind: {kind!r} (choose from {FAULTS})")
     if sensor is None:
-        return [_COL[name] for name in FAULT_SENSORS[kind]]
+        columns = [_COL[name] for name in FAULT_SENSORS[kind]]
+        if not machine.names(columns):
+            raise ValueError(f"a {kind} fault changes {', '.join(FAULT_SENSORS[kind])}, none of which a "
+                             f"{machine.kind} has")
+        return columns
     if kind not in CHOOSABLE:
-        raise ValueError(f"a {kind} fault always changes {', '.join(FAULT_SENSORS[kind])}; "
+        shown = machine.names([_COL[name] for name in FAULT_SENSORS[kind]])
+        raise ValueError(f"a {kind} fault always changes {', '.join(shown)}; "
                          f"only {', '.join(CHOOSABLE)} take a /SENSOR")
-    if sensor not in _COL:
+    if machine is PUMP and sensor not in _COL:
         raise ValueError(f"unknown sensor {sensor!r} (choose from {', '.join(SENSORS)})")
-    return [_COL[sensor]]
+    return [machine.column(sensor)]
 
 
 def inject(kind: str, rows: np.ndarray, progress: np.ndarray, z: np.ndarray, cols: list[int],
@@ -162,15 +205,16 @@ def _lag(signal: np.ndarray, span: int) -> np.ndarray:
     return np.convolve(padded, np.ones(span) / span, mode="valid")
 
 
-def header(labels: bool) -> bytes:
+def header(labels: bool, machine: Machine = PUMP) -> bytes:
     """The CSV header line: timestamp, the sensors, and `anomaly` when there are labels."""
-    return (",".join(["timestamp", *SENSORS] + (["anomaly"] if labels else [])) + "\n").encode()
+    return (",".join(["timestamp", *machine.sensors] + (["anomaly"] if labels else [])) + "\n").encode()
 
 
-def csv_rows(stamps: np.ndarray, values: np.ndarray, labels: np.ndarray | None = None) -> bytes:
-    """CSV lines from csvformat.timestamps() [rows, width], readings [rows, 7] (NaN -> empty cell)
-    and labels [rows]."""
-    cells = [stamps, *(csvformat.numbers(values[:, j], d) for j, d in enumerate(DECIMALS))]
+def csv_rows(stamps: np.ndarray, values: np.ndarray, labels: np.ndarray | None = None,
+             machine: Machine = PUMP) -> bytes:
+    """CSV lines from csvformat.timestamps() [rows, width], readings [rows, sensors] (NaN -> empty
+    cell) and labels [rows]."""
+    cells = [stamps, *(csvformat.numbers(values[:, j], d) for j, d in enumerate(machine.decimals))]
     return csvformat.lines(cells + ([csvformat.numbers(labels, 0)] if labels is not None else []))
 
 
