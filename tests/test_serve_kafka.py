@@ -246,44 +246,43 @@ def test_sigint_also_stops_cleanly(model, topic, tmp_path):
     assert serve.proc.wait(timeout=10) == 0 and time.monotonic() - t0 < 10
 
 
-FAN_COLUMNS = {"fan_vibration": 0, "fan_current": 2, "bearing_temperature": 5, "airflow": 6}  # of synthetic's
+PLANT = ("--assets", "2", "--seed", "12", "--period", "30d", "--start", "2026-06-01T00:00:00Z")
 
 
-def fan_stream(asset, rows=500, fault=(("bearing", 250, 150),), seed=5):
-    """A fan: another machine type, with other sensors (a few of synthetic's pump columns, renamed)."""
-    values, _ = synthetic.generate(rows, seed=seed, faults=fault)
-    return [(asset.encode(), reading(asset, i, {name: float(row[j]) for name, j in FAN_COLUMNS.items()}))
-            for i, row in enumerate(values)]
-
-
-def test_two_routes_on_one_topic_each_alert_under_its_model_and_an_unrouted_asset_is_dead_lettered(
-        model, topic, tmp_path):
-    fans = tmp_path / "fans"
-    fans.mkdir()
-    values, _ = synthetic.generate(1500, seed=2)
-    lines = ["timestamp," + ",".join(FAN_COLUMNS)] + [
-        f"{1_700_000_000 + i}," + ",".join(f"{row[j]:.5f}" for j in FAN_COLUMNS.values()) for i, row in enumerate(values)]
-    (fans / "normal.csv").write_text("\n".join(lines) + "\n")
+def _train_kind(kind: str, directory) -> str:
+    """A tiny model of the first 40 minutes of the plant's KIND machines (PLANT), all normal."""
     from tests.kafka_util import TINY
-    (fans / "tiny.toml").write_text(TINY)
-    assert main(["train", "--data", str(fans / "normal.csv"), "--out", str(fans / "model"),
-                 "--config", str(fans / "tiny.toml"), "--quiet"]) == 0
+    assert main(["simulate", "--kind", kind, *PLANT, "--duration", "40m", "--out", str(directory / kind), "--quiet"]) == 0
+    (directory / "tiny.toml").write_text(TINY)
+    assert main(["train", "--data", str(directory / kind), "--out", str(directory / f"{kind}-model"),
+                 "--config", str(directory / "tiny.toml"), "--quiet"]) == 0
+    return str(directory / f"{kind}-model")
+
+
+def test_a_plant_of_pumps_and_fans_on_one_topic_alerts_under_each_kinds_model(topic, tmp_path):
+    """Two machine types from `vigil simulate`, one daemon with two routes: a fault of either kind
+    alerts under its own model; an asset of a third, unrouted type is dead-lettered no_model."""
+    pumps, fans = _train_kind("pump", tmp_path), _train_kind("fan", tmp_path)
     config = tmp_path / "serve.toml"
-    config.write_text(f'[[serve.routes]]\nname = "pumps"\nmodel = "{model}"\nassets = ["pump-*"]\n\n'
-                      f'[[serve.routes]]\nname = "fans"\nmodel = "{fans / "model"}"\nassets = ["fan-*"]\n')
-    produce(topic, fault_stream("pump-1") + fault_stream("pump-2", fault=()) + fan_stream("fan-1")
-            + [(b"valve-1", reading("valve-1", i, {"flow": 1.0})) for i in range(5)])
+    config.write_text(f'[[serve.routes]]\nname = "pumps"\nmodel = "{pumps}"\nassets = ["pump-*"]\n\n'
+                      f'[[serve.routes]]\nname = "fans"\nmodel = "{fans}"\nassets = ["fan-*"]\n')
+    # the same plant's first hour: the 40 normal minutes the models know, then a fault of each kind
+    live = [*PLANT, "--duration", "60m", "--bootstrap-servers", BOOTSTRAP, "--topic", topic, "--speed", "max",
+            "--quiet"]
+    assert main(["simulate", "--kind", "pump", *live, "--fault", "pump-1:bearing@45m+10m"]) == 0
+    assert main(["simulate", "--kind", "fan", *live, "--fault", "fan-2:bearing@45m+10m"]) == 0
+    produce(topic, [(b"valve-1", reading("valve-1", i, {"position": 0.5})) for i in range(5)])
     group = unique("g")
     serve = Serve(None, topic, group, extra=["--config", str(config)], log_path=tmp_path / "serve.log")
-    m = serve.wait_for(lambda m: m.get('vigil_readings_scored_total{model="pumps"}', 0) >= 2 * (500 - 7) and
-                       m.get('vigil_readings_scored_total{model="fans"}', 0) >= 500 - 7, what="all readings scored")
+    m = serve.wait_for(lambda m: m.get('vigil_readings_consumed_total{model="pumps"}', 0) >= 7200 and
+                       m.get('vigil_readings_consumed_total{model="fans"}', 0) >= 7200 and
+                       m.get('vigil_dead_letters_total{reason="no_model"}', 0) >= 5, what="every reading taken")
     assert m['vigil_dead_letters_total{reason="no_model"}'] == 5
-    assert m['vigil_readings_consumed_total{model="fans"}'] == 500
     alerts = [json.loads(r.value) for r in consume_all(serve.topics["alerts"], expect=2)]
     opened = {(a["asset"], a["model"]) for a in alerts if a["type"] == "open"}
-    assert opened == {("pump-1", "pumps"), ("fan-1", "fans")}
-    fan_alert = next(a for a in alerts if a["asset"] == "fan-1")
-    assert fan_alert["top_sensors"][0]["sensor"] in FAN_COLUMNS
+    assert opened == {("pump-1", "pumps"), ("fan-2", "fans")}
+    fan_alert = next(a for a in alerts if a["asset"] == "fan-2")
+    assert {s["sensor"] for s in fan_alert["top_sensors"]} <= set(synthetic.FAN.sensors)
     dead = consume_all(serve.topics["dlq"], expect=5)
     assert {r.key for r in dead} == {b"valve-1"} and all(dict(r.headers)["vigil.reason"] == b"no_model" for r in dead)
     assert serve.terminate() < 10
