@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
 from prometheus_client import CollectorRegistry
 
 from detector.artifact import ArtifactError
@@ -24,7 +23,7 @@ from detector.pipeline import (BatchResult, DeadLetter, Pipeline, Record, Submit
                                dead_letter_message)
 from detector.registry import current_version, is_registry, load_model_or_registry
 from detector.reload import HotReload, ModelWatcher
-from detector.routes import MAX_REMEMBERED, Router
+from detector.routes import MAX_REMEMBERED, Router, asset_of
 from detector.settings import ServeSettings
 
 log = logging.getLogger("vigil.serve")
@@ -176,19 +175,3 @@ class Fleet:
                 ", ".join(route.assets + ((f"the assets in {route.assets_file}",) if route.assets_file else ()))
             lines.append(f"route {route.name} ({serves}): {pipeline.describe()} from {route.model}")
         return f"{len(lines)} routes; " + "; ".join(lines)
-
-
-def asset_of(record: Record) -> str | None:
-    """The asset a record is about: its key, or else its value's "asset" (None: neither is usable;
-    decoding the record will say why)."""
-    if record.key:
-        try:
-            return record.key.decode()
-        except UnicodeDecodeError:
-            return None
-    try:
-        value = orjson.loads(record.value)
-    except (orjson.JSONDecodeError, TypeError):
-        return None
-    asset = value.get("asset") if isinstance(value, dict) else None
-    return asset if isinstance(asset, str) else None

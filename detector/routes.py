@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from fnmatch import translate
 from pathlib import Path
 
+import orjson
+
 DEFAULT_ROUTE = "default"
 ROUTE_KEYS = ("name", "model", "assets", "assets_file")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -134,3 +136,24 @@ class Router:
             self._memo.clear()
         self._memo[asset] = found
         return found
+
+
+def asset_of(record) -> str | None:
+    """The asset a Kafka record is about: its key, or else its value's "asset" (None: neither is
+    usable; decoding the record will say why)."""
+    if record.key:
+        try:
+            return record.key.decode()
+        except UnicodeDecodeError:
+            return None
+    try:
+        value = orjson.loads(record.value)
+    except (orjson.JSONDecodeError, TypeError):
+        return None
+    asset = value.get("asset") if isinstance(value, dict) else None
+    return asset if isinstance(asset, str) else None
+
+
+def asset_filter(patterns: tuple[str, ...]) -> Router:
+    """A Router of one route serving `patterns` (globs or ids): 0 for an asset they match, else None."""
+    return Router([Route("assets", "", patterns)])

@@ -66,6 +66,15 @@ def test_readings_by_asset_sorts_dedups_and_counts_bad_records():
     assert times.tolist() == [t0, t0 + 2000] and values[:, 0].tolist() == [0.0, 2.0] and np.isnan(values[0, 1])
 
 
+def test_readings_by_asset_takes_only_the_assets_asked_for():
+    from detector.routes import asset_filter
+    t0 = 1_767_225_600_000
+    records = [record({"asset": a, "ts": t0, "values": {"a": 1.0}}, a.encode()) for a in ("pump-1", "fan-1", "pump-2")]
+    records.append(record({"asset": "fan-2", "ts": t0, "values": {"a": 1.0}}, None))  # no key: its asset counts
+    series, bad = readings_by_asset(records, SENSORS, asset_filter(("pump-*",)))
+    assert sorted(series) == ["pump-1", "pump-2"] and bad == 0
+
+
 def test_split_holdout_takes_the_end_of_each_series():
     t = SensorTable("f", [str(i) for i in range(100)], np.arange(100.0), SENSORS, np.zeros((100, 2)), None)
     short = SensorTable("g", ["0"] * 20, np.arange(20.0), SENSORS, np.zeros((20, 2)), None)
@@ -197,6 +206,9 @@ def test_retrain_from_kafka_leaves_out_alert_stretches(registry, tmp_path):
         for i, row in enumerate(values.tolist()):
             message = {"asset": asset, "ts": start_ms + i * 1000, "values": dict(zip(synthetic.SENSORS, row))}
             producer.send(topic, key=asset.encode(), value=json.dumps(message).encode())
+    for i in range(300):  # another machine type on the same topic: none of the model's sensors
+        message = {"asset": "fan-1", "ts": start_ms + i * 1000, "values": dict.fromkeys(synthetic.FAN.sensors, 1.0)}
+        producer.send(topic, key=b"fan-1", value=json.dumps(message).encode())
     producer.send(topic, key=b"pump-1", value=b"{broken")
     for kind, at in (("open", 500), ("resolve", 699)):
         event = {"type": kind, "alert_id": "a1", "asset": "pump-1", "time": iso(start_ms + at * 1000),
@@ -209,5 +221,6 @@ def test_retrain_from_kafka_leaves_out_alert_stretches(registry, tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())
     assert code in (0, 3) and (code == 0) == (report["decision"] == "promoted")
     assert report["source"]["assets"] == 2 and report["source"]["undecodable_records"] == 1
+    assert report["source"]["assets_without_the_models_sensors"] == 1  # fan-1, left out
     assert report["source"]["alert_stretches_left_out"] == 1
     assert report["train_rows"] + report["holdout_rows"] == 3000 - 200  # readings 500..699 of pump-1 left out

@@ -18,6 +18,7 @@ import numpy as np
 from detector.alerts import epoch_ms
 from detector.table import SensorTable
 from detector.messages import BadMessage, Decoder
+from detector.routes import Router, asset_filter, asset_of
 from detector.topics import SourceError, read_records  # noqa: F401 (SourceError: part of this API)
 
 @dataclass(frozen=True)
@@ -46,14 +47,20 @@ def alert_stretches(records, margin_seconds: float, until_s: float) -> list[Stre
                     (a["end"] if a["end"] is not None else until_s) + margin_seconds) for a in alerts.values()]
 
 
-def readings_by_asset(records, sensors: tuple[str, ...]) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
+def readings_by_asset(records, sensors: tuple[str, ...], assets: Router | None = None
+                      ) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
     """Decode reading records into {asset: (times ms [n], values [n, sensors])}, sorted by time,
-    duplicates dropped. Returns that and the number of records that could not be decoded."""
+    duplicates dropped. Returns that and the number of records that could not be decoded.
+    assets: only the assets it matches (detector.routes.asset_filter; None: all)."""
     decoder = Decoder(sensors)
     times, values = defaultdict(list), defaultdict(list)
     bad = 0
     now_ms = int(time.time() * 1000)
     for record in records:
+        if assets is not None:
+            asset = asset_of(record)
+            if asset is not None and assets(asset) is None:
+                continue
         try:
             message = decoder.decode(record.value, record.key, now_ms)
         except BadMessage:
@@ -116,10 +123,13 @@ def from_files(path: str, sensors: tuple[str, ...], min_rows: int, strict_time: 
 
 
 def from_kafka(options: dict, topic: str, alerts_topic: str | None, since_seconds: float, margin_seconds: float,
-               sensors: tuple[str, ...], min_rows: int, say: Callable[[str], None] = lambda _m: None
-               ) -> tuple[list[SensorTable], dict]:
+               sensors: tuple[str, ...], min_rows: int, say: Callable[[str], None] = lambda _m: None,
+               assets: tuple[str, ...] = ()) -> tuple[list[SensorTable], dict]:
     """The last since_seconds of the readings topic, one series per asset, minus the stretches
-    (+- margin) of the alerts on alerts_topic (None: nothing left out). Returns (tables, summary)."""
+    (+- margin) of the alerts on alerts_topic (None: nothing left out). Returns (tables, summary).
+    assets: only assets these globs or ids match (a route's, on a topic of several machine types).
+    An asset that sent fewer than half of the model's sensors is left out and reported (another
+    machine type, which may share a sensor name or two with the model's)."""
     until_ms = int(time.time() * 1000)
     since_ms = until_ms - int(since_seconds * 1000)
     stretches = []
@@ -134,12 +144,19 @@ def from_kafka(options: dict, topic: str, alerts_topic: str | None, since_second
             last[0] = time.monotonic()
             say(f"  {n} records read")
 
-    series, bad = readings_by_asset(read_records(options, topic, since_ms, until_ms, progress), sensors)
+    series, bad = readings_by_asset(read_records(options, topic, since_ms, until_ms, progress), sensors,
+                                    asset_filter(assets) if assets else None)
+    other = sorted(a for a, (_, v) in series.items() if 2 * np.isfinite(v).any(axis=0).sum() < len(sensors))
+    if other:
+        say(f"left out {len(other)} asset(s) that sent fewer than half of the model's sensors ({', '.join(other[:3])}"
+            f"{', ...' if len(other) > 3 else ''}): another machine type? --assets takes only the model's")
     tables = []
     for asset, (times_ms, values) in sorted(series.items()):
-        tables += cut_stretches(asset, times_ms, values, sensors, stretches, min_rows, topic)
+        if asset not in other:
+            tables += cut_stretches(asset, times_ms, values, sensors, stretches, min_rows, topic)
     say(f"read {sum(len(t) for t, _ in series.values())} readings of {len(series)} asset(s); "
         f"{bad} undecodable record(s) skipped")
-    summary = {"topic": topic, "since_seconds": since_seconds, "assets": len(series),
+    summary = {"topic": topic, "since_seconds": since_seconds, "assets": len(series) - len(other),
+               "assets_without_the_models_sensors": len(other), "asset_patterns": list(assets),
                "undecodable_records": bad, "alerts_topic": alerts_topic, "alert_stretches_left_out": len(stretches)}
     return tables, summary

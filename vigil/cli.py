@@ -576,8 +576,9 @@ def _recent_kafka(args, current) -> tuple[list, dict]:
     except KafkaAccessError as e:
         raise UserError(str(e)) from None
     options = client_options(security, bootstrap_servers=args.bootstrap_servers, client_id="vigil-retrain")
+    assets = tuple(a.strip() for a in (args.assets or "").split(",") if a.strip())
     return from_kafka(options, args.topic, alerts_topic, since, margin, current.sensors, 2 * current.config.window,
-                      say=lambda m: _log(args, m))
+                      say=lambda m: _log(args, m), assets=assets)
 
 
 def cmd_serve(args) -> int:
@@ -724,6 +725,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-margin", default="1h", help="left out before an alert opened and after it resolved "
                                                           "(default 1h)")
     p.add_argument("--no-alerts", action="store_true", help="do not read the alerts topic (nothing left out)")
+    p.add_argument("--assets", metavar="GLOBS", help="with --bootstrap-servers: only these assets, comma-separated "
+                                                     "ids or globs (a route's, e.g. 'pump-*', on a topic of several "
+                                                     "machine types)")
     p.add_argument("--labels", help="labelled CSV or Parquet file or directory: the challenger must detect its events too")
     _add_strict_time(p)
     p.add_argument("--config", help="TOML: training settings (default: the current model's) and a [gate] table")
