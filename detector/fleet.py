@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
@@ -25,6 +25,7 @@ from detector.registry import current_version, is_registry, load_model_or_regist
 from detector.reload import HotReload, ModelWatcher
 from detector.routes import MAX_REMEMBERED, Router, asset_of
 from detector.settings import ServeSettings
+from detector.shadow import Shadow
 
 log = logging.getLogger("vigil.serve")
 NO_MODEL = "no_model"  # the dead-letter reason of a record whose asset no route serves
@@ -36,13 +37,14 @@ class FleetBatch:
 
     parts: list[tuple[Pipeline, Submitted]]
     result: BatchResult  # offsets of the whole batch, and its no_model dead letters
+    shadows: list[tuple[Pipeline, Submitted]] = field(default_factory=list)  # the shadows' parts
 
 
 class Fleet:
     def __init__(self, settings: ServeSettings, metrics: ServiceMetrics, registry: CollectorRegistry):
-        """metrics: the daemon's; registry: the one its endpoint shows. With one route (the `model`
-        setting) the pipeline uses `metrics`, which is on `registry`. With routes, `metrics` is on
-        a registry of its own, as is each route's, and `registry` shows them all (Merged)."""
+        """metrics: the daemon's, on a registry of its own; registry: the one its endpoint shows.
+        With one route (the `model` setting) the pipeline uses `metrics`; with routes each route
+        has a registry of its own. `registry` shows them all, and a shadow's while it runs (Merged)."""
         routes = settings.all_routes()
         self.metrics, self.topics = metrics, Topics(settings.alerts_topic, settings.dlq_topic, settings.scores_topic)
         self.router = Router(routes)
@@ -51,8 +53,10 @@ class Fleet:
         self.pipelines: list[Pipeline] = []
         self.reloads: list[HotReload] = []
         self.names = [] if self.single else [r.name for r in routes]
-        # the daemon's own metrics, and its no_model dead letters (its registry is not exposed itself)
-        sources = [(metrics.registry, {}, lambda name: name in DAEMON_FAMILIES or name == "vigil_dead_letters")]
+        self.shadows: list[Shadow | None] = []
+        # the daemon's own metrics (with one model also its pipeline's), and its no_model dead letters
+        sources = [(metrics.registry, {}, lambda name: True)] if self.single else \
+            [(metrics.registry, {}, lambda name: name in DAEMON_FAMILIES or name == "vigil_dead_letters")]
         for route in routes:
             try:
                 model = load_model_or_registry(route.model)
@@ -71,38 +75,53 @@ class Fleet:
                                 settings.idle_seconds, settings.max_message_bytes, settings.storm_policy(),
                                 self.topics, "" if self.single else route.name)
             self.pipelines.append(pipeline)
+            shadow = None
             if is_registry(route.model):
                 watcher = ModelWatcher(Path(route.model), current_version(route.model), settings.reload_seconds)
                 self.reloads.append(HotReload(watcher, pipeline, route_metrics,
                                               "" if self.single else f"route {route.name}: "))
-        if not self.single:
-            registry.register(Merged(sources))
+                shadow = Shadow(route.model, pipeline.name, settings, sources,
+                                {} if self.single else {"model": route.name})
+            self.shadows.append(shadow)
+        registry.register(Merged(sources))
 
     def submit(self, records: Sequence[Record], replay_until: dict[tuple[str, int], int] | None = None,
                now_ms: int | None = None) -> FleetBatch:
-        """Decode the records and start scoring them, each with its route's model (Pipeline.submit)."""
-        if self.single:
-            submitted = self.pipelines[0].submit(records, replay_until, now_ms)
-            return FleetBatch([(self.pipelines[0], submitted)], submitted.result)
+        """Decode the records and start scoring them, each with its route's model (Pipeline.submit),
+        and with its shadow's, if it has one."""
         replay_until = replay_until or {}
-        route = self._routes_of(records)
-        first = route[0] if route else None
-        if first is not None and route.count(first) == len(route):  # one route serves the whole batch
-            submitted = self.pipelines[first].submit(records, replay_until, now_ms)
-            return FleetBatch([(self.pipelines[first], submitted)], submitted.result)
-        result = BatchResult()
-        result.offsets, result.commits = batch_offsets({(r.topic, r.partition): r for r in records})
-        split: list[list[Record]] = [[] for _ in self.pipelines]
-        for r, i in zip(records, route):
-            if i is not None:
-                split[i].append(r)
-            elif r.offset >= replay_until.get((r.topic, r.partition), -1):  # re-read history: refused before
-                result.dead_letters.append(DeadLetter(r, NO_MODEL, f"asset {asset_of(r)!r} matches no route "
-                                                                    f"({', '.join(self.names)})"))
-        if result.dead_letters:
-            self.metrics.dead_letters.labels(NO_MODEL).inc(len(result.dead_letters))
-        parts = [(p, p.submit(rs, replay_until, now_ms)) for p, rs in zip(self.pipelines, split) if rs]
-        return FleetBatch(parts, result)
+        if self.single:
+            groups = [(0, records)]
+        else:
+            route = self._routes_of(records)
+            first = route[0] if route else None
+            if first is not None and route.count(first) == len(route):  # one route serves the whole batch
+                groups = [(first, records)]
+            else:
+                groups = None
+        if groups is not None:
+            submitted = self.pipelines[groups[0][0]].submit(records, replay_until, now_ms)
+            batch = FleetBatch([(self.pipelines[groups[0][0]], submitted)], submitted.result)
+        else:
+            result = BatchResult()
+            result.offsets, result.commits = batch_offsets({(r.topic, r.partition): r for r in records})
+            split: list[list[Record]] = [[] for _ in self.pipelines]
+            for r, i in zip(records, route):
+                if i is not None:
+                    split[i].append(r)
+                elif r.offset >= replay_until.get((r.topic, r.partition), -1):  # re-read history: refused before
+                    result.dead_letters.append(DeadLetter(r, NO_MODEL, f"asset {asset_of(r)!r} matches no route "
+                                                                        f"({', '.join(self.names)})"))
+            if result.dead_letters:
+                self.metrics.dead_letters.labels(NO_MODEL).inc(len(result.dead_letters))
+            groups = [(i, rs) for i, rs in enumerate(split) if rs]
+            batch = FleetBatch([(self.pipelines[i], self.pipelines[i].submit(rs, replay_until, now_ms))
+                                for i, rs in groups], result)
+        for i, rs in groups:
+            shadow = self.shadows[i]
+            if shadow is not None and shadow.pipeline is not None:
+                batch.shadows.append((shadow.pipeline, shadow.pipeline.submit(rs, replay_until, now_ms)))
+        return batch
 
     def _routes_of(self, records: Sequence[Record]) -> list[int | None]:
         """The route of each record (None: no route), remembered by record key: a dict lookup per
@@ -121,28 +140,30 @@ class Fleet:
         return route
 
     def finish(self, batch: FleetBatch) -> BatchResult:
-        """Every route's part of the batch finished (Pipeline.finish), as one BatchResult."""
-        if self.single:
-            pipeline, submitted = batch.parts[0]
-            return pipeline.finish(submitted)
+        """Every route's part of the batch finished (Pipeline.finish), as one BatchResult; of the
+        shadows' parts, only their alert and storm events (to the shadow alerts topic)."""
         if len(batch.parts) == 1 and batch.parts[0][1].result is batch.result:  # the batch went to one route
             pipeline, submitted = batch.parts[0]
-            return pipeline.finish(submitted)
-        result = batch.result
-        own = [dead_letter_message(self.topics.dlq, dl) for dl in result.dead_letters]
-        for pipeline, submitted in batch.parts:
-            part = pipeline.finish(submitted)
-            result.alerts += part.alerts
-            result.storms += part.storms
-            result.dead_letters += part.dead_letters
-            result.scores += part.scores
-            result.scored += part.scored
-            result.messages += part.messages
-        result.messages += own
+            result = pipeline.finish(submitted)
+        else:
+            result = batch.result
+            own = [dead_letter_message(self.topics.dlq, dl) for dl in result.dead_letters]
+            for pipeline, submitted in batch.parts:
+                part = pipeline.finish(submitted)
+                result.alerts += part.alerts
+                result.storms += part.storms
+                result.dead_letters += part.dead_letters
+                result.scores += part.scores
+                result.scored += part.scored
+                result.messages += part.messages
+            result.messages += own
+        for pipeline, submitted in batch.shadows:
+            topic = pipeline.topics.alerts
+            result.messages += [m for m in pipeline.finish(submitted).messages if m[0] == topic]
         return result
 
     def expire_idle(self) -> None:
-        for pipeline in self.pipelines:
+        for pipeline in self.pipelines + [s.pipeline for s in self.shadows if s is not None and s.pipeline]:
             pipeline.expire_idle()
 
     def take_up(self, open_alerts: dict[str, dict], storms: dict[str, dict]) -> None:
@@ -159,10 +180,14 @@ class Fleet:
             pipeline.take_up(alerts, storms)
 
     def check_reload(self, before_swap: Callable[[], object] = lambda: None) -> bool:
-        """Serve each route's newly promoted model (HotReload.check); True when any changed."""
+        """Serve each route's newly promoted model (HotReload.check) and follow its shadow (Shadow.check);
+        True when any changed."""
         swapped = False
         for reload in self.reloads:
             swapped = reload.check(before_swap) or swapped
+        for shadow in self.shadows:
+            if shadow is not None:
+                swapped = shadow.check(before_swap) or swapped
         return swapped
 
     def describe(self) -> str:

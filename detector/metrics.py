@@ -237,7 +237,7 @@ class Merged(Collector):
 
     def collect(self):
         merged: dict[str, Metric] = {}
-        for registry, labels, take in self.sources:
+        for registry, labels, take in list(self.sources):  # a shadow may come or go meanwhile
             for family in registry.collect():
                 if not take(family.name):
                     continue

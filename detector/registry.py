@@ -4,7 +4,12 @@
       20261123T190000Z-1a2b3c4d/   a model artifact (see detector.artifact)
       20261124T020000Z-5e6f7a8b/
       current                      one line: the active version's directory name
-      history                      one line per promotion: "<UTC time> promote|rollback <version>"
+      shadow                       (optional) one line: a version the daemon also scores, silently
+      history                      one line per change: "<UTC time> promote|rollback|shadow|unshadow <version>"
+
+A shadow version is scored by the daemon on the live stream beside `current` without raising
+alerts (its would-be alerts go to a shadow topic): a challenger watched before it pages anyone.
+Promoting the shadow version ends its shadowing.
 
 `current` and `history` are replaced atomically (write a temporary file, then rename), so a
 reader sees the old or the new content, never half of it, and a promotion that fails (disk
@@ -25,7 +30,7 @@ from pathlib import Path
 
 from detector.artifact import (ArtifactError, TrainedModel, fsync_directory, load, os_reason, temporaries)
 
-CURRENT, HISTORY = "current", "history"
+CURRENT, HISTORY, SHADOW = "current", "history", "shadow"
 MAX_NAME = 255
 
 
@@ -156,18 +161,14 @@ def leftovers(registry: str | os.PathLike) -> list[Path]:
     registry = Path(registry)
     try:
         files = [p for p in registry.iterdir()
-                 if p.name.startswith((f".{CURRENT}.", f".{HISTORY}.")) and p.is_file()]
+                 if p.name.startswith((f".{CURRENT}.", f".{HISTORY}.", f".{SHADOW}.")) and p.is_file()]
     except OSError:
         files = []
     return sorted(temporaries(registry) + files)
 
 
-def promote(registry: str | os.PathLike, version: str, _action: str = "promote") -> TrainedModel:
-    """Verify a version, make it current and record it in the history; returns the model.
-    Nothing changes when the version is refused or the files cannot be written."""
-    registry = Path(registry)
-    check_version_name(version)
-    model = load(registry / version)  # refuses a missing, corrupted or unreadable version
+def _history_with(registry: Path, action: str, version: str) -> bytes:
+    """The history file's content with one more line: now, action, version."""
     try:
         history = (registry / HISTORY).read_bytes()
     except FileNotFoundError:
@@ -177,9 +178,70 @@ def promote(registry: str | os.PathLike, version: str, _action: str = "promote")
     if history and not history.endswith(b"\n"):
         history += b"\n"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    _replace(registry, {CURRENT: f"{version}\n".encode(), HISTORY: history + f"{stamp} {_action} {version}\n".encode()},
-             f"make {version} current")
+    return history + f"{stamp} {action} {version}\n".encode()
+
+
+def promote(registry: str | os.PathLike, version: str, _action: str = "promote") -> TrainedModel:
+    """Verify a version, make it current and record it in the history; returns the model.
+    Promoting the shadow version ends its shadowing. Nothing changes when the version is
+    refused or the files cannot be written."""
+    registry = Path(registry)
+    check_version_name(version)
+    model = load(registry / version)  # refuses a missing, corrupted or unreadable version
+    files = {CURRENT: f"{version}\n".encode(), HISTORY: _history_with(registry, _action, version)}
+    if shadow_version(registry) == version:
+        files[SHADOW] = b""
+    _replace(registry, files, f"make {version} current")
     return model
+
+
+def shadow_version(registry: str | os.PathLike) -> str | None:
+    """The version the daemon scores silently beside `current`, or None (no `shadow` file, or an
+    empty one); ArtifactError when the file is not a version name."""
+    path = Path(registry) / SHADOW
+    try:
+        name = path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ArtifactError(f"{path}: cannot be read: {os_reason(e) if isinstance(e, OSError) else 'not text'}"
+                            ) from None
+    return check_version_name(name, str(path)) if name else None
+
+
+def set_shadow(registry: str | os.PathLike, version: str | None) -> TrainedModel | None:
+    """Make a (verified) version the shadow, or end shadowing (None); recorded in the history.
+    Returns the shadow model."""
+    registry = Path(registry)
+    if version is None:
+        old = shadow_version(registry)
+        if old is not None:
+            _replace(registry, {SHADOW: b"", HISTORY: _history_with(registry, "unshadow", old)}, "end shadowing")
+        return None
+    check_version_name(version)
+    model = load(registry / version)  # refuses a missing, corrupted or unreadable version
+    if version == current_version(registry):
+        raise ArtifactError(f"{version} is the current version; a shadow is another version scored beside it")
+    _replace(registry, {SHADOW: f"{version}\n".encode(), HISTORY: _history_with(registry, "shadow", version)},
+             f"make {version} the shadow")
+    return model
+
+
+def shadow_since(registry: str | os.PathLike) -> datetime | None:
+    """When the current shadow version became the shadow (the history's last `shadow` line for it)."""
+    version = shadow_version(registry)
+    path = Path(registry) / HISTORY
+    if version is None or not path.is_file():
+        return None
+    since = None
+    for line in path.read_text(errors="replace").splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[1:] == ["shadow", version]:
+            try:
+                since = datetime.strptime(parts[0], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+            except ValueError:
+                continue
+    return since
 
 
 def promotion_stack(registry: str | os.PathLike) -> list[str]:

@@ -130,8 +130,8 @@ class Service:
         self.settings = settings
         self.clients = clients or kafka_clients()
         self.registry = registry or CollectorRegistry()
-        # with routes the endpoint shows every route's metrics and these together (detector.fleet)
-        self.metrics = ServiceMetrics(CollectorRegistry() if settings.routes else self.registry)
+        # the endpoint shows these with every route's and shadow's metrics (detector.fleet, metrics.Merged)
+        self.metrics = ServiceMetrics(CollectorRegistry())
         self.health = Health()
         self._stop = threading.Event()
         self._processed: dict[TopicPartition, OffsetAndMetadata] = {}

@@ -156,6 +156,7 @@ class ServeSettings:
     alerts_topic: str = "vigil.alerts"
     dlq_topic: str = "vigil.dlq"
     scores_topic: str = ""                  # if set: every window's score is produced here (asset, ts, score)
+    shadow_alerts_topic: str = ""           # a shadow model's would-be alerts ("": alerts_topic + ".shadow")
     metrics_addr: str = "127.0.0.1:9108"
     batch_size: int = 5000                  # records per micro-batch at most
     max_wait_ms: int = 100                  # longest wait to fill a micro-batch

@@ -287,3 +287,54 @@ def test_a_plant_of_pumps_and_fans_on_one_topic_alerts_under_each_kinds_model(to
     assert {r.key for r in dead} == {b"valve-1"} and all(dict(r.headers)["vigil.reason"] == b"no_model" for r in dead)
     assert serve.terminate() < 10
     assert all(c == e for c, e in committed_vs_end(topic, group).values())
+
+
+def test_a_shadow_challenger_on_the_live_stream_is_compared_and_promoted_only_after_its_period(
+        model, topic, tmp_path, capsys):
+    """vigil models shadow -> the daemon scores the stream with it too (its alerts on the shadow
+    topic only) -> vigil models compare -> vigil retrain --shadow-hours: waits, then promotes the
+    shadow that opened no more alert episodes than the current model; the daemon hot-reloads it."""
+    import dataclasses
+    import shutil
+    from datetime import datetime, timedelta, timezone
+
+    from detector import registry as reg
+    from detector.artifact import load, save
+
+    registry = tmp_path / "registry"
+    registry.mkdir()
+    shutil.copytree(model, registry / "v1")
+    reg.promote(registry, "v1")
+    quiet = load(model)  # the challenger: the same network, a threshold it never reaches here
+    quiet.threshold = dataclasses.replace(quiet.threshold, value=quiet.threshold.value * 1e4)
+    quiet.version = ""
+    save(quiet, registry / "v2")
+    assert main(["models", "shadow", "v2", "--registry", str(registry)]) == 0
+    produce(topic, fault_stream("pump-1") + fault_stream("pump-2", fault=()))
+    serve = Serve(registry, topic, unique("g"), extra=("--reload-seconds", "0.5"), log_path=tmp_path / "s.log")
+    m = serve.wait_for(lambda m: m.get("vigil_readings_scored_total", 0) >= 2 * (500 - 7) and
+                       m.get('vigil_readings_scored_total{role="shadow"}', 0) >= 2 * (500 - 7), what="both scored")
+    assert m['vigil_alert_events_total{type="open"}'] >= 1 and m['vigil_alert_events_total{role="shadow",type="open"}'] == 0
+    assert {json.loads(r.value)["model_version"] for r in consume_all(serve.topics["alerts"])} == \
+        {load(registry / "v1").version}  # the current model's only
+    capsys.readouterr()
+    compare = ["--registry", str(registry), "--bootstrap-servers", BOOTSTRAP, "--alerts-topic", serve.topics["alerts"]]
+    assert main(["models", "compare", *compare, "--json", str(tmp_path / "c.json")]) == 0
+    c = json.loads((tmp_path / "c.json").read_text())
+    assert c["current"]["alert_episodes"] >= 1 and c["shadow"]["alert_episodes"] == 0
+    assert c["current_only"] == ["pump-1"] and "alert episodes" in capsys.readouterr().out
+    settle = ["retrain", *compare, "--topic", topic, "--since", "1h", "--shadow-hours", "1", "--quiet"]
+    assert main(settle) == 4  # not an hour yet: waiting
+    assert reg.current_version(registry) == "v1" and reg.shadow_version(registry) == "v2"
+    # an hour and a half of shadowing, as if it had run that long
+    history = (registry / "history").read_text()
+    earlier = (datetime.now(timezone.utc) - timedelta(minutes=90)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    (registry / "history").write_text("".join(earlier + line[20:] + "\n" if line.endswith(" shadow v2") else line + "\n"
+                                              for line in history.splitlines()))
+    assert main(settle) == 0
+    assert reg.current_version(registry) == "v2" and reg.shadow_version(registry) is None
+    v2 = load(registry / "v2").version
+    serve.wait_for(lambda m: [k for k in m if k.startswith("vigil_model_info")] != [] and
+                   all(f'version="{v2}"' in k and "role" not in k for k in m if k.startswith("vigil_model_info")),
+                   what="v2 served, no shadow")
+    serve.terminate()

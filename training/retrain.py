@@ -23,7 +23,7 @@ import numpy as np
 from detector.artifact import TrainedModel, new_version, save
 from detector.table import DataError, SensorTable
 from detector.offline import score_tables
-from detector.registry import load_current, promote
+from detector.registry import load_current, promote, set_shadow
 from training.config import ConfigError, TrainConfig
 from training.evaluation import evaluate_model, runs
 from training.job import train_model
@@ -120,8 +120,10 @@ def decide(current: dict, challenger: dict, gate: Gate) -> list[str]:
 
 def retrain(registry: str | Path, tables: Sequence[SensorTable], config: TrainConfig, gate: Gate,
             labelled: Sequence[SensorTable] = (), source: dict | None = None,
-            say: Callable[[str], None] = lambda _m: None) -> tuple[str, bool, dict]:
-    """Run the job (see the module docstring). Returns (challenger version, promoted?, report)."""
+            say: Callable[[str], None] = lambda _m: None, shadow: bool = False) -> tuple[str, bool, dict]:
+    """Run the job (see the module docstring). Returns (challenger version, promoted?, report).
+    shadow: a challenger that passes the gate becomes the registry's shadow (scored live beside
+    current, detector.shadow) instead of current: report decision "shadowing"."""
     registry = Path(registry)
     current = load_current(registry)
     if not tables:
@@ -147,14 +149,17 @@ def retrain(registry: str | Path, tables: Sequence[SensorTable], config: TrainCo
     reasons = decide(results["current"], results["challenger"], gate)
     challenger.version = new_version(challenger)
     results["challenger"]["version"] = challenger.version
-    report = {"decision": "kept" if reasons else "promoted", "reasons": reasons, "gate": asdict(gate),
+    report = {"decision": "kept" if reasons else "shadowing" if shadow else "promoted", "reasons": reasons,
+              "gate": asdict(gate),
               "source": source or {}, "train_rows": sum(t.rows for t in train),
               "holdout_rows": sum(t.rows for t in held), **results}
     extra = render_report(training_report) | {REPORT_FILE: (json.dumps(report, indent=2) + "\n").encode()}
     save(challenger, registry / challenger.version, extra=extra)
-    if not reasons:
+    if not reasons and shadow:
+        set_shadow(registry, challenger.version)
+    elif not reasons:
         promote(registry, challenger.version)
-    return challenger.version, not reasons, report
+    return challenger.version, not reasons and not shadow, report
 
 
 def config_of(model: TrainedModel) -> TrainConfig:

@@ -25,7 +25,10 @@ EXAMPLES = {
             "  vigil demo --assets 5 --fault pump-4:bearing@2m+10m --duration 600\n"
             "  vigil demo --offline             # no Kafka: train, score a file, list the anomalies",
     "models": "examples:\n  vigil models list --registry models/\n  vigil models show 20261123T190000Z-1a2b3c4d --registry models/\n"
-              "  vigil models promote 20261123T190000Z-1a2b3c4d --registry models/\n  vigil models rollback --registry models/",
+              "  vigil models promote 20261123T190000Z-1a2b3c4d --registry models/\n  vigil models rollback --registry models/\n"
+              "  vigil models shadow 20261124T020000Z-5e6f7a8b --registry models/   (scored live beside current, silently)\n"
+              "  vigil models compare --registry models/ --bootstrap-servers kafka:9092\n"
+              "  vigil models shadow --clear --registry models/",
     "retrain": "examples:\n  vigil retrain --registry models/ --bootstrap-servers kafka:9092 --topic vigil.readings --since 7d\n"
                "  vigil retrain --registry models/ --data recent/ --labels incidents/\n\n"
                "exit status: 0 the challenger was promoted, 3 the current model was kept, 2 an error.",
@@ -306,6 +309,11 @@ def cmd_models(args) -> int:
                            f"but {registry / current} is not a model version")
         except ArtifactError as e:
             current, problem = None, str(e)
+        try:
+            shadow = reg.shadow_version(registry)
+        except ArtifactError as e:
+            shadow = None
+            print(f"vigil models: warning: {e}", file=sys.stderr)
         if not names:
             print(f"{args.registry}: no model versions yet (vigil train --registry {args.registry})")
         for name in names:
@@ -320,7 +328,7 @@ def cmd_models(args) -> int:
                          f"trained on {training.get('rows', '?')} rows")
             except (ArtifactError, ValueError, KeyError, TypeError) as e:
                 about = f"BROKEN: {e}"
-            print(f"{'*' if name == current else ' '} {name}  {about}")
+            print(f"{'*' if name == current else 's' if name == shadow else ' '} {name}  {about}")
         if problem and os.path.lexists(registry / reg.CURRENT):
             print(f"vigil models: warning: {problem}", file=sys.stderr)
         elif problem and names:
@@ -350,8 +358,74 @@ def cmd_models(args) -> int:
         for level, message in describe_change(serving, model) if serving is not None else ():
             print(f"vigil models: {'warning' if level == 'warning' else 'note'}: {message}", file=sys.stderr)
         return 0
+    if args.action == "shadow":
+        if args.clear == bool(args.version):
+            raise UserError("shadow needs a VERSION, or --clear")
+        if args.clear:
+            old = reg.shadow_version(args.registry)
+            reg.set_shadow(args.registry, None)
+            print(f"shadow {old} cleared in {args.registry}" if old else f"{args.registry} had no shadow")
+            return 0
+        reg.set_shadow(args.registry, args.version)
+        print(f"{args.version} is now the shadow in {args.registry}: a daemon serving it scores the live stream "
+              "with it too, its would-be alerts on the shadow alerts topic")
+        return 0
+    if args.action == "compare":
+        return _compare_shadow(args)
     version = reg.rollback(args.registry)
     print(f"rolled back: {version} is current again in {args.registry}")
+    return 0
+
+
+def _shadow_period(registry) -> tuple[str, float]:
+    """The registry's shadow version and how long it has been the shadow (seconds)."""
+    from detector import registry as reg
+
+    version = reg.shadow_version(registry)
+    if version is None:
+        raise UserError(f"{registry} has no shadow version (vigil models shadow VERSION --registry {registry})")
+    since = reg.shadow_since(registry)
+    if since is None:
+        raise UserError(f"{Path(registry) / reg.HISTORY}: does not say when {version} became the shadow")
+    return version, time.time() - since.timestamp()
+
+
+def _kafka_options(bootstrap_servers: str, client_id: str) -> dict:
+    from detector.kafka_client import KafkaAccessError, client_options, preflight, security_from_env
+
+    security = security_from_env()  # VIGIL_KAFKA_*, as for every command
+    try:
+        preflight(security, bootstrap_servers)
+    except KafkaAccessError as e:
+        raise UserError(str(e)) from None
+    return client_options(security, bootstrap_servers=bootstrap_servers, client_id=client_id)
+
+
+def _shadow_comparison(args, version: str, seconds: float) -> dict:
+    from training.shadow_gate import compare, read_opens
+
+    if not args.bootstrap_servers:
+        raise UserError("comparing with the shadow reads the alert topics: give --bootstrap-servers")
+    alerts = args.alerts_topic or "vigil.alerts"
+    shadow_topic = args.shadow_alerts_topic or alerts + ".shadow"
+    assets = tuple(a.strip() for a in (args.assets or "").split(",") if a.strip())
+    now_ms = int(time.time() * 1000)
+    current, shadow = read_opens(_kafka_options(args.bootstrap_servers, "vigil-compare"), alerts, shadow_topic,
+                                 now_ms - int(seconds * 1000), now_ms + 1, assets,
+                                 say=lambda m: print(f"vigil: note: {m}", file=sys.stderr))
+    return compare(current, shadow)
+
+
+def _compare_shadow(args) -> int:
+    from training.shadow_gate import describe
+
+    version, seconds = _shadow_period(args.registry)
+    comparison = _shadow_comparison(args, version, seconds)
+    for line in describe(comparison, version, seconds / 3600):
+        print(line)
+    if args.json:
+        Path(args.json).write_text(json.dumps({"shadow": version, "hours": seconds / 3600, **comparison}, indent=2)
+                                   + "\n")
     return 0
 
 
@@ -514,6 +588,16 @@ def cmd_retrain(args) -> int:
     gate = load_gate(args.config, holdout_fraction=args.holdout_fraction,
                      max_false_alarm_rate=args.max_false_alarm_rate,
                      false_alarm_tolerance=args.false_alarm_tolerance, recall_tolerance=args.recall_tolerance)
+    if args.shadow_hours is not None:
+        if not args.shadow_hours > 0:
+            raise UserError(f"--shadow-hours {args.shadow_hours}: must be more than 0")
+        if not args.bootstrap_servers:
+            raise UserError("--shadow-hours compares the shadow with the current model on the alert topics: "
+                            "give --bootstrap-servers")
+        from detector import registry as reg
+
+        if reg.shadow_version(args.registry) is not None:  # settle the pending shadow; no new challenger
+            return _settle_shadow(args)
     current = load_current(args.registry)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
     config = load_config(args.config, **overrides) if args.config else \
@@ -538,7 +622,7 @@ def cmd_retrain(args) -> int:
         if unlabelled:
             raise UserError(f"{unlabelled[0]}: no label column ('anomaly'); --labels needs labelled files")
     version, promoted, report = retrain(args.registry, tables, config, gate, labelled, source,
-                                        say=lambda m: _log(args, m))
+                                        say=lambda m: _log(args, m), shadow=args.shadow_hours is not None)
     for name in ("current", "challenger"):
         r = report[name]
         line = (f"{name:<11}{r['version']:<28}false alarms {r['normal']['false_alarm_rate']:.4%} of "
@@ -551,8 +635,41 @@ def cmd_retrain(args) -> int:
     if promoted:
         print(f"promoted {version}: now current in {args.registry}")
         return 0
+    if report["decision"] == "shadowing":
+        print(f"challenger {version} passed the gate: now the shadow in {args.registry}; a later "
+              f"`vigil retrain --shadow-hours {args.shadow_hours:g}` promotes it once it has scored the live stream "
+              f"for {args.shadow_hours:g} h with no more alert episodes than {report['current']['version']}")
+        return 4
     print(f"kept {report['current']['version']}; challenger {version} registered but not promoted:")
     for reason in report["reasons"]:
+        print(f"  {reason}")
+    return 3
+
+
+def _settle_shadow(args) -> int:
+    """vigil retrain --shadow-hours with a pending shadow: promote it (0), wait (4) or drop it (3)."""
+    from detector import registry as reg
+    from training.shadow_gate import decide, describe
+
+    version, seconds = _shadow_period(args.registry)
+    hours = seconds / 3600
+    if hours < args.shadow_hours:
+        print(f"shadow {version} has scored the live stream for {hours:.1f} h of {args.shadow_hours:g}: "
+              "waiting (no new challenger while it runs)")
+        return 4
+    comparison = _shadow_comparison(args, version, seconds)
+    for line in describe(comparison, version, hours):
+        print(line)
+    if args.report:
+        Path(args.report).write_text(json.dumps({"shadow": version, "hours": hours, **comparison}, indent=2) + "\n")
+    reasons = decide(comparison, hours, args.shadow_hours)
+    if not reasons:
+        reg.promote(args.registry, version)
+        print(f"promoted {version}: now current in {args.registry}")
+        return 0
+    reg.set_shadow(args.registry, None)
+    print(f"kept {reg.current_version(args.registry)}; shadow {version} dropped:")
+    for reason in reasons:
         print(f"  {reason}")
     return 3
 
@@ -707,10 +824,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="(--offline) no progress output")
     p.set_defaults(func=cmd_demo)
 
-    p = command("models", "List, inspect, promote and roll back model versions in a registry.")
-    p.add_argument("action", choices=["list", "show", "promote", "rollback"])
-    p.add_argument("version", nargs="?", help="the version (show, promote)")
+    p = command("models", "List, inspect, promote, shadow and roll back model versions in a registry.")
+    p.add_argument("action", choices=["list", "show", "promote", "rollback", "shadow", "compare"])
+    p.add_argument("version", nargs="?", help="the version (show, promote, shadow)")
     p.add_argument("--registry", required=True, help="registry directory")
+    p.add_argument("--clear", action="store_true", help="shadow: end shadowing")
+    p.add_argument("--bootstrap-servers", help="compare: the Kafka brokers whose alert topics to read")
+    p.add_argument("--alerts-topic", help="compare: the current model's alerts (default vigil.alerts)")
+    p.add_argument("--shadow-alerts-topic", help="compare: the shadow's (default ALERTS_TOPIC.shadow)")
+    p.add_argument("--assets", metavar="GLOBS", help="compare: only these assets (a route's, e.g. 'pump-*')")
+    p.add_argument("--json", metavar="FILE", help="compare: also write the comparison as JSON")
     p.set_defaults(func=cmd_models)
 
     p = command("retrain", "Train a challenger on recent normal data; promote it only if it beats the current "
@@ -741,6 +864,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="maximum epochs (default: the current model's setting)")
     p.add_argument("--seed", type=int)
     p.add_argument("--report", help="also write the comparison report (JSON) here")
+    p.add_argument("--shadow-hours", type=float, metavar="N",
+                   help="a challenger that passes the gate becomes the shadow instead of current; a later run "
+                        "promotes the shadow once it has scored the live stream N hours with no more alert episodes "
+                        "than the current model (else drops it). Exit 4: shadowing")
+    p.add_argument("--shadow-alerts-topic", help="with --shadow-hours: the shadow's alerts (default ALERTS_TOPIC.shadow)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_retrain)
 

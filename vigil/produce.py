@@ -25,7 +25,7 @@ from kafka.errors import KafkaError
 
 from detector.table import SensorTable
 from detector.messages import EARLIEST_MS, MAX_FUTURE_MS
-from vigil import csvformat, synthetic
+from vigil import csvformat
 from vigil.simulate import Fleet
 
 STEP_ROWS = 1000         # rows produced per step at most

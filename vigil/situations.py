@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vigil import synthetic
 from vigil.specs import SimulationError, Stop
 
 if TYPE_CHECKING:

@@ -1,0 +1,122 @@
+"""Shadow scoring (detector.shadow): a registry's shadow version scored on the live stream beside
+the current model, its would-be alerts on the shadow topic only; the registry's shadow file."""
+
+import pytest
+from prometheus_client.exposition import generate_latest
+
+from detector import registry as reg
+from detector.artifact import ArtifactError, save
+from tests.test_pipeline import make_model
+from tests.test_service_loop import _threshold, committed, run
+from tests.test_service_loop import stream as stream  # the fixture: a registry (v1 current, v2) and a topic
+
+
+def shadow_events(kafka, asset=None):
+    return [e for e in kafka.messages("vigil.alerts.shadow") if asset is None or e.get("asset") == asset]
+
+
+def test_a_shadow_scores_the_live_stream_silently(stream, tmp_path):
+    kafka, settings = stream
+    registry = tmp_path / "models"
+    save(make_model(_threshold() * 1e6, version="v3"), registry / "v3")  # a shadow that never alerts
+    reg.set_shadow(registry, "v2")
+    service = run(kafka, settings, stop_after=40)
+    assert committed(kafka) == 301
+    current = [e for e in kafka.messages("vigil.alerts") if e.get("type") == "open"]
+    shadow = [e for e in shadow_events(kafka) if e.get("type") == "open"]
+    assert [(e["asset"], e["model_version"]) for e in current] == [("p1", "v1")]  # alerts: the current model's only
+    assert [(e["asset"], e["model_version"]) for e in shadow] == [("p1", "v2")]   # the shadow's go to its topic
+    assert shadow[0]["alert_id"] != current[0]["alert_id"]
+    r = service.registry
+    assert r.get_sample_value("vigil_alert_events_total", {"type": "open"}) == 1
+    assert r.get_sample_value("vigil_alert_events_total", {"type": "open", "role": "shadow"}) == 1
+    assert r.get_sample_value("vigil_readings_scored_total", {"role": "shadow"}) == \
+        r.get_sample_value("vigil_readings_scored_total")
+    text = generate_latest(r).decode()
+    assert 'vigil_asset_score{asset="p1"}' in text and 'role="shadow",asset' not in text  # no per-asset shadow series
+    assert text.count("# TYPE vigil_alert_events_total counter") == 1
+    assert len([1 for t, *_ in kafka.produced if t == "vigil.dlq"]) == 1  # the shadow dead-letters nothing
+
+
+def test_a_shadow_set_cleared_and_promoted_while_serving(stream, tmp_path):
+    kafka, settings = stream
+    registry = tmp_path / "models"
+    events = []
+
+    def at(n, service):
+        if n == 3:
+            reg.set_shadow(registry, "v2")
+        if n == 12:
+            events.append(("before promote", service.fleet.shadows[0].pipeline is not None))
+            reg.promote(registry, "v2")  # promoting the shadow ends its shadowing
+
+    service = run(kafka, settings, stop_after=40, at=at)
+    assert events == [("before promote", True)]
+    assert service.fleet.pipelines[0].model.version == "v2" and service.fleet.shadows[0].pipeline is None
+    assert reg.shadow_version(registry) is None
+    assert service.registry.get_sample_value("vigil_alerts_open", {"role": "shadow"}) is None  # series gone
+
+
+def test_the_registry_shadow_file(tmp_path):
+    registry = tmp_path / "models"
+    for v in ("v1", "v2"):
+        save(make_model(version=v), registry / v)
+    reg.promote(registry, "v1")
+    assert reg.shadow_version(registry) is None and reg.shadow_since(registry) is None
+    with pytest.raises(ArtifactError, match="v1 is the current version"):
+        reg.set_shadow(registry, "v1")
+    with pytest.raises(ArtifactError, match="v9"):
+        reg.set_shadow(registry, "v9")
+    reg.set_shadow(registry, "v2")
+    assert reg.shadow_version(registry) == "v2" and reg.shadow_since(registry) is not None
+    reg.set_shadow(registry, None)
+    assert reg.shadow_version(registry) is None
+    assert [line.split()[1:] for line in (registry / "history").read_text().splitlines()] == \
+        [["promote", "v1"], ["shadow", "v2"], ["unshadow", "v2"]]
+    (registry / "shadow").write_text("../etc\n")
+    with pytest.raises(ArtifactError, match="not a version name"):
+        reg.shadow_version(registry)
+
+
+def test_the_shadow_gate_promotes_only_after_its_period_with_no_more_alert_episodes():
+    import json
+    from types import SimpleNamespace
+
+    from detector.routes import asset_filter
+    from training.shadow_gate import alert_opens, compare, decide
+
+    def records(*events):
+        return [SimpleNamespace(value=json.dumps(e).encode()) for e in events] + [SimpleNamespace(value=b"{oops")]
+
+    current = alert_opens(records({"type": "open", "asset": "pump-1"}, {"type": "update", "asset": "pump-1"},
+                                  {"type": "open", "asset": "pump-2"}, {"type": "open", "asset": "fan-1"},
+                                  {"type": "storm_start", "scope": "fleet", "storm_id": "s"}), asset_filter(("pump-*",)))
+    shadow = alert_opens(records({"type": "open", "asset": "pump-1"}, {"type": "open", "asset": "pump-3"},
+                                 {"type": "open", "asset": "pump-3"}), asset_filter(("pump-*",)))
+    c = compare(current, shadow)
+    assert (c["current"]["alert_episodes"], c["shadow"]["alert_episodes"]) == (2, 3)
+    assert (c["both"], c["current_only"], c["shadow_only"]) == (["pump-1"], ["pump-2"], ["pump-3"])
+    assert decide(c, 30.0, 24) == ["the shadow opened 3 alert episode(s) on the live stream, the current model 2"]
+    assert decide(compare(current, shadow[:1]), 2.0, 24) == ["the shadow has run 2.0 h of the 24 h required"]
+    assert decide(compare(current, shadow[:2]), 24.0, 24) == []  # as many episodes: promoted
+
+
+def test_vigil_models_shadow_and_list(tmp_path, capsys):
+    from vigil.cli import main
+    registry = tmp_path / "models"
+    for v in ("v1", "v2"):
+        save(make_model(version=v), registry / v)
+    reg.promote(registry, "v1")
+    assert main(["models", "shadow", "v2", "--registry", str(registry)]) == 0
+    assert main(["models", "list", "--registry", str(registry)]) == 0
+    out = capsys.readouterr().out
+    assert "* v1" in out and "s v2" in out
+    assert main(["models", "shadow", "--registry", str(registry)]) == 2
+    assert "shadow needs a VERSION, or --clear" in capsys.readouterr().err
+    assert main(["models", "shadow", "--clear", "--registry", str(registry)]) == 0
+    assert "shadow v2 cleared" in capsys.readouterr().out and reg.shadow_version(registry) is None
+    assert main(["models", "compare", "--registry", str(registry)]) == 2
+    assert "has no shadow version" in capsys.readouterr().err
+    reg.set_shadow(registry, "v2")
+    assert main(["models", "promote", "v2", "--registry", str(registry)]) == 0
+    assert reg.shadow_version(registry) is None  # promoting the shadow ends shadowing
