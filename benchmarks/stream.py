@@ -17,8 +17,8 @@
      reference run over the same readings arrived;
   e. the 10 % and storm scenarios fed at a steady 5,000 readings/s: produce-to-alert latency
      p50/p99 of every alert event, and the consumer lag over time (from the broker);
-  f. several models in one daemon (--routes-only): one model, one route, five routes:
-     readings/s and peak memory (routes()).
+  f. several models in one daemon and shadow scoring (--routes-only): one model, one route,
+     five routes, one model + a shadow: readings/s and peak memory (routes()).
 
 The model has the default architecture (W=60, C=8; throughput does not depend on training).
 
@@ -525,19 +525,28 @@ ROUTE_DIGITS = ("01", "23", "45", "67", "89")  # route i serves the assets whose
 
 
 def routes(model: Path, bootstrap: str, readings: int, assets: int, tmp: Path, repeat: int = 3) -> dict:
-    """(f) Several models in one daemon (serve.routes): readings/s and peak memory on single-reading
-    messages with one model (--model), with the same model as one route of a config file (every
-    record routed), and with five routes (five models of the same architecture, each serving a
-    fifth of the assets by the last digit of their names), each drained `repeat` times in
-    interleaved rounds (the best counts)."""
+    """(f) Several models in one daemon (serve.routes) and shadow scoring: readings/s and peak
+    memory on single-reading messages with one model (--model), with the same model as one route
+    of a config file (every record routed), with five routes (five models of the same
+    architecture, each serving a fifth of the assets by the last digit of their names), and with
+    one model and a shadow (a registry), each drained `repeat` times in interleaved rounds (the
+    best counts)."""
     five = []
     for i, digits in enumerate(ROUTE_DIGITS):
         five.append(f'[[serve.routes]]\nname = "r{i}"\nmodel = "{make_model(tmp, name=f"route-{i}")}"\n'
                     f'assets = ["pump-*[{digits}]"]\n')
     (tmp / "five.toml").write_text("\n".join(five))
     (tmp / "one.toml").write_text(f'[[serve.routes]]\nname = "pumps"\nmodel = "{model}"\nassets = ["pump-*"]\n')
+    from detector.registry import promote, set_shadow  # a registry: v1 current, v2 (another model) its shadow
+
+    shadowed = tmp / "shadowed"
+    shadowed.mkdir()
+    make_model(shadowed, name="v1")
+    make_model(shadowed, name="v2")
+    promote(shadowed, "v1")
+    set_shadow(shadowed, "v2")
     cases = {"1 model (--model)": (model, ()), "1 route": (None, ("--config", str(tmp / "one.toml"))),
-             "5 routes": (None, ("--config", str(tmp / "five.toml")))}
+             "5 routes": (None, ("--config", str(tmp / "five.toml"))), "1 model + shadow": (shadowed, ())}
     rates: dict[str, list[float]] = {name: [] for name in cases}
     memory: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeat):

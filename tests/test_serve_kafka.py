@@ -322,7 +322,7 @@ def test_a_shadow_challenger_on_the_live_stream_is_compared_and_promoted_only_af
     assert main(["models", "compare", *compare, "--json", str(tmp_path / "c.json")]) == 0
     c = json.loads((tmp_path / "c.json").read_text())
     assert c["current"]["alert_episodes"] >= 1 and c["shadow"]["alert_episodes"] == 0
-    assert c["current_only"] == ["pump-1"] and "alert episodes" in capsys.readouterr().out
+    assert c["current_only"] == ["pump-1"] and c["shadow_version"] == "v2" and "alert episodes" in capsys.readouterr().out
     settle = ["retrain", *compare, "--topic", topic, "--since", "1h", "--shadow-hours", "1", "--quiet"]
     assert main(settle) == 4  # not an hour yet: waiting
     assert reg.current_version(registry) == "v1" and reg.shadow_version(registry) == "v2"

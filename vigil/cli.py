@@ -424,7 +424,7 @@ def _compare_shadow(args) -> int:
     for line in describe(comparison, version, seconds / 3600):
         print(line)
     if args.json:
-        Path(args.json).write_text(json.dumps({"shadow": version, "hours": seconds / 3600, **comparison}, indent=2)
+        Path(args.json).write_text(json.dumps({"shadow_version": version, "hours": seconds / 3600, **comparison}, indent=2)
                                    + "\n")
     return 0
 
@@ -661,7 +661,7 @@ def _settle_shadow(args) -> int:
     for line in describe(comparison, version, hours):
         print(line)
     if args.report:
-        Path(args.report).write_text(json.dumps({"shadow": version, "hours": hours, **comparison}, indent=2) + "\n")
+        Path(args.report).write_text(json.dumps({"shadow_version": version, "hours": hours, **comparison}, indent=2) + "\n")
     reasons = decide(comparison, hours, args.shadow_hours)
     if not reasons:
         reg.promote(args.registry, version)
