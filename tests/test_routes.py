@@ -20,6 +20,7 @@ from detector.service import Service
 from detector.settings import ServeSettings, SettingsError, load_settings
 from detector.threshold import Persistence, Threshold
 from tests.memory_kafka import MemoryKafka
+from tests.test_service_loop import run
 
 T0 = 1_795_460_400_000
 FAULT_FROM = 60
@@ -136,23 +137,9 @@ def plant(tmp_path):
     return kafka, settings, tmp_path
 
 
-def _run(kafka, settings, stop_after, at=None) -> Service:
-    service = Service(settings, CollectorRegistry(), kafka.clients())
-
-    def on_poll(n):
-        if at is not None:
-            at(n, service)
-        if n >= stop_after:
-            service.stop()
-
-    kafka.on_poll = on_poll
-    service.run()
-    return service
-
-
 def test_each_route_scores_its_assets_and_an_unrouted_asset_is_dead_lettered(plant):
     kafka, settings, _ = plant
-    service = _run(kafka, settings, stop_after=25)
+    service = run(kafka, settings, stop_after=25)
     alerts = [e for e in kafka.messages("vigil.alerts") if e.get("type") == "open"]
     assert {(e["asset"], e["model"], e["model_version"]) for e in alerts} == \
         {("pump-1", "pumps", "p-v1"), ("fan-1", "fans", "f-v1")}
@@ -186,7 +173,7 @@ def test_a_route_reloads_its_own_model(plant):
         if n == 8:
             set_current(tmp_path / "pumps", "p-v2")
 
-    service = _run(kafka, settings, stop_after=25, at=at)
+    service = run(kafka, settings, stop_after=25, at=at)
     pumps, fans = service.fleet.pipelines
     assert (pumps.model.version, fans.model.version) == ("p-v2", "f-v1")
     assert service.registry.get_sample_value("vigil_model_reloads_total", {"model": "pumps", "result": "ok"}) == 1
