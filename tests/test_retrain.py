@@ -40,7 +40,7 @@ def test_alert_stretches_span_open_to_resolve_plus_margin():
     records = [record(e) for e in events] + [record(b"{not json"), record({"type": "open"})]
     t0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
     got = sorted(alert_stretches(records, margin_seconds=60, until_s=t0 + 7200), key=lambda s: s.asset)
-    assert got == [Stretch("p1", t0 + 540, t0 + 1260), Stretch("p2", t0 + 3540, t0 + 7260)]  # p2 still open
+    assert got == [Stretch("p1", t0 + 540, t0 + 1260, "x", 60), Stretch("p2", t0 + 3540, t0 + 7260, "y", 60)]  # p2 open
 
 
 def test_cut_stretches_keeps_the_parts_outside():

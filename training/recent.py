@@ -11,23 +11,30 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from detector.alerts import epoch_ms
 from detector.table import SensorTable
+from detector.labels import LABELS, latest_labels
 from detector.messages import BadMessage, Decoder
 from detector.routes import Router, asset_filter, asset_of
 from detector.topics import SourceError, read_records  # noqa: F401 (SourceError: part of this API)
 
+LABEL_LOOKBACK_SECONDS = 30 * 86400  # labels given this long before the retraining range still count
+
+
 @dataclass(frozen=True)
 class Stretch:
-    """[start, end] in epoch seconds of one asset that must not be trained on."""
+    """[start, end] in epoch seconds of one asset that must not be trained on: an alert's, from
+    `margin` seconds before it opened to `margin` after it resolved."""
 
     asset: str
     start: float
     end: float
+    alert_id: str = ""
+    margin: float = 0.0
 
 
 def alert_stretches(records, margin_seconds: float, until_s: float) -> list[Stretch]:
@@ -44,7 +51,8 @@ def alert_stretches(records, margin_seconds: float, until_s: float) -> list[Stre
         if event.get("type") == "resolve":
             alert["end"] = at
     return [Stretch(a["asset"], a["start"] - margin_seconds,
-                    (a["end"] if a["end"] is not None else until_s) + margin_seconds) for a in alerts.values()]
+                    (a["end"] if a["end"] is not None else until_s) + margin_seconds, alert_id, margin_seconds)
+            for alert_id, a in alerts.items()]
 
 
 def readings_by_asset(records, sensors: tuple[str, ...], assets: Router | None = None
@@ -124,19 +132,37 @@ def from_files(path: str, sensors: tuple[str, ...], min_rows: int, strict_time: 
 
 def from_kafka(options: dict, topic: str, alerts_topic: str | None, since_seconds: float, margin_seconds: float,
                sensors: tuple[str, ...], min_rows: int, say: Callable[[str], None] = lambda _m: None,
-               assets: tuple[str, ...] = ()) -> tuple[list[SensorTable], dict]:
+               assets: tuple[str, ...] = (), labels_topic: str | None = None) -> Recent:
     """The last since_seconds of the readings topic, one series per asset, minus the stretches
-    (+- margin) of the alerts on alerts_topic (None: nothing left out). Returns (tables, summary).
+    (+- margin) of the alerts on alerts_topic (None: nothing left out).
     assets: only assets these globs or ids match (a route's, on a topic of several machine types).
     An asset that sent fewer than half of the model's sensors is left out and reported (another
-    machine type, which may share a sensor name or two with the model's)."""
+    machine type, which may share a sensor name or two with the model's).
+    labels_topic: operators' labels (detector.labels): the stretch of an alert labelled
+    false_alarm is trained on (it was normal) and also comes back in Recent.false_alarms; one
+    labelled confirmed is left out and comes back labelled (1 while the alert was open) in
+    Recent.labelled, for the gate; maintenance and unlabelled alerts are left out."""
     until_ms = int(time.time() * 1000)
     since_ms = until_ms - int(since_seconds * 1000)
     stretches = []
     if alerts_topic is not None:  # an alert opened up to a day before the range may still be open in it
         stretches = alert_stretches(read_records(options, alerts_topic, since_ms - 86_400_000, until_ms),
                                     margin_seconds, until_ms / 1000)
-    say(f"reading {topic}: the last {since_seconds / 3600:g} h, leaving out {len(stretches)} alert stretch(es)")
+    verdicts = {}
+    if labels_topic is not None and stretches:
+        try:
+            labels = latest_labels(read_records(options, labels_topic,
+                                                since_ms - LABEL_LOOKBACK_SECONDS * 1000, until_ms))
+        except SourceError as e:  # Kafka makes a topic on its first record: none yet is no label yet
+            if "does not exist" not in str(e):
+                raise
+            say(f"{e}: no labels yet")
+            labels = {}
+        verdicts = {s.alert_id: labels[s.alert_id].label for s in stretches if s.alert_id in labels}
+    left_out = [s for s in stretches if verdicts.get(s.alert_id) != "false_alarm"]
+    say(f"reading {topic}: the last {since_seconds / 3600:g} h, leaving out {len(left_out)} alert stretch(es)"
+        + (f" ({len(stretches) - len(left_out)} labelled false_alarm: trained on)" if len(left_out) < len(stretches)
+           else ""))
     last = [0.0]
 
     def progress(n: int) -> None:
@@ -153,10 +179,38 @@ def from_kafka(options: dict, topic: str, alerts_topic: str | None, since_second
     tables = []
     for asset, (times_ms, values) in sorted(series.items()):
         if asset not in other:
-            tables += cut_stretches(asset, times_ms, values, sensors, stretches, min_rows, topic)
+            tables += cut_stretches(asset, times_ms, values, sensors, left_out, min_rows, topic)
+    labelled, false_alarms = [], []
+    for s in stretches:
+        verdict = verdicts.get(s.alert_id)
+        if verdict not in ("confirmed", "false_alarm") or s.asset not in series or s.asset in other:
+            continue
+        times_ms, values = series[s.asset]
+        seconds = times_ms / 1000.0
+        rows = (seconds >= s.start) & (seconds <= s.end)
+        if not rows.any():
+            continue
+        inside = (seconds[rows] >= s.start + s.margin) & (seconds[rows] <= s.end - s.margin)
+        table = SensorTable(f"{topic}:{s.asset}:alert {s.alert_id} ({verdict})",
+                            [str(ms) for ms in times_ms[rows].tolist()], seconds[rows], sensors, values[rows],
+                            (inside if verdict == "confirmed" else np.zeros(int(rows.sum()), bool)).astype(np.int8))
+        (labelled if verdict == "confirmed" else false_alarms).append(table)
     say(f"read {sum(len(t) for t, _ in series.values())} readings of {len(series)} asset(s); "
         f"{bad} undecodable record(s) skipped")
+    counts = {label: sum(1 for v in verdicts.values() if v == label) for label in LABELS}
     summary = {"topic": topic, "since_seconds": since_seconds, "assets": len(series) - len(other),
                "assets_without_the_models_sensors": len(other), "asset_patterns": list(assets),
-               "undecodable_records": bad, "alerts_topic": alerts_topic, "alert_stretches_left_out": len(stretches)}
-    return tables, summary
+               "undecodable_records": bad, "alerts_topic": alerts_topic, "alert_stretches_left_out": len(left_out),
+               "labels_topic": labels_topic, "labels": counts}
+    return Recent(tables, summary, labelled, false_alarms)
+
+
+@dataclass
+class Recent:
+    """Recent data from Kafka: tables to train on (and hold out), what was read, and the stretches
+    of labelled alerts: confirmed faults (labels 1 while open) and false alarms (all 0)."""
+
+    tables: list[SensorTable]
+    summary: dict
+    labelled: list[SensorTable] = field(default_factory=list)
+    false_alarms: list[SensorTable] = field(default_factory=list)

@@ -115,15 +115,23 @@ def decide(current: dict, challenger: dict, gate: Gate) -> list[str]:
         if recall < before - gate.recall_tolerance:
             reasons.append(f"challenger event recall {recall:.3f} < current {before:.3f} - "
                            f"gate.recall_tolerance {gate.recall_tolerance}")
+    if "operator_false_alarms" in challenger:
+        mine, theirs = challenger["operator_false_alarms"]["flagged_rows"], current["operator_false_alarms"]["flagged_rows"]
+        if mine > theirs or (mine == theirs and theirs > 0):
+            reasons.append(f"challenger flags {mine} rows of the stretches labelled false_alarm, the current model "
+                           f"{theirs}: not fewer")
     return reasons
 
 
 def retrain(registry: str | Path, tables: Sequence[SensorTable], config: TrainConfig, gate: Gate,
             labelled: Sequence[SensorTable] = (), source: dict | None = None,
-            say: Callable[[str], None] = lambda _m: None, shadow: bool = False) -> tuple[str, bool, dict]:
+            say: Callable[[str], None] = lambda _m: None, shadow: bool = False,
+            false_alarms_labelled: Sequence[SensorTable] = ()) -> tuple[str, bool, dict]:
     """Run the job (see the module docstring). Returns (challenger version, promoted?, report).
     shadow: a challenger that passes the gate becomes the registry's shadow (scored live beside
-    current, detector.shadow) instead of current: report decision "shadowing"."""
+    current, detector.shadow) instead of current: report decision "shadowing".
+    false_alarms_labelled: stretches operators labelled false_alarm (all normal): both models
+    score them, and the challenger must flag fewer of their rows than the current model did."""
     registry = Path(registry)
     current = load_current(registry)
     if not tables:
@@ -146,6 +154,8 @@ def retrain(registry: str | Path, tables: Sequence[SensorTable], config: TrainCo
         results[name] = {"version": model.version or "(new)", "normal": false_alarms(model, held)}
         if labelled:
             results[name]["labelled"] = evaluate_model(model, labelled)
+        if false_alarms_labelled:
+            results[name]["operator_false_alarms"] = false_alarms(model, false_alarms_labelled)
     reasons = decide(results["current"], results["challenger"], gate)
     challenger.version = new_version(challenger)
     results["challenger"]["version"] = challenger.version

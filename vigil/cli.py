@@ -29,6 +29,8 @@ EXAMPLES = {
               "  vigil models shadow 20261124T020000Z-5e6f7a8b --registry models/   (scored live beside current, silently)\n"
               "  vigil models compare --registry models/ --bootstrap-servers kafka:9092\n"
               "  vigil models shadow --clear --registry models/",
+    "label": "examples:\n  vigil label 5f1c0e8a9b7d2c41 false_alarm --note 'new impeller fitted' "
+             "--bootstrap-servers kafka:9092\n  vigil label 5f1c0e8a9b7d2c41 confirmed --by j.doe --bootstrap-servers kafka:9092",
     "retrain": "examples:\n  vigil retrain --registry models/ --bootstrap-servers kafka:9092 --topic vigil.readings --since 7d\n"
                "  vigil retrain --registry models/ --data recent/ --labels incidents/\n\n"
                "exit status: 0 the challenger was promoted, 3 the current model was kept, 2 an error.",
@@ -610,25 +612,32 @@ def cmd_retrain(args) -> int:
         tables, source = from_files(args.data, current.sensors, 2 * current.config.window, args.strict_time,
                                     warn=lambda t: _warn_skipped(args, [t]), interval_seconds=current.interval_seconds
                                     ), {"data": args.data}
+        false_alarms = []
     else:
-        tables, source = _recent_kafka(args, current)
-    labelled = []
+        recent = _recent_kafka(args, current)
+        tables, source, false_alarms = recent.tables, recent.summary, recent.false_alarms
+    labelled = [] if args.data is not None else list(recent.labelled)
     if args.labels:
         from detector.datafiles import read_path
 
-        labelled = _admit_late(read_path(args.labels, strict_time=args.strict_time), current.interval_seconds)
-        _warn_skipped(args, labelled)
-        unlabelled = [t.path for t in labelled if t.labels is None]
+        files = _admit_late(read_path(args.labels, strict_time=args.strict_time), current.interval_seconds)
+        _warn_skipped(args, files)
+        unlabelled = [t.path for t in files if t.labels is None]
         if unlabelled:
             raise UserError(f"{unlabelled[0]}: no label column ('anomaly'); --labels needs labelled files")
+        labelled += files
     version, promoted, report = retrain(args.registry, tables, config, gate, labelled, source,
-                                        say=lambda m: _log(args, m), shadow=args.shadow_hours is not None)
+                                        say=lambda m: _log(args, m), shadow=args.shadow_hours is not None,
+                                        false_alarms_labelled=false_alarms)
     for name in ("current", "challenger"):
         r = report[name]
         line = (f"{name:<11}{r['version']:<28}false alarms {r['normal']['false_alarm_rate']:.4%} of "
                 f"{r['normal']['rows']} held-out rows ({r['normal']['episodes']} episodes)")
         if "labelled" in r:
             line += f", labelled events detected {r['labelled']['events_detected']}/{r['labelled']['events']}"
+        if "operator_false_alarms" in r:
+            line += (f", flags {r['operator_false_alarms']['flagged_rows']} of {r['operator_false_alarms']['rows']} "
+                     "rows labelled false_alarm")
         print(line)
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
@@ -674,7 +683,44 @@ def _settle_shadow(args) -> int:
     return 3
 
 
-def _recent_kafka(args, current) -> tuple[list, dict]:
+def cmd_label(args) -> int:
+    from detector.alerts import iso_ms
+    from detector.labels import Label
+    from detector.topics import SourceError, read_records
+    from vigil.durations import parse_duration
+    from vigil.produce import KafkaSink
+
+    try:
+        lookback = parse_duration(args.lookback)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    now_ms = int(time.time() * 1000)
+    asset = model = opened = ""
+    try:  # the alert's asset and route, from its events
+        for record in read_records(_kafka_options(args.bootstrap_servers, "vigil-label"), args.alerts_topic,
+                                   now_ms - int(lookback * 1000), now_ms + 1):
+            try:
+                event = json.loads(record.value)
+            except ValueError:
+                continue
+            if isinstance(event, dict) and event.get("alert_id") == args.alert_id:
+                asset, model, opened = event.get("asset", ""), event.get("model", ""), event.get("opened_at", "")
+    except SourceError as e:
+        print(f"vigil label: warning: {e}", file=sys.stderr)
+    if not asset:
+        print(f"vigil label: warning: alert {args.alert_id} not found on {args.alerts_topic} in the last "
+              f"{args.lookback}; labelled anyway", file=sys.stderr)
+    label = Label(args.alert_id, args.label, args.by or os.environ.get("USER", ""), args.note or "", asset, model,
+                  iso_ms(now_ms))
+    sink = KafkaSink(args.bootstrap_servers, args.topic)
+    sink.send(args.alert_id.encode(), label.to_json())
+    sink.close()
+    where = f" ({asset}{', route ' + model if model else ''}, opened {opened})" if asset else ""
+    print(f"labelled alert {args.alert_id}{where} {args.label} on {args.topic}")
+    return 0
+
+
+def _recent_kafka(args, current):
     from training.recent import from_kafka
     from vigil.durations import parse_duration
 
@@ -685,6 +731,7 @@ def _recent_kafka(args, current) -> tuple[list, dict]:
     except ValueError as e:
         raise UserError(str(e)) from None
     alerts_topic = None if args.no_alerts else (args.alerts_topic or args.topic.rsplit(".", 1)[0] + ".alerts")
+    labels_topic = None if args.no_alerts else (args.labels_topic or args.topic.rsplit(".", 1)[0] + ".labels")
     from detector.kafka_client import KafkaAccessError, client_options, preflight, security_from_env
 
     security = security_from_env()  # VIGIL_KAFKA_*, as for every command
@@ -695,7 +742,7 @@ def _recent_kafka(args, current) -> tuple[list, dict]:
     options = client_options(security, bootstrap_servers=args.bootstrap_servers, client_id="vigil-retrain")
     assets = tuple(a.strip() for a in (args.assets or "").split(",") if a.strip())
     return from_kafka(options, args.topic, alerts_topic, since, margin, current.sensors, 2 * current.config.window,
-                      say=lambda m: _log(args, m), assets=assets)
+                      say=lambda m: _log(args, m), assets=assets, labels_topic=labels_topic)
 
 
 def cmd_serve(args) -> int:
@@ -848,6 +895,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-margin", default="1h", help="left out before an alert opened and after it resolved "
                                                           "(default 1h)")
     p.add_argument("--no-alerts", action="store_true", help="do not read the alerts topic (nothing left out)")
+    p.add_argument("--labels-topic", help="operators' labels (vigil label; default: TOPIC's prefix + .labels): an alert "
+                                          "labelled false_alarm is trained on as normal, the challenger must flag "
+                                          "fewer of those rows and still detect the alerts labelled confirmed")
     p.add_argument("--assets", metavar="GLOBS", help="with --bootstrap-servers: only these assets, comma-separated "
                                                      "ids or globs (a route's, e.g. 'pump-*', on a topic of several "
                                                      "machine types)")
@@ -871,6 +921,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shadow-alerts-topic", help="with --shadow-hours: the shadow's alerts (default ALERTS_TOPIC.shadow)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_retrain)
+
+    p = command("label", "Give an operator's verdict on an alert (confirmed, false_alarm or maintenance); "
+                         "vigil retrain uses it.")
+    p.add_argument("alert_id", help="the alert_id of the alert's events")
+    p.add_argument("label", choices=["confirmed", "false_alarm", "maintenance"])
+    p.add_argument("--note", help="free text (at most 2,000 characters)")
+    p.add_argument("--by", help="who labels it (default: $USER)")
+    p.add_argument("--bootstrap-servers", required=True, help="Kafka brokers")
+    p.add_argument("--topic", default="vigil.labels", help="labels topic (default vigil.labels)")
+    p.add_argument("--alerts-topic", default="vigil.alerts", help="where the alert's events are (default vigil.alerts)")
+    p.add_argument("--lookback", default="30d", help="how far back to look for the alert (default 30d)")
+    p.set_defaults(func=cmd_label)
 
     p = command("simulate", "Simulate a plant of pumps (or fans) with injected faults: labelled CSV files, or live "
                             "readings to Kafka.")
