@@ -95,9 +95,10 @@ def test_invalid_storm_events_fail(change):
 ])
 def test_labels_agree_with_the_label_schema(doc, valid):
     """What vigil label writes passes the schema; what parse_label refuses fails it."""
+    import json
+
     from detector.labels import Label, parse_label
     from detector.messages import BadMessage
-    import json
     if valid:
         jsonschema.validate(doc, schema("label.schema.json"))
         label = parse_label(json.dumps(doc).encode())
