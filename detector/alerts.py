@@ -177,6 +177,10 @@ class AlertTracker:
     def open_alerts(self) -> int:
         return sum(1 for s in self._assets.values() if s.alert_id is not None)
 
+    def open_since(self) -> list[tuple[str, int]]:
+        """(alert id, opening time ms) of every open alert."""
+        return [(s.alert_id, s.opened_ms) for s in self._assets.values() if s.alert_id is not None]
+
     def is_open(self, asset: str) -> bool:
         s = self._assets.get(asset)
         return s is not None and s.alert_id is not None

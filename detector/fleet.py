@@ -11,6 +11,7 @@ a registry of its own and shown on the endpoint with a `model` label (metrics.Me
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from detector.artifact import ArtifactError
+from detector.labels import parse_label
+from detector.messages import BadMessage
 from detector.metrics import DAEMON_FAMILIES, Merged, ServiceMetrics
 from detector.pipeline import (BatchResult, DeadLetter, Pipeline, Record, Submitted, Topics, batch_offsets,
                                dead_letter_message)
@@ -54,9 +57,13 @@ class Fleet:
         self.reloads: list[HotReload] = []
         self.names = [] if self.single else [r.name for r in routes]
         self.shadows: list[Shadow | None] = []
+        self.labelled: dict[str, str] = {}  # alert id -> the last label seen (take_labels)
+        self.label_wait_seconds = settings.label_wait_seconds
+        self._route_names = {r.name: i for i, r in enumerate(routes)}
         # the daemon's own metrics (with one model also its pipeline's), and its no_model dead letters
         sources = [(metrics.registry, {}, lambda name: True)] if self.single else \
-            [(metrics.registry, {}, lambda name: name in DAEMON_FAMILIES or name == "vigil_dead_letters")]
+            [(metrics.registry, {}, lambda name: name in DAEMON_FAMILIES or name in ("vigil_dead_letters",
+                                                                                    "vigil_alert_labels"))]
         for route in routes:
             try:
                 model = load_model_or_registry(route.model)
@@ -86,11 +93,14 @@ class Fleet:
         registry.register(Merged(sources))
 
     def submit(self, records: Sequence[Record], replay_until: dict[tuple[str, int], int] | None = None,
-               now_ms: int | None = None) -> FleetBatch:
+               now_ms: int | None = None, labels: Sequence[Record] = ()) -> FleetBatch:
         """Decode the records and start scoring them, each with its route's model (Pipeline.submit),
-        and with its shadow's, if it has one."""
+        and with its shadow's, if it has one. labels: records of the labels topic (take_labels)."""
         replay_until = replay_until or {}
-        if self.single:
+        if labels:
+            groups = None
+            route = self._routes_of(records) if not self.single else [0] * len(records)
+        elif self.single:
             groups = [(0, records)]
         else:
             route = self._routes_of(records)
@@ -104,16 +114,19 @@ class Fleet:
             batch = FleetBatch([(self.pipelines[groups[0][0]], submitted)], submitted.result)
         else:
             result = BatchResult()
-            result.offsets, result.commits = batch_offsets({(r.topic, r.partition): r for r in records})
+            result.offsets, result.commits = batch_offsets({(r.topic, r.partition): r for r in [*records, *labels]})
+            self.take_labels(labels, replay_until, result)
             split: list[list[Record]] = [[] for _ in self.pipelines]
+            unrouted = 0
             for r, i in zip(records, route):
                 if i is not None:
                     split[i].append(r)
                 elif r.offset >= replay_until.get((r.topic, r.partition), -1):  # re-read history: refused before
                     result.dead_letters.append(DeadLetter(r, NO_MODEL, f"asset {asset_of(r)!r} matches no route "
                                                                         f"({', '.join(self.names)})"))
-            if result.dead_letters:
-                self.metrics.dead_letters.labels(NO_MODEL).inc(len(result.dead_letters))
+                    unrouted += 1
+            if unrouted:
+                self.metrics.dead_letters.labels(NO_MODEL).inc(unrouted)
             groups = [(i, rs) for i, rs in enumerate(split) if rs]
             batch = FleetBatch([(self.pipelines[i], self.pipelines[i].submit(rs, replay_until, now_ms))
                                 for i, rs in groups], result)
@@ -122,6 +135,27 @@ class Fleet:
             if shadow is not None and shadow.pipeline is not None:
                 batch.shadows.append((shadow.pipeline, shadow.pipeline.submit(rs, replay_until, now_ms)))
         return batch
+
+    def take_labels(self, records: Sequence[Record], replay_until: dict, result: BatchResult) -> None:
+        """Operators' labels (detector.labels): counted in vigil_alert_labels_total{label} of the
+        alert's route (the daemon's own count when the route is not one of this daemon's) and
+        remembered, so that the alert no longer counts as unlabelled; a record that is not a label
+        is dead-lettered. Re-read history is only remembered."""
+        for r in records:
+            live = r.offset >= replay_until.get((r.topic, r.partition), -1)
+            try:
+                label = parse_label(r.value)
+            except BadMessage as e:
+                if live:
+                    result.dead_letters.append(DeadLetter(r, e.reason, e.detail))
+                    self.metrics.dead_letters.labels(e.reason).inc()
+                continue
+            if len(self.labelled) >= MAX_REMEMBERED:
+                self.labelled.clear()
+            self.labelled[label.alert_id] = label.label
+            if live:
+                i = 0 if self.single else self._route_names.get(label.model)
+                (self.pipelines[i].metrics if i is not None else self.metrics).alert_labels.labels(label.label).inc()
 
     def _routes_of(self, records: Sequence[Record]) -> list[int | None]:
         """The route of each record (None: no route), remembered by record key: a dict lookup per
@@ -163,8 +197,14 @@ class Fleet:
         return result
 
     def expire_idle(self) -> None:
+        """Forget idle assets (Pipeline.expire_idle); count each route's open alerts older than
+        label_wait_seconds that no label has reached (vigil_alerts_unlabelled)."""
         for pipeline in self.pipelines + [s.pipeline for s in self.shadows if s is not None and s.pipeline]:
             pipeline.expire_idle()
+        before = (time.time() - self.label_wait_seconds) * 1000
+        for pipeline in self.pipelines:
+            pipeline.metrics.alerts_unlabelled.set(sum(1 for alert_id, opened in pipeline.alerts.open_since()
+                                                       if opened < before and alert_id not in self.labelled))
 
     def take_up(self, open_alerts: dict[str, dict], storms: dict[str, dict]) -> None:
         """A previous daemon's open alerts (each to the route of its asset) and storms (by scope)."""

@@ -16,8 +16,7 @@ from dataclasses import asdict, dataclass
 import orjson
 
 from detector.messages import BadMessage
-
-LABELS = ("confirmed", "false_alarm", "maintenance")
+from detector.metrics import LABELS
 MAX_NOTE = 2000
 
 

@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 NORMALIZED_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 EVENT_TYPES = ("open", "update", "resolve", "storm_start", "storm_end")  # vigil_alert_events_total{type}
+LABELS = ("confirmed", "false_alarm", "maintenance")  # vigil_alert_labels_total{label} (detector.labels)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
@@ -196,6 +197,12 @@ class ServiceMetrics:
         self.model_reloads = Counter("model_reloads", "Model reload attempts, by result", ["result"], **r)
         self.broker_up = Gauge("broker_up", "1 while the Kafka broker is reachable", **r)
         self.storms = StormGauges(registry)
+        self.alert_labels = Counter("alert_labels", "Operators' labels of alerts (vigil label), by label",
+                                    ["label"], **r)
+        self.alerts_unlabelled = Gauge("alerts_unlabelled", "Open alerts opened more than label_wait_seconds ago "
+                                       "that no operator has labelled", **r)
+        for label in LABELS:
+            self.alert_labels.labels(label)
         for kind in EVENT_TYPES:
             self.alert_events.labels(kind)
         for result in ("ok", "refused"):

@@ -173,7 +173,7 @@ class Service:
         self.producer = self.clients.producer(s)
         self.consumer = self.clients.consumer(s)
         self.fleet.take_up(*self.clients.left_open(s))
-        self.consumer.subscribe([s.topic], listener=_Rebalance(self))
+        self.consumer.subscribe([s.topic] + ([s.labels_topic] if s.labels_topic else []), listener=_Rebalance(self))
         try:  # see UNASSIGNED_POLL_MS: the first join should already know every partition
             self.consumer.partitions_for_topic(s.topic)
         except KafkaError as e:
@@ -216,10 +216,13 @@ class Service:
                         continue
                     self.assigned_pending = set()
                     batch = {tp: rs for tp, rs in batch.items() if tp not in rewound}  # re-read after the seek
-                records = [r for rs in batch.values() for r in rs]  # ConsumerRecords have Record's fields
+                labels = self.settings.labels_topic
+                records = [r for tp, rs in batch.items() if tp.topic != labels for r in rs]  # Record's fields
+                label_records = [r for tp, rs in batch.items() if tp.topic == labels for r in rs]
                 # this batch is scored while the previous one's alerts are handed to the producer
                 # and the next one is polled (the scorer does not hold the GIL)
-                scoring = self.fleet.submit(records, self._replay_until) if records else None
+                scoring = self.fleet.submit(records, self._replay_until, labels=label_records) \
+                    if records or label_records else None
                 self.complete()
                 self._scoring = scoring
                 self.settle()  # commit what has been acknowledged meanwhile

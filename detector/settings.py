@@ -157,6 +157,8 @@ class ServeSettings:
     dlq_topic: str = "vigil.dlq"
     scores_topic: str = ""                  # if set: every window's score is produced here (asset, ts, score)
     shadow_alerts_topic: str = ""           # a shadow model's would-be alerts ("": alerts_topic + ".shadow")
+    labels_topic: str = "vigil.labels"      # operators' labels of alerts (vigil label), counted; "": not read
+    label_wait_seconds: float = 86400.0     # an open alert unlabelled this long counts in vigil_alerts_unlabelled
     metrics_addr: str = "127.0.0.1:9108"
     batch_size: int = 5000                  # records per micro-batch at most
     max_wait_ms: int = 100                  # longest wait to fill a micro-batch

@@ -86,3 +86,47 @@ def test_retrain_trains_on_a_false_alarm_and_keeps_flagging_a_confirmed_fault(tm
     assert challenger["operator_false_alarms"]["false_alarm_rate"] < 0.1
     assert challenger["labelled"]["events_detected"] == current["labelled"]["events_detected"] == 1  # still flagged
     assert code == 0 and report["decision"] == "promoted", report["reasons"]
+
+
+def test_the_daemon_counts_labels_per_route_and_unlabelled_open_alerts(tmp_path):
+    """Fleet.take_labels and the unlabelled gauge: a route's alert, its label, a label of another
+    daemon's route, a record that is not a label, and labels re-read after a rebalance."""
+    from prometheus_client import CollectorRegistry
+
+    from detector.artifact import save
+    from detector.fleet import Fleet
+    from detector.metrics import ServiceMetrics
+    from detector.pipeline import Record
+    from detector.routes import Route
+    from detector.settings import ServeSettings
+    from tests.test_routes import T0, _model
+
+    save(_model(("a", "b"), "p-v1"), tmp_path / "pumps")
+    settings = ServeSettings(routes=(Route("pumps", str(tmp_path / "pumps"), ("pump-*",)),), label_wait_seconds=60)
+    registry = CollectorRegistry()
+    fleet = Fleet(settings, ServiceMetrics(CollectorRegistry()), registry)
+
+    def reading(offset, i, value):
+        body = json.dumps({"asset": "pump-1", "ts": T0 + i * 1000, "values": {"a": value, "b": value}}).encode()
+        return Record("r", 0, offset, b"pump-1", body, T0 + i * 1000)
+
+    def label(offset, doc):
+        return Record("vigil.labels", 0, offset, None, json.dumps(doc).encode() if isinstance(doc, dict) else doc)
+
+    result = fleet.finish(fleet.submit([reading(i, i, 50.0) for i in range(12)], {}, T0))
+    [opened] = [e for e in result.alerts if e.type == "open"]
+    fleet.expire_idle()
+    assert registry.get_sample_value("vigil_alerts_unlabelled", {"model": "pumps"}) == 1  # opened long ago
+    labels = [label(0, {"alert_id": opened.alert_id, "label": "confirmed", "model": "pumps"}),
+              label(1, {"alert_id": "zz", "label": "false_alarm", "model": "fans"}), label(2, b"{oops")]
+    result = fleet.finish(fleet.submit([reading(12, 12, 50.0)], {}, T0, labels=labels))
+    assert [(dl.record.offset, dl.reason) for dl in result.dead_letters] == [(2, "invalid_json")]
+    assert result.offsets == {("r", 0): 13, ("vigil.labels", 0): 3}
+    assert registry.get_sample_value("vigil_alert_labels_total", {"model": "pumps", "label": "confirmed"}) == 1
+    assert registry.get_sample_value("vigil_alert_labels_total", {"label": "false_alarm"}) == 1  # not a route here
+    assert registry.get_sample_value("vigil_dead_letters_total", {"reason": "invalid_json"}) == 1
+    fleet.expire_idle()
+    assert registry.get_sample_value("vigil_alerts_unlabelled", {"model": "pumps"}) == 0
+    # re-read history after a rebalance: remembered, not counted again
+    fleet.finish(fleet.submit([], {("vigil.labels", 0): 3}, T0, labels=labels))
+    assert registry.get_sample_value("vigil_alert_labels_total", {"model": "pumps", "label": "confirmed"}) == 1
