@@ -180,8 +180,8 @@ def test_two_consumers_share_partitions_and_take_over(model, topic, tmp_path):
     a = Serve(model, topic, group, log_path=tmp_path / "a.log")
     b = Serve(model, topic, group, log_path=tmp_path / "b.log")
 
-    def partitions(s):
-        return {k for k in s.metrics() if k.startswith("vigil_consumer_lag{")}
+    def partitions(s):  # of the readings topic (the daemon reads the labels topic too)
+        return {k for k in s.metrics() if k.startswith("vigil_consumer_lag{") and f'topic="{topic}"' in k}
 
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -197,8 +197,8 @@ def test_two_consumers_share_partitions_and_take_over(model, topic, tmp_path):
     else:
         raise AssertionError(f"partitions not split: {pa} / {pb}")
     a.terminate()
-    b.wait_for(lambda m: len([k for k in m if k.startswith("vigil_consumer_lag{")]) == 3, timeout=120,
-               what="takeover of all partitions")
+    b.wait_for(lambda m: len([k for k in m if k.startswith("vigil_consumer_lag{") and f'topic="{topic}"' in k]) == 3,
+               timeout=120, what="takeover of all partitions")
     b.terminate()
 
 
