@@ -88,6 +88,7 @@ def test_retrain_trains_on_a_false_alarm_and_keeps_flagging_a_confirmed_fault(tm
     assert code == 0 and report["decision"] == "promoted", report["reasons"]
 
 
+@pytest.mark.slow
 def test_the_daemon_counts_labels_per_route_and_unlabelled_open_alerts(tmp_path):
     """Fleet.take_labels and the unlabelled gauge: a route's alert, its label, a label of another
     daemon's route, a record that is not a label, and labels re-read after a rebalance."""

@@ -137,6 +137,7 @@ def plant(tmp_path):
     return kafka, settings, tmp_path
 
 
+@pytest.mark.slow
 def test_each_route_scores_its_assets_and_an_unrouted_asset_is_dead_lettered(plant):
     kafka, settings, _ = plant
     service = run(kafka, settings, stop_after=25)
@@ -166,6 +167,7 @@ def test_each_route_scores_its_assets_and_an_unrouted_asset_is_dead_lettered(pla
                                   for x in info)
 
 
+@pytest.mark.slow
 def test_a_route_reloads_its_own_model(plant):
     kafka, settings, tmp_path = plant
 
@@ -182,6 +184,7 @@ def test_a_route_reloads_its_own_model(plant):
         service.pipeline  # noqa: B018
 
 
+@pytest.mark.slow
 def test_open_alerts_left_by_a_previous_daemon_go_to_their_route(plant):
     kafka, settings, _ = plant
     left = {"fan-1": {"type": "open", "alert_id": "abc", "asset": "fan-1", "time": "2026-11-23T19:00:00.000Z",
@@ -201,6 +204,7 @@ def test_a_route_whose_model_cannot_be_loaded_stops_the_daemon_naming_the_route(
         Service(settings, CollectorRegistry(), MemoryKafka("r").clients())
 
 
+@pytest.mark.slow
 def test_records_without_a_key_are_routed_by_their_asset_and_undecodable_ones_say_why(plant):
     from detector.fleet import Fleet
     from detector.metrics import ServiceMetrics

@@ -15,6 +15,7 @@ def shadow_events(kafka, asset=None):
     return [e for e in kafka.messages("vigil.alerts.shadow") if asset is None or e.get("asset") == asset]
 
 
+@pytest.mark.slow
 def test_a_shadow_scores_the_live_stream_silently(stream, tmp_path):
     kafka, settings = stream
     registry = tmp_path / "models"
@@ -38,6 +39,7 @@ def test_a_shadow_scores_the_live_stream_silently(stream, tmp_path):
     assert len([1 for t, *_ in kafka.produced if t == "vigil.dlq"]) == 1  # the shadow dead-letters nothing
 
 
+@pytest.mark.slow
 def test_a_shadow_set_cleared_and_promoted_while_serving(stream, tmp_path):
     kafka, settings = stream
     registry = tmp_path / "models"
