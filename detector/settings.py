@@ -235,6 +235,11 @@ class ServeSettings:
             raise SettingsError(f"update_heartbeat_seconds: must be less than alert_lookback_seconds "
                                 f"({self.alert_lookback_seconds:g}), or a restarted daemon may not find an alert "
                                 f"that is still open; got {self.update_heartbeat_seconds:g}")
+        if self.labels_topic and self.labels_topic in (self.topic, self.alerts_topic, self.dlq_topic, self.scores_topic):
+            raise SettingsError(f"labels_topic: {self.labels_topic!r} is also the readings, alerts, dead-letter or "
+                                "scores topic; labels need a topic of their own ('' : do not read labels)")
+        if not 0 < self.label_wait_seconds < float("inf"):
+            raise SettingsError(f"label_wait_seconds: must be a number of seconds > 0, got {self.label_wait_seconds}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise SettingsError(f"log_level: must be debug, info, warning or error, got {self.log_level!r}")
         self.storm_policy()

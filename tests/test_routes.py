@@ -225,3 +225,9 @@ def test_records_without_a_key_are_routed_by_their_asset_and_undecodable_ones_sa
     assert registry.get_sample_value("vigil_readings_consumed_total", {"model": "fans"}) == 1
     assert result.offsets == {("r", 0): 4}
     assert len([m for m in result.messages if m[0] == "vigil.dlq"]) == 3
+
+
+def test_the_labels_topic_must_be_a_topic_of_its_own():
+    with pytest.raises(SettingsError, match="labels_topic: 'vigil.readings' is also the readings"):
+        load_settings({"model": "/m", "labels_topic": "vigil.readings"}, {}, None)
+    assert load_settings({"model": "/m", "labels_topic": ""}, {}, None).labels_topic == ""
