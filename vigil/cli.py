@@ -379,6 +379,11 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _asset_patterns(args) -> tuple[str, ...]:
+    """--assets 'pump-*,P-1[0-9]': the ids or globs (a route's), empty when not given."""
+    return tuple(a.strip() for a in (args.assets or "").split(",") if a.strip())
+
+
 def _shadow_period(registry) -> tuple[str, float]:
     """The registry's shadow version and how long it has been the shadow (seconds)."""
     from detector import registry as reg
@@ -410,7 +415,7 @@ def _shadow_comparison(args, version: str, seconds: float) -> dict:
         raise UserError("comparing with the shadow reads the alert topics: give --bootstrap-servers")
     alerts = args.alerts_topic or "vigil.alerts"
     shadow_topic = args.shadow_alerts_topic or alerts + ".shadow"
-    assets = tuple(a.strip() for a in (args.assets or "").split(",") if a.strip())
+    assets = _asset_patterns(args)
     now_ms = int(time.time() * 1000)
     current, shadow = read_opens(_kafka_options(args.bootstrap_servers, "vigil-compare"), alerts, shadow_topic,
                                  now_ms - int(seconds * 1000), now_ms + 1, assets,
@@ -612,11 +617,10 @@ def cmd_retrain(args) -> int:
         tables, source = from_files(args.data, current.sensors, 2 * current.config.window, args.strict_time,
                                     warn=lambda t: _warn_skipped(args, [t]), interval_seconds=current.interval_seconds
                                     ), {"data": args.data}
-        false_alarms = []
+        labelled, false_alarms = [], []
     else:
         recent = _recent_kafka(args, current)
-        tables, source, false_alarms = recent.tables, recent.summary, recent.false_alarms
-    labelled = [] if args.data is not None else list(recent.labelled)
+        tables, source, labelled, false_alarms = recent.tables, recent.summary, recent.labelled, recent.false_alarms
     if args.labels:
         from detector.datafiles import read_path
 
@@ -732,15 +736,8 @@ def _recent_kafka(args, current):
         raise UserError(str(e)) from None
     alerts_topic = None if args.no_alerts else (args.alerts_topic or args.topic.rsplit(".", 1)[0] + ".alerts")
     labels_topic = None if args.no_alerts else (args.labels_topic or args.topic.rsplit(".", 1)[0] + ".labels")
-    from detector.kafka_client import KafkaAccessError, client_options, preflight, security_from_env
-
-    security = security_from_env()  # VIGIL_KAFKA_*, as for every command
-    try:
-        preflight(security, args.bootstrap_servers)
-    except KafkaAccessError as e:
-        raise UserError(str(e)) from None
-    options = client_options(security, bootstrap_servers=args.bootstrap_servers, client_id="vigil-retrain")
-    assets = tuple(a.strip() for a in (args.assets or "").split(",") if a.strip())
+    options = _kafka_options(args.bootstrap_servers, "vigil-retrain")
+    assets = _asset_patterns(args)
     return from_kafka(options, args.topic, alerts_topic, since, margin, current.sensors, 2 * current.config.window,
                       say=lambda m: _log(args, m), assets=assets, labels_topic=labels_topic)
 
