@@ -7,30 +7,34 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from detector.artifact import ArtifactError, TrainedModel, describe_change
+from detector.artifact import ArtifactError, TrainedModel, describe_change, load
 from detector.metrics import ServiceMetrics
 from detector.pipeline import Pipeline
-from detector.registry import current_version, load_current
+from detector.registry import current_version, load_current, shadow_version
 
 log = logging.getLogger("vigil.serve")
 
 
 class ModelWatcher:
-    """Watches a registry's `current` file; returns a verified new model when it changes."""
+    """Watches a registry's `current` file (or its `shadow` file: shadow=True); returns a
+    verified new model when it changes."""
 
-    def __init__(self, registry: Path, version: str, interval: float):
-        self.registry, self.interval = registry, interval
+    def __init__(self, registry: Path, version: str | None, interval: float, shadow: bool = False,
+                 at_once: bool = False):
+        """version: the one serving (None: none); at_once: the first poll looks at the file at once."""
+        self.registry, self.interval, self.shadow = registry, interval, shadow
         self.seen = version
         self._last_error: str | None = None
-        self._next = time.monotonic() + interval
+        self._next = time.monotonic() + (0.0 if at_once else interval)
 
-    def poll(self) -> tuple[str, TrainedModel | None, str | None]:
-        """(version, model or None, error or None) when `current` changed; ('', None, None) otherwise."""
+    def poll(self) -> tuple[str | None, TrainedModel | None, str | None]:
+        """(version, model or None, error or None) when the file changed; ('', None, None)
+        otherwise. A shadow file that no longer names a version: (None, None, None)."""
         if time.monotonic() < self._next:
             return "", None, None
         self._next = time.monotonic() + self.interval
         try:
-            name = current_version(self.registry)
+            name = shadow_version(self.registry) if self.shadow else current_version(self.registry)
         except ArtifactError as e:  # reported once, not at every check
             if str(e) == self._last_error:
                 return "", None, None
@@ -39,9 +43,11 @@ class ModelWatcher:
         self._last_error = None
         if name == self.seen:
             return "", None, None
-        self.seen = name  # a refused version is not retried until `current` changes again
+        self.seen = name  # a refused version is not retried until the file changes again
+        if name is None:
+            return None, None, None
         try:
-            return name, load_current(self.registry), None
+            return name, load(self.registry / name) if self.shadow else load_current(self.registry), None
         except ArtifactError as e:
             return name, None, str(e)
 

@@ -12,16 +12,14 @@ not take up alerts a previous daemon left open: after a restart its alert state 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from detector.artifact import ArtifactError, load
 from detector.metrics import ServiceMetrics
 from detector.pipeline import Pipeline, Topics
-from detector.registry import shadow_version
+from detector.reload import ModelWatcher
 from detector.settings import ServeSettings
 
 log = logging.getLogger("vigil.serve")
@@ -36,54 +34,43 @@ def shadow_topic(settings: ServeSettings) -> str:
 
 
 class Shadow:
-    """A route's shadow: watches the registry's `shadow` file (every reload interval) and keeps
-    the shadow pipeline (None while there is no shadow)."""
+    """A route's shadow: follows the registry's `shadow` file (ModelWatcher, every reload
+    interval) and keeps the shadow pipeline (None while there is no shadow)."""
 
     def __init__(self, registry: str, name: str, settings: ServeSettings, sources: list,
                  labels: dict[str, str]):
         """sources: the Merged collector's list, to which the shadow's metrics are added while it
         runs; labels: what they carry besides role="shadow" (the route's model label)."""
-        self.registry, self.name, self.settings = Path(registry), name, settings
+        self.name, self.settings = name, settings
         self.sources, self.labels = sources, {**labels, "role": "shadow"}
         self.topic = shadow_topic(settings)
         self.pipeline: Pipeline | None = None
         self._source = None
-        self.seen: str | None = None
-        self._error: str | None = None
-        self._next = 0.0
+        # a shadow named at start-up is scored from the first batch
+        self.watcher = ModelWatcher(Path(registry), None, settings.reload_seconds, shadow=True, at_once=True)
         self.check()
 
     def check(self, before_swap: Callable[[], object] = lambda: None) -> bool:
         """Follow the `shadow` file (at most every reload interval); True when the shadow changed."""
-        now = time.monotonic()
-        if now < self._next:
-            return False
-        self._next = now + self.settings.reload_seconds
+        version, model, error = self.watcher.poll()
         where = f"route {self.name}: " if self.name else ""
-        try:
-            version = shadow_version(self.registry)
-        except ArtifactError as e:
-            if str(e) != self._error:
-                self._error = str(e)
-                log.error("%sshadow: %s", where, e)
+        if error is not None:
+            log.error("%sshadow%s refused: %s", where, f" version {version}" if version else "", error)
             return False
-        self._error = None
-        if version == self.seen:
+        if version == "":
             return False
-        self.seen = version
         if version is None:
             before_swap()
             self._drop()
             log.info("%sshadow scoring ended", where)
             return True
         try:
-            model = load(self.registry / version)
             settings = self.settings
             registry = CollectorRegistry()
             pipeline = Pipeline(model, ServiceMetrics(registry), settings.alert_policy(model.persistence),
                                 settings.max_assets, settings.idle_seconds, settings.max_message_bytes,
                                 settings.storm_policy(), Topics(self.topic, "", ""), self.name)
-        except Exception as e:  # a shadow that cannot be loaded or compiled changes nothing else
+        except Exception as e:  # a shadow that cannot be compiled or whose rule does not fit changes nothing else
             log.error("%sshadow version %s refused: %s", where, version, e)
             return False
         before_swap()
