@@ -243,16 +243,20 @@ class Merged(Collector):
         return []  # the names are known only by collecting; the sources are not registered elsewhere
 
     def collect(self):
-        merged: dict[str, Metric] = {}
+        found: dict[str, list] = {}
         for registry, labels, take in list(self.sources):  # a shadow may come or go meanwhile
             for family in registry.collect():
-                if not take(family.name):
-                    continue
-                out = merged.get(family.name)
-                if out is None:
-                    out = merged[family.name] = Metric(family.name, family.documentation, family.type, family.unit)
+                if take(family.name):
+                    found.setdefault(family.name, []).append((family, labels))
+        for name, parts in found.items():
+            if len(parts) == 1 and not parts[0][1]:  # one source, nothing to add: as it is (no copy)
+                yield parts[0][0]
+                continue
+            family = parts[0][0]
+            out = Metric(name, family.documentation, family.type, family.unit)
+            for family, labels in parts:
                 out.samples.extend(s._replace(labels={**s.labels, **labels}) for s in family.samples)
-        yield from merged.values()
+            yield out
 
 
 class Health:
