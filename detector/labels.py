@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 import orjson
 
 from detector.messages import BadMessage
-from detector.metrics import LABELS
+
+LABELS = ("confirmed", "false_alarm", "maintenance")  # also vigil_alert_labels_total's label values
 MAX_NOTE = 2000
 
 

@@ -18,9 +18,10 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Met
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from detector.labels import LABELS
+
 NORMALIZED_BUCKETS = (0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0)
 EVENT_TYPES = ("open", "update", "resolve", "storm_start", "storm_end")  # vigil_alert_events_total{type}
-LABELS = ("confirmed", "false_alarm", "maintenance")  # vigil_alert_labels_total{label} (detector.labels)
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
