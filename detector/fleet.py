@@ -55,7 +55,6 @@ class Fleet:
         self.single = len(routes) == 1 and routes[0].matches_all  # the daemon's `model` only: no routing
         self.pipelines: list[Pipeline] = []
         self.reloads: list[HotReload] = []
-        self.names = [] if self.single else [r.name for r in routes]
         self.shadows: list[Shadow | None] = []
         self.labelled: dict[str, str] = {}  # alert id -> the last label seen (take_labels)
         self.label_wait_seconds = settings.label_wait_seconds
@@ -123,7 +122,7 @@ class Fleet:
                     split[i].append(r)
                 elif r.offset >= replay_until.get((r.topic, r.partition), -1):  # re-read history: refused before
                     result.dead_letters.append(DeadLetter(r, NO_MODEL, f"asset {asset_of(r)!r} matches no route "
-                                                                        f"({', '.join(self.names)})"))
+                                                                        f"({', '.join(self._route_names)})"))
                     unrouted += 1
             if unrouted:
                 self.metrics.dead_letters.labels(NO_MODEL).inc(unrouted)
