@@ -1,3 +1,4 @@
+import os
 import subprocess
 from pathlib import Path
 
@@ -36,28 +37,56 @@ def rng():
 # ----------------------------------------------------------------------------- the broker
 
 ROOT = Path(__file__).resolve().parents[1]
+# The broker the tests start has a state dir of its own, deleted before and after the run: the
+# tests make hundreds of throwaway topics per run, and a state that keeps them all grows without
+# bound (a broker with 4,000 partitions takes minutes to load them before it opens its port).
+TEST_STATE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vigil" / "kafka-test-state"
 _started_broker = False
+_topics_before: set[str] | None = None   # when the tests use a broker that was already running
+
+
+def _broker(command: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(ROOT / "deploy" / "kafka" / "broker"), command], capture_output=True, text=True,
+                          env=os.environ | {"VIGIL_KAFKA_STATE_DIR": str(TEST_STATE)})
+
+
+def _topics() -> set[str]:
+    from kafka import KafkaAdminClient
+
+    from tests.kafka_util import BOOTSTRAP
+
+    admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=30_000)
+    try:
+        return set(admin.list_topics())
+    finally:
+        admin.close()
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(session, config, items):
-    """Start the local Kafka broker (deploy/kafka/broker) when a selected test needs it (marked
-    kafka) and none is running; `-m "not kafka"` therefore needs neither Java nor a broker.
-    After the -m/-k selection (trylast), so only what runs counts."""
-    global _started_broker
+    """Start a local Kafka broker (deploy/kafka/broker, fresh state) when a selected test needs
+    it (marked kafka) and none is running; `-m "not kafka"` therefore needs neither Java nor a
+    broker. A broker already running is used as it is, and the topics the run made on it are
+    deleted at the end. After the -m/-k selection (trylast), so only what runs counts."""
+    global _started_broker, _topics_before
     if config.option.collectonly or not any(item.get_closest_marker("kafka") for item in items):
         return
     from tests.kafka_util import broker_reachable
 
     if broker_reachable():
+        try:
+            _topics_before = _topics()
+        except Exception:  # noqa: BLE001 - then the tests say what is wrong with it; nothing is cleaned up
+            _topics_before = None
         return
-    broker = ROOT / "deploy" / "kafka" / "broker"
     say = config.pluginmanager.get_plugin("terminalreporter")
     if say is not None:  # the first start fetches Kafka's jars: it can take a minute or two
-        say.write_line(f"starting the local Kafka broker for the tests marked kafka ({broker.relative_to(ROOT)} start)")
-    done = subprocess.run([str(broker), "start"], capture_output=True, text=True)
+        say.write_line("starting a local Kafka broker for the tests marked kafka "
+                       f"(deploy/kafka/broker start, state {TEST_STATE})")
+    _broker("reset")
+    done = _broker("start")
     if done.returncode != 0:
-        raise pytest.UsageError(f"the selected tests need Kafka (marked kafka), and {broker} start failed:\n"
+        raise pytest.UsageError("the selected tests need Kafka (marked kafka), and deploy/kafka/broker start failed:\n"
                                 f"{done.stdout}{done.stderr}(-m \"not kafka\" runs the others)")
     if say is not None:
         say.write_line((done.stdout + done.stderr).strip().splitlines()[-1] if (done.stdout + done.stderr).strip()
@@ -67,4 +96,19 @@ def pytest_collection_modifyitems(session, config, items):
 
 def pytest_sessionfinish(session, exitstatus):
     if _started_broker:
-        subprocess.run([str(ROOT / "deploy" / "kafka" / "broker"), "stop"], capture_output=True)
+        _broker("reset")   # stops it and deletes its state
+    elif _topics_before is not None:
+        from kafka import KafkaAdminClient
+
+        from tests.kafka_util import BOOTSTRAP
+
+        try:
+            made = sorted(t for t in _topics() - _topics_before if not t.startswith("__"))
+            admin = KafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=60_000)
+            try:
+                for i in range(0, len(made), 100):
+                    admin.delete_topics(made[i:i + 100])
+            finally:
+                admin.close()
+        except Exception as e:  # noqa: BLE001 - leftover topics are untidy, not a failed run
+            print(f"\nconftest: could not delete the topics this run made: {e}")
