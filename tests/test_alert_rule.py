@@ -296,6 +296,7 @@ def test_the_daemon_flags_exactly_the_rows_vigil_score_flags(trained, tmp_path, 
     assert np.all(open_rows[is_anomaly])
 
 
+@pytest.mark.slow  # trains a model or runs `vigil` through the CLI
 def test_an_override_replaces_the_models_rule_in_the_daemon_only(trained, tmp_path):
     model_dir, data = trained
     model = load(model_dir)

@@ -60,6 +60,7 @@ def test_train_progress_and_quiet(tmp_path, normal_csv, tiny_toml, capsys):
     assert "epoch   1/6" in err and "val" in err and "threshold" in err
 
 
+@pytest.mark.slow  # trains a model or runs `vigil` through the CLI
 def test_train_says_how_the_threshold_was_chosen_and_warns_of_row_number_times(tmp_path, normal_csv, tiny_toml,
                                                                              capsys):
     assert main(["train", "--data", str(normal_csv), "--out", str(tmp_path / "m"), "--config", str(tiny_toml)]) == 0
@@ -292,6 +293,7 @@ def test_reading_data_and_the_command_line_do_not_import_jax():
     assert done.stdout.strip() == "False"
 
 
+@pytest.mark.slow  # trains a model or runs `vigil` through the CLI
 def test_a_reader_that_goes_away_is_not_an_error(normal_csv):
     """vigil inspect ... | head: the pipe closes before the report is written; no traceback."""
     from pathlib import Path
