@@ -207,16 +207,32 @@ class Fleet:
 
     def take_up(self, open_alerts: dict[str, dict], storms: dict[str, dict]) -> None:
         """A previous daemon's open alerts (each to the route of its asset) and storms (by scope)."""
+        for pipeline, alerts in zip(self.pipelines, self._by_route(open_alerts)):
+            pipeline.take_up(alerts, storms)
+
+    @property
+    def shadowing(self) -> bool:
+        return any(s is not None and s.pipeline is not None for s in self.shadows)
+
+    def take_up_shadows(self, open_alerts: dict[str, dict], storms: dict[str, dict]) -> None:
+        """What a previous daemon's shadows left open on the shadow alerts topic: each shadow takes
+        up the alerts its own model version opened (those of an earlier shadow are not its own),
+        so that a restart does not open them again and count against the challenger."""
+        for shadow, alerts in zip(self.shadows, self._by_route(open_alerts)):
+            if shadow is not None and shadow.pipeline is not None:
+                version = shadow.pipeline.model.version
+                shadow.pipeline.take_up({a: e for a, e in alerts.items() if e.get("model_version") == version}, storms)
+
+    def _by_route(self, open_alerts: dict[str, dict]) -> list[dict[str, dict]]:
+        """open_alerts (asset -> event) split by the routes their assets go to."""
         if self.single:
-            self.pipelines[0].take_up(open_alerts, storms)
-            return
+            return [open_alerts]
         mine: list[dict[str, dict]] = [{} for _ in self.pipelines]
         for asset, event in open_alerts.items():
             i = self.router(asset)
             if i is not None:
                 mine[i][asset] = event
-        for pipeline, alerts in zip(self.pipelines, mine):
-            pipeline.take_up(alerts, storms)
+        return mine
 
     def check_reload(self, before_swap: Callable[[], object] = lambda: None) -> bool:
         """Serve each route's newly promoted model (HotReload.check) and follow its shadow (Shadow.check);

@@ -17,28 +17,40 @@ from detector.topics import SourceError, read_records
 log = logging.getLogger("vigil.serve")
 
 
-def alerts_left_open(s: ServeSettings) -> tuple[dict[str, dict], dict[str, dict]]:
-    """The last event of each asset's alert that is open on the alerts topic (opened within
-    alert_lookback_seconds and not resolved), and the storms left open there (scope ->
-    storm_start): a previous daemon's, to be taken up. Nothing when the topic cannot be read."""
+def alerts_left_open(s: ServeSettings, topic: str) -> tuple[dict[str, dict], dict[str, dict]]:
+    """What a previous daemon left open on an alerts topic (the alerts topic, or the shadow
+    alerts topic for the shadows), from its events of the last alert_lookback_seconds (see
+    left_open). Nothing when the topic cannot be read."""
     now_ms = int(time.time() * 1000)
     options = client_options(s.kafka, bootstrap_servers=s.bootstrap_servers, client_id="vigil-serve-restore")
-    last: dict[str, dict] = {}
-    storms: list[dict] = []
+    events = []
     try:
-        for record in read_records(options, s.alerts_topic, now_ms - int(s.alert_lookback_seconds * 1000), now_ms + 1):
+        for record in read_records(options, topic, now_ms - int(s.alert_lookback_seconds * 1000), now_ms + 1):
             try:
-                event = json.loads(record.value)
-                if is_storm_event(event):
-                    storms.append(event)
-                    continue
-                last[event["asset"]] = event
-            except (ValueError, KeyError, TypeError):
+                events.append(json.loads(record.value))
+            except ValueError:
                 continue
     except (SourceError, KafkaError) as e:
-        log.info("no alerts to take up: %s", e)
+        log.info("no alerts to take up from %s: %s", topic, e)
         return {}, {}
-    left_open = {asset: e for asset, e in last.items() if e.get("type") in ("open", "update")}
-    if left_open:
-        log.info("taking up %d alert(s) left open on %s", len(left_open), s.alerts_topic)
-    return left_open, open_storms(storms)
+    alerts, storms = left_open(events)
+    if alerts:
+        log.info("taking up %d alert(s) left open on %s", len(alerts), topic)
+    return alerts, storms
+
+
+def left_open(events: list) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Of alert and storm events in the order they were written: the last event of each asset's
+    alert that is still open (asset -> its open or update event), and the storms left open
+    (scope -> storm_start). Events that are not objects with an asset are passed over."""
+    last: dict[str, dict] = {}
+    storms: list[dict] = []
+    for event in events:
+        if not isinstance(event, dict):
+            continue
+        if is_storm_event(event):
+            storms.append(event)
+        elif isinstance(event.get("asset"), str):
+            last[event["asset"]] = event
+    alerts = {asset: e for asset, e in last.items() if e.get("type") in ("open", "update")}
+    return alerts, open_storms(storms)

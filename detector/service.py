@@ -38,6 +38,7 @@ from detector.kafka_client import client_options, preflight
 from detector.metrics import Health, ServiceMetrics, serve_http
 from detector.pipeline import BatchResult, Pipeline
 from detector.restore import alerts_left_open
+from detector.shadow import shadow_topic
 from detector.settings import ServeSettings
 
 log = logging.getLogger("vigil.serve")
@@ -71,7 +72,7 @@ class KafkaClients:
     preflight: Callable[[ServeSettings], None]
     consumer: Callable[[ServeSettings], KafkaConsumer]
     producer: Callable[[ServeSettings], KafkaProducer]
-    left_open: Callable[[ServeSettings], tuple[dict[str, dict], dict[str, dict]]]
+    left_open: Callable[[ServeSettings, str], tuple[dict[str, dict], dict[str, dict]]]  # (settings, topic)
 
 
 def _producer(s: ServeSettings) -> KafkaProducer:
@@ -172,7 +173,9 @@ class Service:
         self.http = serve_http(s.metrics_addr, self.registry, self.health)
         self.producer = self.clients.producer(s)
         self.consumer = self.clients.consumer(s)
-        self.fleet.take_up(*self.clients.left_open(s))
+        self.fleet.take_up(*self.clients.left_open(s, s.alerts_topic))
+        if self.fleet.shadowing:
+            self.fleet.take_up_shadows(*self.clients.left_open(s, shadow_topic(s)))
         self.consumer.subscribe([s.topic] + ([s.labels_topic] if s.labels_topic else []), listener=_Rebalance(self))
         try:  # see UNASSIGNED_POLL_MS: the first join should already know every partition
             self.consumer.partitions_for_topic(s.topic)

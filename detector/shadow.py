@@ -5,8 +5,9 @@ The shadow is a second Pipeline fed the same records as the route's own. It keep
 windows and alert state; its alert and storm events go to the shadow alerts topic (default
 `<alerts_topic>.shadow`), never to the alerts topic; its dead letters and scores are dropped
 (the route's pipeline reports those). Its metrics are shown with the label role="shadow":
-alert events, open alerts, readings scored, the score distribution and model info. It does
-not take up alerts a previous daemon left open: after a restart its alert state starts afresh.
+alert events, open alerts, readings scored, the score distribution and model info. After a
+restart it takes up the alerts its model version left open on the shadow alerts topic (as the
+route's pipeline does from the alerts topic), so that they are not opened, and counted, again.
 """
 
 from __future__ import annotations

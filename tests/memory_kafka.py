@@ -12,6 +12,7 @@ from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from detector.pipeline import Record
+from detector.restore import left_open
 from detector.service import KafkaClients
 
 
@@ -43,7 +44,9 @@ class MemoryKafka:
         def consumer(settings):
             self.consumer = MemoryConsumer(self, settings.batch_size)
             return self.consumer
-        return KafkaClients(lambda s: None, consumer, lambda s: MemoryProducer(self), lambda s: ({}, {}))
+        # what a previous daemon left open: read back from what was produced, as from Kafka
+        return KafkaClients(lambda s: None, consumer, lambda s: MemoryProducer(self),
+                            lambda s, topic: left_open(self.messages(topic)))
 
     def messages(self, topic: str) -> list[dict]:
         return [json.loads(v) for t, _, v, _ in self.produced if t == topic]

@@ -189,7 +189,8 @@ def test_open_alerts_left_by_a_previous_daemon_go_to_their_route(plant):
     kafka, settings, _ = plant
     left = {"fan-1": {"type": "open", "alert_id": "abc", "asset": "fan-1", "time": "2026-11-23T19:00:00.000Z",
                       "opened_at": "2026-11-23T19:00:00.000Z", "peak_normalized_score": 3.0}}
-    clients = dataclasses.replace(kafka.clients(), left_open=lambda s: (left, {}))
+    clients = dataclasses.replace(kafka.clients(),
+                                  left_open=lambda s, topic: (left, {}) if topic == s.alerts_topic else ({}, {}))
     service = Service(settings, CollectorRegistry(), clients)
     service.connect()
     pumps, fans = service.fleet.pipelines

@@ -1,11 +1,15 @@
 """Shadow scoring (detector.shadow): a registry's shadow version scored on the live stream beside
 the current model, its would-be alerts on the shadow topic only; the registry's shadow file."""
 
+import json
+
 import pytest
+from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import generate_latest
 
 from detector import registry as reg
 from detector.artifact import ArtifactError, save
+from detector.service import Service
 from tests.test_pipeline import make_model
 from tests.test_service_loop import _threshold, committed, run
 from tests.test_service_loop import stream as stream  # the fixture: a registry (v1 current, v2) and a topic
@@ -37,6 +41,29 @@ def test_a_shadow_scores_the_live_stream_silently(stream, tmp_path):
     assert 'vigil_asset_score{asset="p1"}' in text and 'role="shadow",asset' not in text  # no per-asset shadow series
     assert text.count("# TYPE vigil_alert_events_total counter") == 1
     assert len([1 for t, *_ in kafka.produced if t == "vigil.dlq"]) == 1  # the shadow dead-letters nothing
+
+
+def test_after_a_restart_the_shadow_takes_up_its_open_alert_and_does_not_open_it_again(stream, tmp_path):
+    kafka, settings = stream
+    reg.set_shadow(tmp_path / "models", "v2")
+    run(kafka, settings, stop_after=8)  # stopped while p1's fault goes on
+    assert committed(kafka) < 301
+    opened = [e["alert_id"] for e in shadow_events(kafka, "p1") if e["type"] == "open"]
+    assert len(opened) == 1 and [e["type"] for e in kafka.messages("vigil.alerts")].count("open") == 1
+    # an alert the shadow's earlier version left open is not this shadow's
+    kafka.produced.append(("vigil.alerts.shadow", b"p2", json.dumps(
+        {"type": "open", "alert_id": "old", "asset": "p2", "model_version": "v0", "time": "2026-11-23T19:00:00.000Z",
+         "opened_at": "2026-11-23T19:00:00.000Z"}).encode(), None))
+    service = Service(settings, CollectorRegistry(), kafka.clients())
+    service.connect()
+    assert set(service.fleet.shadows[0].pipeline.open_alerts_to_restore) == {"p1"}
+    service.close()
+    run(kafka, settings, stop_after=40)  # the next daemon
+    assert committed(kafka) == 301
+    shadow = [e for e in shadow_events(kafka, "p1")]
+    assert [e["type"] for e in shadow].count("open") == 1               # not opened again
+    assert {e["alert_id"] for e in shadow} == set(opened)                # its events keep the alert's id
+    assert [e["type"] for e in kafka.messages("vigil.alerts")].count("open") == 1  # the current model's, likewise
 
 
 @pytest.mark.slow
