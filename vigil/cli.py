@@ -700,8 +700,9 @@ def cmd_label(args) -> int:
         raise UserError(str(e)) from None
     now_ms = int(time.time() * 1000)
     asset = model = opened = ""
+    options = _kafka_options(args.bootstrap_servers, "vigil-label")  # the pre-flight check, once
     try:  # the alert's asset and route, from its events
-        for record in read_records(_kafka_options(args.bootstrap_servers, "vigil-label"), args.alerts_topic,
+        for record in read_records(options, args.alerts_topic,
                                    now_ms - int(lookback * 1000), now_ms + 1):
             try:
                 event = json.loads(record.value)
@@ -716,7 +717,7 @@ def cmd_label(args) -> int:
               f"{args.lookback}; labelled anyway", file=sys.stderr)
     label = Label(args.alert_id, args.label, args.by or os.environ.get("USER", ""), args.note or "", asset, model,
                   iso_ms(now_ms))
-    sink = KafkaSink(args.bootstrap_servers, args.topic)
+    sink = KafkaSink(args.bootstrap_servers, args.topic, checked=True)
     sink.send(args.alert_id.encode(), label.to_json())
     sink.close()
     where = f" ({asset}{', route ' + model if model else ''}, opened {opened})" if asset else ""
