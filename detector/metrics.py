@@ -16,6 +16,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.samples import Sample
+from prometheus_client.utils import floatToGoString
 from prometheus_client.registry import Collector
 
 from detector.labels import LABELS
@@ -104,22 +106,103 @@ class AssetGauges(Collector):
         with self._lock:
             assets = list(self._row)
             rows = list(self._row.values())
-            values, shares, sensors = self._values[rows].tolist(), self._shares[rows].tolist(), self.sensors
-        families = [GaugeMetricFamily("vigil_asset_score", "Latest window score per asset", labels=["asset"]),
-                    GaugeMetricFamily("vigil_asset_normalized_score",
-                                      "Latest score / threshold per asset (1.0 = at threshold)", labels=["asset"]),
-                    GaugeMetricFamily("vigil_asset_alert_open", "1 while the asset has an open alert, else 0",
-                                      labels=["asset"])]
-        share = GaugeMetricFamily("vigil_asset_sensor_share",
-                                  "Share (0..1) of the asset's latest window score from each sensor",
-                                  labels=["asset", "sensor"])
-        for asset, row, asset_shares in zip(assets, values, shares):
-            for family, value in zip(families, row):
-                family.add_metric([asset], value)
-            for sensor, value in zip(sensors, asset_shares):
-                share.add_metric([asset, sensor], value)
-        yield from families
-        yield share
+            values, shares, sensors = self._values[rows], self._shares[rows], self.sensors
+        names = [(a,) for a in assets]
+        yield RowsFamily("vigil_asset_score", "Latest window score per asset", ("asset",), names, values[:, 0])
+        yield RowsFamily("vigil_asset_normalized_score", "Latest score / threshold per asset (1.0 = at threshold)",
+                         ("asset",), names, values[:, 1])
+        yield RowsFamily("vigil_asset_alert_open", "1 while the asset has an open alert, else 0", ("asset",),
+                         names, values[:, 2])
+        yield RowsFamily("vigil_asset_sensor_share", "Share (0..1) of the asset's latest window score from each sensor",
+                         ("asset", "sensor"), [(a, sensor) for a in assets for sensor in sensors], shares.reshape(-1))
+
+
+class RowsFamily(Metric):
+    """A gauge family of many label sets (the per-asset gauges: 55,000 series for 5,000 assets of
+    8 sensors), written to the text format by exposition() in one pass: prometheus_client's
+    generate_latest takes about 0.6 s for them, a scrape the loop waits on for the GIL. Its
+    samples (for get_sample_value and other readers) are made only when asked for.
+
+    chunks: (label names, label values [one tuple per series], values [series]); with
+    extra labels (Merged) a chunk's series carry them too."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...] = (), rows: list = (),
+                 values: np.ndarray = np.zeros(0), chunks: list | None = None):
+        super().__init__(name, documentation, "gauge")
+        self.chunks = chunks if chunks is not None else [(tuple(labelnames), rows, np.asarray(values, float))]
+
+    @property
+    def samples(self):
+        return [Sample(self.name, dict(zip(names, row)), value)
+                for names, rows, values in self.chunks for row, value in zip(rows, values.tolist())]
+
+    @samples.setter
+    def samples(self, _value):  # Metric.__init__ sets an empty list; the samples come from the chunks
+        pass
+
+    def with_labels(self, labels: dict[str, str]) -> RowsFamily:
+        """The same series, each also labelled `labels`."""
+        if not labels:
+            return self
+        keys, values = tuple(labels), tuple(labels.values())
+        return RowsFamily(self.name, self.documentation,
+                          chunks=[(names + keys, [row + values for row in rows], v) for names, rows, v in self.chunks])
+
+    def text(self) -> str:
+        """The family in the Prometheus text format, byte for byte as generate_latest writes it."""
+        documentation = self.documentation.replace("\\", "\\\\").replace("\n", "\\n")
+        out = [f"# HELP {self.name} {documentation}\n# TYPE {self.name} gauge\n"]
+        escaped: dict[str, str] = {}
+
+        def escape(v: str) -> str:
+            e = escaped.get(v)
+            if e is None:
+                e = escaped[v] = v.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+            return e
+
+        for names, rows, values in self.chunks:
+            order = sorted(range(len(names)), key=names.__getitem__)  # labels in name order, as prometheus_client
+            line = f"{self.name}{{" + ",".join(f'{names[i]}="%s"' for i in order) + "} %s\n"
+            for row, value in zip(rows, _go_floats(values)):
+                out.append(line % (*[escape(row[i]) for i in order], value))
+        return "".join(out)
+
+
+def _go_floats(values: np.ndarray) -> list[str]:
+    """Values as prometheus_client writes them (floatToGoString): repr() but for NaN, infinities
+    and values from 1e6 up."""
+    text = list(map(repr, values.tolist()))
+    for i in np.flatnonzero(~(np.abs(values) < 1e6)).tolist():
+        text[i] = floatToGoString(values[i])
+    return text
+
+
+def exposition(collector) -> bytes:
+    """generate_latest(collector), with RowsFamily families written by RowsFamily.text()."""
+    out: list[str] = []
+    others: list[Metric] = []
+
+    def flush():
+        if others:
+            out.append(generate_latest(_Families(list(others))).decode())
+            others.clear()
+
+    for family in collector.collect():
+        if isinstance(family, RowsFamily):
+            flush()
+            out.append(family.text())
+        else:
+            others.append(family)
+    flush()
+    return "".join(out).encode()
+
+
+class _Families:
+    def __init__(self, families: list[Metric]):
+        self.families = families
+
+    def collect(self):
+        return self.families
 
 
 class StormGauges(Collector):
@@ -254,6 +337,10 @@ class Merged(Collector):
                 yield parts[0][0]
                 continue
             family = parts[0][0]
+            if isinstance(family, RowsFamily):
+                yield RowsFamily(name, family.documentation,
+                                 chunks=[c for f, labels in parts for c in f.with_labels(labels).chunks])
+                continue
             out = Metric(name, family.documentation, family.type, family.unit)
             for family, labels in parts:
                 out.samples.extend(s._replace(labels={**s.labels, **labels}) for s in family.samples)
@@ -292,7 +379,7 @@ def serve_http(address: str, registry: CollectorRegistry, health: Health) -> Thr
         def do_GET(self):  # noqa: N802 (http.server naming)
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
-                body, status, ctype = generate_latest(registry), 200, CONTENT_TYPE_LATEST
+                body, status, ctype = exposition(registry), 200, CONTENT_TYPE_LATEST
             elif path in ("/healthz", "/readyz"):
                 ok = health.alive if path == "/healthz" else health.ready
                 body, status, ctype = (b"ok\n" if ok else b"not ok\n"), (200 if ok else 503), "text/plain"
