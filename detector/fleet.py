@@ -10,6 +10,7 @@ a registry of its own and shown on the endpoint with a `model` label (metrics.Me
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -20,7 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from detector.artifact import ArtifactError
 from detector.labels import parse_label
-from detector.messages import BadMessage
+from detector.messages import BadMessage, Decoded
 from detector.metrics import DAEMON_FAMILIES, Merged, ServiceMetrics
 from detector.pipeline import (BatchResult, DeadLetter, Pipeline, Record, Submitted, Topics, batch_offsets,
                                dead_letter_message)
@@ -96,6 +97,7 @@ class Fleet:
         """Decode the records and start scoring them, each with its route's model (Pipeline.submit),
         and with its shadow's, if it has one. labels: records of the labels topic (take_labels)."""
         replay_until = replay_until or {}
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         if labels:
             groups = None
             route = self._routes_of(records) if not self.single else [0] * len(records)
@@ -109,8 +111,10 @@ class Fleet:
             else:
                 groups = None
         if groups is not None:
-            submitted = self.pipelines[groups[0][0]].submit(records, replay_until, now_ms)
-            batch = FleetBatch([(self.pipelines[groups[0][0]], submitted)], submitted.result)
+            i = groups[0][0]
+            shared = self._decode_shared(groups, now_ms)
+            submitted = self.pipelines[i].submit(records, replay_until, now_ms, _copy(shared.get(i)))
+            batch = FleetBatch([(self.pipelines[i], submitted)], submitted.result)
         else:
             result = BatchResult()
             result.offsets, result.commits = batch_offsets({(r.topic, r.partition): r for r in [*records, *labels]})
@@ -127,13 +131,25 @@ class Fleet:
             if unrouted:
                 self.metrics.dead_letters.labels(NO_MODEL).inc(unrouted)
             groups = [(i, rs) for i, rs in enumerate(split) if rs]
-            batch = FleetBatch([(self.pipelines[i], self.pipelines[i].submit(rs, replay_until, now_ms))
+            shared = self._decode_shared(groups, now_ms)
+            batch = FleetBatch([(self.pipelines[i], self.pipelines[i].submit(rs, replay_until, now_ms,
+                                                                             _copy(shared.get(i))))
                                 for i, rs in groups], result)
         for i, rs in groups:
             shadow = self.shadows[i]
             if shadow is not None and shadow.pipeline is not None:
-                batch.shadows.append((shadow.pipeline, shadow.pipeline.submit(rs, replay_until, now_ms)))
+                batch.shadows.append((shadow.pipeline, shadow.pipeline.submit(rs, replay_until, now_ms, shared.get(i))))
         return batch
+
+    def _decode_shared(self, groups: list[tuple[int, Sequence[Record]]], now_ms: int) -> dict[int, Decoded]:
+        """Each group's records decoded once, for the routes whose shadow reads them alike
+        (Pipeline.reads_like): the shadow takes the decode, its route a copy (_copy)."""
+        shared = {}
+        for i, rs in groups:
+            shadow = self.shadows[i]
+            if shadow is not None and shadow.pipeline is not None and self.pipelines[i].reads_like(shadow.pipeline):
+                shared[i] = self.pipelines[i].decode(rs, now_ms)
+        return shared
 
     def take_labels(self, records: Sequence[Record], replay_until: dict, result: BatchResult) -> None:
         """Operators' labels (detector.labels): counted in vigil_alert_labels_total{label} of the
@@ -255,3 +271,10 @@ class Fleet:
                 ", ".join(route.assets + ((f"the assets in {route.assets_file}",) if route.assets_file else ()))
             lines.append(f"route {route.name} ({serves}): {pipeline.describe()} from {route.model}")
         return f"{len(lines)} routes; " + "; ".join(lines)
+
+
+def _copy(decoded: Decoded | None) -> Decoded | None:
+    """A decode another pipeline can change (Pipeline.submit may move late readings' times)."""
+    if decoded is None:
+        return None
+    return dataclasses.replace(decoded, times=decoded.times.copy(), values=decoded.values.copy())

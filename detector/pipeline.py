@@ -199,12 +199,22 @@ class Pipeline:
         open alerts) to where it was; they produce no events, dead letters or metrics."""
         return self.finish(self.submit(records, replay_until, now_ms))
 
+    def decode(self, records: Sequence[Record], now_ms: int) -> Decoded:
+        """The records' readings of this model's sensors (submit() takes them as they are)."""
+        return self.decoder.decode_batch([r.value for r in records], [r.key for r in records], now_ms)
+
+    def reads_like(self, other: Pipeline) -> bool:
+        """Whether other decodes records exactly as this pipeline does (same sensors, same size
+        limit), so that one decode serves both (a route and its shadow)."""
+        return (self.decoder.sensors, self.decoder.max_bytes) == (other.decoder.sensors, other.decoder.max_bytes)
+
     def submit(self, records: Sequence[Record], replay_until: dict[tuple[str, int], int] | None = None,
-               now_ms: int | None = None) -> Submitted:
+               now_ms: int | None = None, decoded: Decoded | None = None) -> Submitted:
         """The first half of process(): decode, refill windows, hand the windows to the scorer.
         The scorer works while the caller goes on (e.g. polls the next batch); finish() then
         takes the scores. Batches must be finished in the order they were submitted, and the
-        model must not be swapped in between."""
+        model must not be swapped in between. decoded: the records already decoded (decode(),
+        for this pipeline's own use: its times may be changed)."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         replay_until = replay_until or {}
         m = self.metrics
@@ -216,7 +226,8 @@ class Pipeline:
         else:
             replay = np.zeros(len(records), bool)
         live = ~replay
-        decoded = self.decoder.decode_batch([r.value for r in records], [r.key for r in records], now_ms)
+        if decoded is None:
+            decoded = self.decode(records, now_ms)
         refused = dict(decoded.errors)
         keep = self._in_order(decoded, replay, refused)
         evicted, sparse = self.windows.evicted, self.windows.sparse

@@ -9,6 +9,8 @@ from prometheus_client.exposition import generate_latest
 
 from detector import registry as reg
 from detector.artifact import ArtifactError, save
+from detector.messages import Decoder
+from tests.memory_kafka import MemoryKafka
 from detector.service import Service
 from tests.test_pipeline import make_model
 from tests.test_service_loop import _threshold, committed, run
@@ -64,6 +66,23 @@ def test_after_a_restart_the_shadow_takes_up_its_open_alert_and_does_not_open_it
     assert [e["type"] for e in shadow].count("open") == 1               # not opened again
     assert {e["alert_id"] for e in shadow} == set(opened)                # its events keep the alert's id
     assert [e["type"] for e in kafka.messages("vigil.alerts")].count("open") == 1  # the current model's, likewise
+
+
+def test_a_shadow_of_the_same_sensors_shares_its_routes_decode(stream, tmp_path, monkeypatch):
+    kafka, settings = stream
+    decodes = []
+    original = Decoder.decode_batch
+    monkeypatch.setattr(Decoder, "decode_batch", lambda self, *a, **k: decodes.append(1) or original(self, *a, **k))
+    without = MemoryKafka("r", log=kafka.log)  # the same records, without a shadow
+    run(without, settings, stop_after=40)
+    alone, alerts = len(decodes), without.messages("vigil.alerts")
+    decodes.clear()
+    reg.set_shadow(tmp_path / "models", "v2")
+    run(kafka, settings, stop_after=40)
+    assert len(decodes) == alone                    # one decode per batch for both models
+    assert kafka.messages("vigil.alerts") == alerts and alerts  # the route scores as it did alone
+    shadow = [(e["type"], e["asset"], e["time"]) for e in shadow_events(kafka)]
+    assert shadow == [(e["type"], e["asset"], e["time"]) for e in alerts]  # v2 = v1 but for the version
 
 
 @pytest.mark.slow

@@ -26,6 +26,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
+from scipy.signal import lfilter
 
 from vigil import csvformat, situations, synthetic
 from vigil.specs import (ClockStep, Fault, Outage, SimulationError, SlowSensor, Stop, parse_clock_step, parse_fault,
@@ -135,8 +136,6 @@ class Chunk:
 
 def _ar1(x: np.ndarray, phi: float, scale: float, last: np.ndarray) -> np.ndarray:
     """y[t] = phi * y[t-1] + scale * x[t] along the last axis, continuing from y[-1] = last [...]."""
-    from scipy.signal import lfilter  # here: importing scipy.signal takes about 2 s, `vigil simulate` starts without it
-
     return lfilter([scale], [1.0, -phi], x, zi=np.asarray(phi * last)[..., None])[0]
 
 
