@@ -45,6 +45,7 @@ def test_a_shadow_scores_the_live_stream_silently(stream, tmp_path):
     assert len([1 for t, *_ in kafka.produced if t == "vigil.dlq"]) == 1  # the shadow dead-letters nothing
 
 
+@pytest.mark.slow
 def test_after_a_restart_the_shadow_takes_up_its_open_alert_and_does_not_open_it_again(stream, tmp_path):
     kafka, settings = stream
     reg.set_shadow(tmp_path / "models", "v2")
@@ -68,6 +69,7 @@ def test_after_a_restart_the_shadow_takes_up_its_open_alert_and_does_not_open_it
     assert [e["type"] for e in kafka.messages("vigil.alerts")].count("open") == 1  # the current model's, likewise
 
 
+@pytest.mark.slow
 def test_a_shadow_of_the_same_sensors_shares_its_routes_decode(stream, tmp_path, monkeypatch):
     kafka, settings = stream
     decodes = []
