@@ -136,18 +136,27 @@ class Fleet:
                                                                              _copy(shared.get(i))))
                                 for i, rs in groups], result)
         for i, rs in groups:
-            shadow = self.shadows[i]
-            if shadow is not None and shadow.pipeline is not None:
-                batch.shadows.append((shadow.pipeline, shadow.pipeline.submit(rs, replay_until, now_ms, shared.get(i))))
+            shadow = self._shadow(i)
+            if shadow is not None:
+                batch.shadows.append((shadow, shadow.submit(rs, replay_until, now_ms, shared.get(i))))
         return batch
+
+    def _shadow(self, i: int) -> Pipeline | None:
+        """Route i's shadow pipeline, while it has a shadow."""
+        shadow = self.shadows[i]
+        return shadow.pipeline if shadow is not None else None
+
+    def _shadow_pipelines(self) -> list[Pipeline]:
+        """The shadow pipelines running now."""
+        return [s.pipeline for s in self.shadows if s is not None and s.pipeline is not None]
 
     def _decode_shared(self, groups: list[tuple[int, Sequence[Record]]], now_ms: int) -> dict[int, Decoded]:
         """Each group's records decoded once, for the routes whose shadow reads them alike
         (Pipeline.reads_like): the shadow takes the decode, its route a copy (_copy)."""
         shared = {}
         for i, rs in groups:
-            shadow = self.shadows[i]
-            if shadow is not None and shadow.pipeline is not None and self.pipelines[i].reads_like(shadow.pipeline):
+            shadow = self._shadow(i)
+            if shadow is not None and self.pipelines[i].reads_like(shadow):
                 shared[i] = self.pipelines[i].decode(rs, now_ms)
         return shared
 
@@ -214,7 +223,7 @@ class Fleet:
     def expire_idle(self) -> None:
         """Forget idle assets (Pipeline.expire_idle); count each route's open alerts older than
         label_wait_seconds that no label has reached (vigil_alerts_unlabelled)."""
-        for pipeline in self.pipelines + [s.pipeline for s in self.shadows if s is not None and s.pipeline]:
+        for pipeline in self.pipelines + self._shadow_pipelines():
             pipeline.expire_idle()
         before = (time.time() - self.label_wait_seconds) * 1000
         for pipeline in self.pipelines:
@@ -228,16 +237,17 @@ class Fleet:
 
     @property
     def shadowing(self) -> bool:
-        return any(s is not None and s.pipeline is not None for s in self.shadows)
+        return bool(self._shadow_pipelines())
 
     def take_up_shadows(self, open_alerts: dict[str, dict], storms: dict[str, dict]) -> None:
         """What a previous daemon's shadows left open on the shadow alerts topic: each shadow takes
         up the alerts its own model version opened (those of an earlier shadow are not its own),
         so that a restart does not open them again and count against the challenger."""
-        for shadow, alerts in zip(self.shadows, self._by_route(open_alerts)):
-            if shadow is not None and shadow.pipeline is not None:
-                version = shadow.pipeline.model.version
-                shadow.pipeline.take_up({a: e for a, e in alerts.items() if e.get("model_version") == version}, storms)
+        for i, alerts in enumerate(self._by_route(open_alerts)):
+            shadow = self._shadow(i)
+            if shadow is not None:
+                version = shadow.model.version
+                shadow.take_up({a: e for a, e in alerts.items() if e.get("model_version") == version}, storms)
 
     def _by_route(self, open_alerts: dict[str, dict]) -> list[dict[str, dict]]:
         """open_alerts (asset -> event) split by the routes their assets go to."""
@@ -274,7 +284,8 @@ class Fleet:
 
 
 def _copy(decoded: Decoded | None) -> Decoded | None:
-    """A decode another pipeline can change (Pipeline.submit may move late readings' times)."""
+    """A decode another pipeline can change: Pipeline.submit may move late readings' times (it
+    changes nothing else of it)."""
     if decoded is None:
         return None
-    return dataclasses.replace(decoded, times=decoded.times.copy(), values=decoded.values.copy())
+    return dataclasses.replace(decoded, times=decoded.times.copy())

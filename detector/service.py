@@ -38,8 +38,7 @@ from detector.kafka_client import client_options, preflight
 from detector.metrics import Health, ServiceMetrics, serve_http
 from detector.pipeline import BatchResult, Pipeline
 from detector.restore import alerts_left_open
-from detector.shadow import shadow_topic
-from detector.settings import ServeSettings
+from detector.settings import ServeSettings, shadow_topic_of
 
 log = logging.getLogger("vigil.serve")
 LAG_INTERVAL = 5.0
@@ -175,7 +174,8 @@ class Service:
         self.consumer = self.clients.consumer(s)
         self.fleet.take_up(*self.clients.left_open(s, s.alerts_topic))
         if self.fleet.shadowing:
-            self.fleet.take_up_shadows(*self.clients.left_open(s, shadow_topic(s)))
+            shadow_topic = shadow_topic_of(s.alerts_topic, s.shadow_alerts_topic)
+            self.fleet.take_up_shadows(*self.clients.left_open(s, shadow_topic))
         self.consumer.subscribe([s.topic] + ([s.labels_topic] if s.labels_topic else []), listener=_Rebalance(self))
         try:  # see UNASSIGNED_POLL_MS: the first join should already know every partition
             self.consumer.partitions_for_topic(s.topic)

@@ -271,6 +271,11 @@ SECRETS = {"kafka_password": (PASSWORD_ENV, "kafka_sasl_password_file"),
 _KINDS = {"str": str, "int": int, "float": float, "bool": bool}
 
 
+def shadow_topic_of(alerts_topic: str, shadow_alerts_topic: str = "") -> str:
+    """Where a shadow model's would-be alerts go: shadow_alerts_topic, by default alerts_topic + ".shadow"."""
+    return shadow_alerts_topic or alerts_topic + ".shadow"
+
+
 def setting_type(name: str) -> tuple[type, bool]:
     """A setting's type and whether it may be unset (None), from its annotation ("int | None")."""
     parts = [part.strip() for part in str(FIELDS[name].type).split("|")]

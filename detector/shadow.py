@@ -21,17 +21,13 @@ from prometheus_client import CollectorRegistry
 from detector.metrics import ServiceMetrics
 from detector.pipeline import Pipeline, Topics
 from detector.reload import ModelWatcher
-from detector.settings import ServeSettings
+from detector.settings import ServeSettings, shadow_topic_of
 
 log = logging.getLogger("vigil.serve")
 # what the endpoint shows of a shadow's metrics (role="shadow"); per-asset series are left
 # out, so that nothing about a shadow can page (the alerting rules read those)
 SHADOW_FAMILIES = frozenset({"vigil_alert_events", "vigil_alerts_open", "vigil_readings_scored",
                              "vigil_normalized_score", "vigil_model_info"})
-
-
-def shadow_topic(settings: ServeSettings) -> str:
-    return settings.shadow_alerts_topic or settings.alerts_topic + ".shadow"
 
 
 class Shadow:
@@ -44,7 +40,7 @@ class Shadow:
         runs; labels: what they carry besides role="shadow" (the route's model label)."""
         self.name, self.settings = name, settings
         self.sources, self.labels = sources, {**labels, "role": "shadow"}
-        self.topic = shadow_topic(settings)
+        self.topic = shadow_topic_of(settings.alerts_topic, settings.shadow_alerts_topic)
         self.pipeline: Pipeline | None = None
         self._source = None
         # a shadow named at start-up is scored from the first batch

@@ -409,12 +409,13 @@ def _kafka_options(bootstrap_servers: str, client_id: str) -> dict:
 
 
 def _shadow_comparison(args, version: str, seconds: float) -> dict:
+    from detector.settings import shadow_topic_of
     from training.shadow_gate import compare, read_opens
 
     if not args.bootstrap_servers:
         raise UserError("comparing with the shadow reads the alert topics: give --bootstrap-servers")
     alerts = args.alerts_topic or "vigil.alerts"
-    shadow_topic = args.shadow_alerts_topic or alerts + ".shadow"
+    shadow_topic = shadow_topic_of(alerts, args.shadow_alerts_topic or "")
     assets = _asset_patterns(args)
     now_ms = int(time.time() * 1000)
     current, shadow = read_opens(_kafka_options(args.bootstrap_servers, "vigil-compare"), alerts, shadow_topic,
