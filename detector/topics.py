@@ -15,6 +15,10 @@ class SourceError(Exception):
     """The topic cannot be read (missing topic, unreachable broker)."""
 
 
+class MissingTopic(SourceError):
+    """The topic does not exist (yet: Kafka makes a topic on its first record)."""
+
+
 def read_records(consumer_options: dict, topic: str, since_ms: int, until_ms: int,
                  progress: Callable[[int], None] | None = None) -> Iterator:
     """Every record of `topic` with since_ms <= Kafka timestamp < until_ms, up to the end
@@ -29,7 +33,7 @@ def read_records(consumer_options: dict, topic: str, since_ms: int, until_ms: in
     try:
         partitions = consumer.partitions_for_topic(topic)
         if not partitions:
-            raise SourceError(f"topic {topic!r} does not exist on {consumer_options.get('bootstrap_servers')}")
+            raise MissingTopic(f"topic {topic!r} does not exist on {consumer_options.get('bootstrap_servers')}")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         ends = consumer.end_offsets(tps)

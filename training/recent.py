@@ -20,7 +20,7 @@ from detector.table import SensorTable
 from detector.labels import LABELS, latest_labels
 from detector.messages import BadMessage, Decoder
 from detector.routes import Router, asset_filter, asset_of
-from detector.topics import SourceError, read_records  # noqa: F401 (SourceError: part of this API)
+from detector.topics import MissingTopic, SourceError, read_records  # noqa: F401 (SourceError: part of this API)
 
 LABEL_LOOKBACK_SECONDS = 30 * 86400  # labels given this long before the retraining range still count
 
@@ -153,9 +153,7 @@ def from_kafka(options: dict, topic: str, alerts_topic: str | None, since_second
         try:
             labels = latest_labels(read_records(options, labels_topic,
                                                 since_ms - LABEL_LOOKBACK_SECONDS * 1000, until_ms))
-        except SourceError as e:  # Kafka makes a topic on its first record: none yet is no label yet
-            if "does not exist" not in str(e):
-                raise
+        except MissingTopic as e:  # Kafka makes a topic on its first record: none yet is no label yet
             say(f"{e}: no labels yet")
             labels = {}
         verdicts = {s.alert_id: labels[s.alert_id].label for s in stretches if s.alert_id in labels}

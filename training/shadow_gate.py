@@ -62,16 +62,14 @@ def read_opens(options: dict, alerts_topic: str, shadow_topic: str, since_ms: in
                ) -> tuple[list[dict], list[dict]]:
     """The current model's and the shadow's alert opens between since_ms and until_ms (Kafka time:
     the shadow period, so the shadow topic's events are this shadow's)."""
-    from detector.topics import SourceError, read_records
+    from detector.topics import MissingTopic, read_records
 
     only = asset_filter(assets) if assets else None
 
     def opens(topic: str) -> list[dict]:
         try:
             return alert_opens(read_records(options, topic, since_ms, until_ms), only)
-        except SourceError as e:  # Kafka makes a topic on its first event: none yet is no alert yet
-            if "does not exist" not in str(e):
-                raise
+        except MissingTopic as e:  # Kafka makes a topic on its first event: none yet is no alert yet
             say(f"{e}: no alert on it yet")
             return []
 

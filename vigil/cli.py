@@ -794,6 +794,8 @@ def _add_serve_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from detector.labels import LABELS  # the values vigil serve counts and vigil retrain reads
+
     parser = argparse.ArgumentParser(
         prog="vigil", description="Predictive-maintenance anomaly detection for sensor streams.",
         epilog="run 'vigil COMMAND --help' for the options and an example of each command",
@@ -924,7 +926,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("label", "Give an operator's verdict on an alert (confirmed, false_alarm or maintenance); "
                          "vigil retrain uses it.")
     p.add_argument("alert_id", help="the alert_id of the alert's events")
-    p.add_argument("label", choices=["confirmed", "false_alarm", "maintenance"])
+    p.add_argument("label", choices=LABELS)
     p.add_argument("--note", help="free text (at most 2,000 characters)")
     p.add_argument("--by", help="who labels it (default: $USER)")
     p.add_argument("--bootstrap-servers", required=True, help="Kafka brokers")
