@@ -99,7 +99,7 @@ def main() -> None:
         forward = jax.jit(lambda s, x, m: nnx.merge(graphdef, s).reconstruct(x, m))
         bare = best_rate(lambda: forward(state, windows, mask).block_until_ready(), BATCH)
         scorer = model.scorer()
-        kernel = best_rate(lambda: scorer._score_windows(scorer._state, windows)[0].block_until_ready(), BATCH)
+        kernel = best_rate(lambda: scorer._score_windows(*scorer._state, windows)[0].block_until_ready(), BATCH)
 
         csv_path = tmp / "readings.csv"
         t0 = time.perf_counter()

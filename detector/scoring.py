@@ -244,35 +244,43 @@ class Scorer:
         self.buckets = tuple(sorted(buckets))
         self.traces = 0  # number of compilations; a test guards against recompiles
         graphdef, state = nnx.split(model)
-        center = jnp.asarray(scaler.center)
-        scale = jnp.asarray(scaler.scale)
-        weights = jnp.asarray(sensor_weights(model, rule.weighting))
-        time_weights = jnp.asarray(rule.time_weights(self.window))
-        location = jnp.asarray(rule.location if rule.location is not None else np.zeros(self.sensors), jnp.float32)
-        spread = jnp.asarray(rule.spread if rule.spread is not None else np.ones(self.sensors), jnp.float32)
+        # the model's own numbers go in as arguments, not as constants of the compiled code:
+        # models of one shape and rule share it (JAX's persistent cache keeps one entry for
+        # every version a registry publishes, not one per version, and a new version loads
+        # without compiling again)
+        consts = {
+            "center": jnp.asarray(scaler.center), "scale": jnp.asarray(scaler.scale),
+            "weights": jnp.asarray(sensor_weights(model, rule.weighting)),
+            "time_weights": jnp.asarray(rule.time_weights(self.window)),
+            "location": jnp.asarray(rule.location if rule.location is not None else np.zeros(self.sensors),
+                                    jnp.float32),
+            "spread": jnp.asarray(rule.spread if rule.spread is not None else np.ones(self.sensors), jnp.float32),
+        }
+        structure = dataclasses.replace(rule, location=None, spread=None)  # what shapes the code
 
-        def score(vae, raw):
-            return window_scores(vae, raw, center, scale, rule, weights, time_weights, location, spread)
+        def score(vae, k, raw):
+            return window_scores(vae, raw, k["center"], k["scale"], structure, k["weights"], k["time_weights"],
+                                 k["location"], k["spread"])
 
-        def errors(vae, raw):
-            return sensor_errors(vae, raw, center, scale, time_weights)
+        def errors(vae, k, raw):
+            return sensor_errors(vae, raw, k["center"], k["scale"], k["time_weights"])
 
         def on_windows(kernel):
-            def run(state, raw):
+            def run(state, k, raw):
                 self.traces += 1
-                return kernel(nnx.merge(graphdef, state), raw)
+                return kernel(nnx.merge(graphdef, state), k, raw)
             return jax.jit(run)
 
         def on_block(kernel):
-            def run(state, rows):
+            def run(state, k, rows):
                 # rows: [bucket + window - 1, sensors] -> the bucket's windows, gathered on device
                 self.traces += 1
                 n = rows.shape[0] - self.window + 1
                 index = jnp.arange(n)[:, None] + jnp.arange(self.window)[None, :]
-                return kernel(nnx.merge(graphdef, state), rows[index])
+                return kernel(nnx.merge(graphdef, state), k, rows[index])
             return jax.jit(run)
 
-        self._state = state
+        self._state = (state, consts)
         self._score_windows = on_windows(score)
         self._score_block = on_block(score)
         self._errors_block = on_block(errors)
@@ -312,7 +320,7 @@ class Scorer:
             k = len(chunk)
             if k < size:
                 chunk = np.concatenate([chunk, np.full((size - k, self.window, self.sensors), np.nan, np.float32)])
-            pending.append((self._score_windows(self._state, chunk), k))
+            pending.append((self._score_windows(*self._state, chunk), k))
             start += size
 
         def result() -> Scores:
@@ -348,7 +356,7 @@ class Scorer:
         contributions = np.zeros((rows, self.sensors), np.float32)
         pending = []  # a few blocks in flight: JAX computes one while the next is handed over
         for start, k, chunk in self._blocks(values, block):
-            pending.append((start, k, self._score_block(self._state, chunk)))
+            pending.append((start, k, self._score_block(*self._state, chunk)))
             if len(pending) > 2:
                 self._take(pending.pop(0), score, contributions)
         for item in pending:
@@ -369,7 +377,7 @@ class Scorer:
         errors = np.zeros((windows, self.sensors), np.float32)
         observed = np.zeros((windows, self.sensors), np.float32)
         for start, k, chunk in self._blocks(values, block):
-            e, o = self._errors_block(self._state, chunk)
+            e, o = self._errors_block(*self._state, chunk)
             errors[start:start + k], observed[start:start + k] = np.asarray(e)[:k], np.asarray(o)[:k]
         return errors, observed
 

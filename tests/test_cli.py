@@ -115,6 +115,31 @@ def test_training_is_reproducible(tmp_path, normal_csv, tiny_toml):
 
 
 @pytest.mark.slow
+def test_the_compilation_cache_holds_code_not_data(tmp_path, tiny_toml):
+    """`vigil train` and `vigil score` on other data of the same shape reuse the cached
+    compiled code: nothing new is written (an entry holding the data or a model's numbers
+    would be new for other data)."""
+    from pathlib import Path
+
+    from vigil import synthetic
+
+    cache = tmp_path / "jax"
+    env = {"JAX_PLATFORMS": "cpu", "PATH": "/usr/bin:/bin", "VIGIL_JAX_CACHE": str(cache),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    entries = []
+    for seed in (1, 2):
+        data = synthetic.write_csv(tmp_path / f"normal{seed}.csv", synthetic.generate(1200, seed=seed)[0])
+        model = tmp_path / f"model{seed}"
+        for args in (["train", "--data", str(data), "--out", str(model), "--config", str(tiny_toml), "--quiet"],
+                     ["score", "--model", str(model), "--data", str(data), "--out", str(tmp_path / "s.csv"), "--quiet"]):
+            subprocess.run([sys.executable, "-m", "vigil", *args], check=True, capture_output=True,
+                           cwd=Path(__file__).resolve().parents[1], env=env)
+        entries.append({p.name: p.stat().st_size for p in cache.iterdir()})
+    assert any(name.startswith("jit_run_epoch") for name in entries[0])  # the training step is cached
+    assert entries[1] == entries[0]
+
+
+@pytest.mark.slow
 def test_score_writes_one_row_per_input_row(trained, faulty_csv, tmp_path):
     out = tmp_path / "scores.csv"
     assert main(["score", "--model", str(trained), "--data", str(faulty_csv), "--out", str(out), "--quiet"]) == 0

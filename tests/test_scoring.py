@@ -80,3 +80,24 @@ def test_top_sensors_shares():
     top = top_sensors(c, c.sum(axis=1), ("a", "b", "c", "d"))
     assert [n for n, _ in top[0]] == ["d", "b", "a"]
     assert [round(s, 2) for _, s in top[0]] == [0.6, 0.3, 0.1]
+
+
+def test_a_models_numbers_are_arguments_of_the_compiled_code_not_constants(rng):
+    """Two versions of one model shape (other weights, scaler and per-sensor scales) lower to
+    the same program, so JAX's persistent cache holds one entry for both and a new version
+    loads without compiling again."""
+    from detector.scoring import ScoreRule
+
+    def version(seed: int) -> Scorer:
+        vae = VAE(ModelConfig(window=5, hidden=(8,), latent=2), 3, rngs=nnx.Rngs(seed))
+        scaler = Scaler(rng.normal(size=3).astype(np.float32), rng.uniform(0.5, 2, size=3).astype(np.float32))
+        rule = ScoreRule(location=tuple(rng.uniform(0, 1, 3)), spread=tuple(rng.uniform(1, 2, 3)))
+        return Scorer(vae, scaler, rule, buckets=(4,))
+
+    rows = np.zeros((4 + 5 - 1, 3), np.float32)
+    a, b = version(0), version(1)
+    assert a.score_series(rows).score.tobytes() != b.score_series(rows + 1).score.tobytes()
+    programs = [s._score_block.lower(*s._state, rows).as_text() for s in (a, b)]
+    assert programs[0] == programs[1]
+    windows = np.zeros((4, 5, 3), np.float32)
+    assert a._score_windows.lower(*a._state, windows).as_text() == b._score_windows.lower(*b._state, windows).as_text()

@@ -68,8 +68,10 @@ def fit(config: TrainConfig, data: WindowData, sensors: int,
     def loss_fn(p, x, m, key, trim=0.0):
         return negative_elbo(nnx.merge(graphdef, p), x, m, key, config.beta, trim)
 
+    # the data go in as arguments: as constants of the compiled code they made every
+    # training's cache entry as large as its data, written once and never read again
     @jax.jit
-    def run_epoch(params, opt_state, starts, key, trim):
+    def run_epoch(params, opt_state, values, mask, starts, key, trim):
         # starts: [steps, batch]; trim: the share of each batch's worst windows left out
         def step(carry, s):
             params, opt_state, key = carry
@@ -82,7 +84,7 @@ def fit(config: TrainConfig, data: WindowData, sensors: int,
         return params, opt_state, jnp.mean(losses)
 
     @jax.jit
-    def eval_chunk(params, starts, valid, key):
+    def eval_chunk(params, values, mask, starts, valid, key):
         x, m = _gather(values, mask, starts, window)
         m = m * valid[:, None, None]
         loss, _ = loss_fn(params, x, m, key)
@@ -99,7 +101,7 @@ def fit(config: TrainConfig, data: WindowData, sensors: int,
     def validation_loss(params) -> float:
         total = cells = 0.0
         for s, v in zip(val_starts, val_valid):
-            t, c = eval_chunk(params, s, v, eval_key)
+            t, c = eval_chunk(params, values, mask, s, v, eval_key)
             total, cells = total + float(t), cells + float(c)
         return total / max(cells, 1.0)
 
@@ -111,7 +113,7 @@ def fit(config: TrainConfig, data: WindowData, sensors: int,
         order = np.resize(rng.permutation(data.train_starts), steps * batch).reshape(steps, batch)
         key, sub = jax.random.split(key)
         trim = jnp.float32(config.robust_fraction if epoch > config.robust_warmup else 0.0)
-        params, opt_state, loss = run_epoch(params, opt_state, order, sub, trim)
+        params, opt_state, loss = run_epoch(params, opt_state, values, mask, order, sub, trim)
         val_loss = validation_loss(params)
         stats = EpochStats(epoch, float(loss), val_loss, time.perf_counter() - t0)
         history.append(stats)

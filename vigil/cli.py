@@ -996,7 +996,7 @@ def _compilation_cache() -> None:
     one compiled for the same model shape (vigil score on a small file: 0.7 -> 0.3 s of
     compiling). In $VIGIL_JAX_CACHE (default ~/.cache/vigil/jax; "off" disables); only
     compilations over 0.1 s are kept (the scorer and the training step of a model shape,
-    some hundred kB each). Set through JAX's environment variables, so that commands which
+    some hundred kB each, shared by every version of a model shape). Set through JAX's environment variables, so that commands which
     do not need JAX do not import it."""
     where = os.environ.get("VIGIL_JAX_CACHE") or str(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
                                                      / "vigil" / "jax")
