@@ -170,3 +170,42 @@ def test_vigil_models_shadow_and_list(tmp_path, capsys):
     reg.set_shadow(registry, "v2")
     assert main(["models", "promote", "v2", "--registry", str(registry)]) == 0
     assert reg.shadow_version(registry) is None  # promoting the shadow ends shadowing
+
+
+def test_retrain_counts_the_shadow_gate_on_the_alerts_topic_it_trains_around(tmp_path, monkeypatch, capsys):
+    """Without --alerts-topic, `vigil retrain --topic plant7.readings --shadow-hours N` leaves out
+    of its training data the alerts on plant7.alerts, and its shadow gate counts the current
+    model's alert episodes there too (it read vigil.alerts), the shadow's on plant7.alerts.shadow."""
+    from datetime import datetime, timedelta, timezone
+
+    import training.shadow_gate
+    from vigil import cli
+
+    registry = tmp_path / "models"
+    for v in ("v1", "v2"):
+        save(make_model(version=v), registry / v)
+    reg.promote(registry, "v1")
+
+    def shadow_since_three_hours(version):
+        reg.set_shadow(registry, version)
+        earlier = (datetime.now(timezone.utc) - timedelta(hours=3)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        lines = (registry / "history").read_text().splitlines()
+        (registry / "history").write_text("".join((earlier + line[20:] if line.endswith(f" shadow {version}") else line)
+                                                  + "\n" for line in lines))
+
+    shadow_since_three_hours("v2")
+    read = []
+    monkeypatch.setattr(cli, "_kafka_options", lambda servers, client_id: {})
+    monkeypatch.setattr(training.shadow_gate, "read_opens",
+                        lambda options, alerts, shadow, *a, **k: read.append((alerts, shadow)) or ([], []))
+    common = ["retrain", "--registry", str(registry), "--bootstrap-servers", "kafka:9092", "--since", "7d",
+              "--shadow-hours", "2", "--quiet"]
+    assert cli.main([*common, "--topic", "plant7.readings"]) == 0  # as many episodes (none): promoted
+    shadow_since_three_hours("v1")
+    assert cli.main([*common, "--topic", "plant7.readings", "--alerts-topic", "a.x"]) == 0
+    assert read == [("plant7.alerts", "plant7.alerts.shadow"), ("a.x", "a.x.shadow")]
+    args = cli.build_parser().parse_args(["retrain", "--registry", "r", "--topic", "plant7.readings"])
+    assert (cli._beside_readings(args, "alerts"), cli._beside_readings(args, "labels")) == \
+        ("plant7.alerts", "plant7.labels")  # what the training data's exclusions read
+    args = cli.build_parser().parse_args(["models", "compare", "--registry", "r"])
+    assert cli._beside_readings(args, "alerts") == "vigil.alerts"

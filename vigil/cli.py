@@ -408,13 +408,25 @@ def _kafka_options(bootstrap_servers: str, client_id: str) -> dict:
     return client_options(security, bootstrap_servers=bootstrap_servers, client_id=client_id)
 
 
+def _beside_readings(args, kind: str) -> str:
+    """The topic of `kind` (alerts, labels) beside the readings topic: --alerts-topic or
+    --labels-topic when given, else TOPIC's prefix + .kind (vigil.readings -> vigil.alerts),
+    else vigil.kind. One rule for the alerts that retrain leaves out of its training data and
+    the alerts its shadow gate counts."""
+    given = getattr(args, f"{kind}_topic", None)
+    if given:
+        return given
+    topic = getattr(args, "topic", None)
+    return (topic.rsplit(".", 1)[0] if topic else "vigil") + f".{kind}"
+
+
 def _shadow_comparison(args, version: str, seconds: float) -> dict:
     from detector.settings import shadow_topic_of
     from training.shadow_gate import compare, read_opens
 
     if not args.bootstrap_servers:
         raise UserError("comparing with the shadow reads the alert topics: give --bootstrap-servers")
-    alerts = args.alerts_topic or "vigil.alerts"
+    alerts = _beside_readings(args, "alerts")
     shadow_topic = shadow_topic_of(alerts, args.shadow_alerts_topic or "")
     assets = _asset_patterns(args)
     now_ms = int(time.time() * 1000)
@@ -736,8 +748,8 @@ def _recent_kafka(args, current):
         since, margin = parse_duration(args.since), parse_duration(args.exclude_margin)
     except ValueError as e:
         raise UserError(str(e)) from None
-    alerts_topic = None if args.no_alerts else (args.alerts_topic or args.topic.rsplit(".", 1)[0] + ".alerts")
-    labels_topic = None if args.no_alerts else (args.labels_topic or args.topic.rsplit(".", 1)[0] + ".labels")
+    alerts_topic = None if args.no_alerts else _beside_readings(args, "alerts")
+    labels_topic = None if args.no_alerts else _beside_readings(args, "labels")
     options = _kafka_options(args.bootstrap_servers, "vigil-retrain")
     assets = _asset_patterns(args)
     return from_kafka(options, args.topic, alerts_topic, since, margin, current.sensors, 2 * current.config.window,
@@ -919,7 +931,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a challenger that passes the gate becomes the shadow instead of current; a later run "
                         "promotes the shadow once it has scored the live stream N hours with no more alert episodes "
                         "than the current model (else drops it). Exit 4: shadowing")
-    p.add_argument("--shadow-alerts-topic", help="with --shadow-hours: the shadow's alerts (default ALERTS_TOPIC.shadow)")
+    p.add_argument("--shadow-alerts-topic", help="with --shadow-hours: the shadow's alerts (default ALERTS_TOPIC.shadow, "
+                                                 "ALERTS_TOPIC as --alerts-topic says)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_retrain)
 
