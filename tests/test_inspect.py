@@ -174,6 +174,35 @@ def test_step_counts_for_times_and_held_sensors_are_notes(tmp_path):
     assert "repeats the reading before in 80% of steps, in runs of up to 5" in only(report, "held", "analyser").message
 
 
+def test_the_text_shows_a_few_findings_of_each_kind_and_sums_up_the_rest(tmp_path):
+    """Many held analysers in two files: three notes in full, one line for the other nine with
+    their files and columns; the warnings come first; the totals still count every finding."""
+    rng = np.random.default_rng(2)
+    n = 900  # two files of 841 windows: too few, a warning found after the notes
+    analysers = [f"a{j}" for j in range(6)]
+    paths = []
+    for name in ("one", "two"):
+        columns = [rng.normal(0, 1, n)] + [np.repeat(rng.normal(0, 1, n // 5), 5) for _ in analysers]
+        path = tmp_path / f"{name}.csv"
+        path.write_text("t,x," + ",".join(analysers) + "\n" + "".join(
+            f"{i}," + ",".join(f"{c[i]:.5f}" for c in columns) + "\n" for i in range(n)))
+        paths.append(path)
+    report = inspect(*paths)
+    held = [f for f in report.findings if f.check == "held"]
+    assert len(held) == 12
+    text = format_text(report)
+    shown = [line for line in text.splitlines() if "repeats the reading before" in line]
+    assert shown == [f.describe() for f in held[:3]]
+    assert "note: 9 more like the 'held' notes above in 2 files, 6 columns (a3, a4, a5, a0, a1, a2): " \
+           "--json or --html lists them" in text
+    lines = text.splitlines()
+    severities = [line.split(":")[0] for line in lines if line.startswith(("warning:", "note:"))]
+    assert severities[0] == "warning" and report.findings[-1].check == "windows" and "note" in severities
+    assert severities == sorted(severities, key=lambda s: s != "warning")
+    assert text.endswith(f"{len(report.warnings)} warning{'s' if len(report.warnings) != 1 else ''}, "
+                         f"{len(report.notes)} notes\n")
+
+
 def test_missing_sensors_and_short_files(tmp_path):
     path = tmp_path / "short.csv"
     path.write_text("timestamp,a,b\n" + "".join(f"{_iso(START + i)},{i % 7},\n" for i in range(30)))

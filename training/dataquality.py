@@ -75,6 +75,7 @@ OFF_MIN_SENSORS = 2  # ... in at least this many sensors at once
 OFF_SHARE = (0.005, 0.5)  # ... in this share of the rows
 OFF_COVERAGE = 0.9  # the suggested sensor is near zero in this share of those rows
 OFF_RUNNING = 0.5  # and its running rows stay above this fraction of its typical magnitude (1 % quantile)
+SHOWN_PER_KIND = 3  # the text report prints this many findings of one kind; one line sums up the rest
 
 
 @dataclass(frozen=True)
@@ -600,8 +601,33 @@ def _num(x) -> str:
 # ----------------------------------------------------------------------------- text
 
 
+def _grouped(findings: Sequence[Finding], shown: int) -> list[str]:
+    """Findings one kind (severity and check) after another, warnings first, each severity's
+    kinds in the order they first appear: the first `shown` of a kind in full, then one line for the rest of it (52 held
+    analysers in two files are 3 lines and a summary, not 104 lines)."""
+    kinds: dict[tuple[str, str], list[Finding]] = {}
+    for f in sorted(findings, key=lambda f: f.severity != WARNING):  # (a stable sort)
+        kinds.setdefault((f.severity, f.check), []).append(f)
+    lines = []
+    for (severity, check), group in kinds.items():
+        lines.extend(f.describe() for f in group[:shown])
+        rest = group[shown:]
+        if not rest:
+            continue
+        files = {f.path for f in rest}
+        columns = list(dict.fromkeys(f.column for f in rest if f.column is not None))
+        where = f"in {_count(len(files), 'file')}" if len(files) > 1 else f"in {next(iter(files)) or 'all files'}"
+        if columns:
+            names = ", ".join(columns[:8]) + (", ..." if len(columns) > 8 else "")
+            where += f", {_count(len(columns), 'column')} ({names})"
+        lines.append(f"{severity}: {len(rest):,} more like the {check!r} {severity}{'s' if shown > 1 else ''} above "
+                     f"{where}: --json or --html lists them")
+    return lines
+
+
 def format_text(report: QualityReport) -> str:
-    """The report as `vigil inspect` prints it: per file a summary, then every finding."""
+    """The report as `vigil inspect` prints it: per file a summary, then the findings (a few
+    of each kind in full; see _grouped)."""
     lines = []
     for f in report.files:
         sensors = len(f.sensors)
@@ -619,7 +645,7 @@ def format_text(report: QualityReport) -> str:
     lines.append(f"windows of {report.window} readings{normal}: {report.windows:,} ({verdict}; at least "
                  f"{report.windows_needed:,} wanted)")
     lines.append("")
-    lines.extend(f.describe() for f in report.findings)
+    lines.extend(_grouped(report.findings, SHOWN_PER_KIND))
     w, n = len(report.warnings), len(report.notes)
     if report.findings:
         lines.append("")
