@@ -7,7 +7,7 @@ from pathlib import Path
 
 from detector.table import DataError, SensorTable
 
-__all__ = ["SUFFIXES", "read_file", "read_path"]
+__all__ = ["SUFFIXES", "data_files", "read_file", "read_path"]
 
 SUFFIXES = (".csv", ".parquet")
 
@@ -27,23 +27,26 @@ def read_file(path, *, time_column: str | None = None, label_column: str | None 
     return read_csv(path, **options)
 
 
-def read_path(path, *, time_column: str | None = None, label_column: str | None = None,
-              drop_columns: Sequence[str] = (), strict_time: bool = False) -> list[SensorTable]:
-    """A file -> [its table]; a directory -> one table per *.csv and *.parquet in it, sorted
-    by name.
-
-    Directories are not searched recursively; other files in them are ignored. Each file
-    stays its own table, so windows never span two files.
-    """
+def data_files(path) -> list[Path]:
+    """A file -> [it]; a directory -> its *.csv and *.parquet files, sorted by name (not
+    searched recursively; other files in it are ignored)."""
     p = Path(path)
     if p.is_dir():
         files = sorted((f for f in p.iterdir() if f.suffix.lower() in SUFFIXES and f.is_file()),
                        key=lambda f: f.name)
         if not files:
             raise DataError(f"{path}: no .csv files (nor .parquet) in this directory")
-    elif p.exists():
-        files = [p]
-    else:
-        raise DataError(f"{path}: no such file or directory")
+        return files
+    if p.exists():
+        return [p]
+    raise DataError(f"{path}: no such file or directory")
+
+
+def read_path(path, *, time_column: str | None = None, label_column: str | None = None,
+              drop_columns: Sequence[str] = (), strict_time: bool = False) -> list[SensorTable]:
+    """A file -> [its table]; a directory -> one table per data file in it (data_files).
+
+    Each file stays its own table, so windows never span two files.
+    """
     return [read_file(f, time_column=time_column, label_column=label_column, drop_columns=drop_columns,
-                      strict_time=strict_time) for f in files]
+                      strict_time=strict_time) for f in data_files(path)]

@@ -140,6 +140,60 @@ def test_the_compilation_cache_holds_code_not_data(tmp_path, tiny_toml):
 
 
 @pytest.mark.slow
+def test_score_takes_a_directory_one_file_at_a_time(trained, tmp_path, monkeypatch, capsys):
+    """A directory of files is scored as each file alone would be, in one scores file, with at
+    most two files' tables alive at once (the one scored, the next one read); a bad file met on
+    the way stops with its line named, and no scores file is left."""
+    import gc
+    import weakref
+
+    import detector.datafiles
+    import detector.offline
+    from vigil import synthetic
+
+    data = tmp_path / "fleet"
+    data.mkdir()
+    for i in range(5):
+        values, labels = synthetic.generate(300, seed=10 + i, faults=(("cavitation", 150, 60),))
+        synthetic.write_csv(data / f"pump-{i}.csv", values, labels)
+    alive, most = weakref.WeakSet(), []
+    read_file, score_chunks = detector.datafiles.read_file, detector.offline.score_chunks
+
+    def counted_read(*a, **k):
+        table = read_file(*a, **k)
+        alive.add(table)
+        return table
+
+    def counted_score(model, table, *a, **k):
+        gc.collect()
+        most.append(len(alive))
+        return score_chunks(model, table, *a, **k)
+
+    monkeypatch.setattr(detector.datafiles, "read_file", counted_read)
+    monkeypatch.setattr(detector.offline, "score_chunks", counted_score)
+    out = tmp_path / "all.csv"
+    assert main(["score", "--model", str(trained), "--data", str(data), "--out", str(out), "--quiet"]) == 0
+    assert len(most) == 5 and max(most) <= 2
+    alone = []
+    for i in range(5):
+        one = tmp_path / f"one-{i}.csv"
+        assert main(["score", "--model", str(trained), "--data", str(data / f"pump-{i}.csv"), "--out", str(one),
+                     "--quiet"]) == 0
+        alone += one.read_text().splitlines()[(i > 0):]
+    assert out.read_text().splitlines() == alone
+
+    lines = (data / "pump-3.csv").read_text().splitlines()
+    cells = lines[200].split(",")
+    lines[200] = ",".join([cells[0], "oops", *cells[2:]])
+    (data / "pump-3.csv").write_text("\n".join(lines) + "\n")
+    capsys.readouterr()
+    out.unlink()
+    assert main(["score", "--model", str(trained), "--data", str(data), "--out", str(out), "--quiet"]) == 2
+    assert "pump-3.csv, line 201" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob("all.csv*"))
+
+
+@pytest.mark.slow
 def test_score_writes_one_row_per_input_row(trained, faulty_csv, tmp_path):
     out = tmp_path / "scores.csv"
     assert main(["score", "--model", str(trained), "--data", str(faulty_csv), "--out", str(out), "--quiet"]) == 0

@@ -124,6 +124,53 @@ def _model_and_data(args):
     return model, tables
 
 
+def _model_and_files(args):
+    """--model and --data for `vigil score`, which takes the files one at a time: returns the
+    model and an iterator of the tables, each read (in a thread) while the one before it is
+    scored, so that at most two files' rows are in memory whatever the directory holds. The
+    first file is read while the model loads, as in _model_and_data. A bad file stops the
+    command when its turn comes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from detector.artifact import load
+    from detector.datafiles import data_files, read_file
+
+    files = data_files(args.data)
+    drop = tuple(c for c in args.drop_columns.split(",") if c)
+
+    def read(path):
+        return read_file(path, time_column=args.time_column, label_column=args.label_column, drop_columns=drop,
+                         strict_time=args.strict_time)
+
+    pool = ThreadPoolExecutor(max_workers=1)
+    reading = pool.submit(read, files[0])
+    try:
+        model = load(args.model)
+    except BaseException:
+        reading.cancel()
+        pool.shutdown()
+        raise
+
+    def tables():
+        nonlocal reading
+        warned = False
+        try:
+            for i in range(len(files)):
+                table = reading.result()
+                reading = pool.submit(read, files[i + 1]) if i + 1 < len(files) else None
+                [table] = _admit_late([table], model.interval_seconds)
+                _warn_skipped(args, [table])
+                warned = warned or _warn_interval(args, model, [table])
+                yield table
+                del table  # (not kept while the next file is awaited)
+        finally:
+            if reading is not None:
+                reading.cancel()
+            pool.shutdown()
+
+    return model, tables()
+
+
 def _admit_late(tables, interval_seconds):
     from detector.table import admit_late
 
@@ -450,8 +497,7 @@ def _compare_shadow(args) -> int:
 
 
 def cmd_score(args) -> int:
-    model, tables = _model_and_data(args)  # before importing the scorer: JAX loads while the data is read
-    _warn_interval(args, model, tables)
+    model, tables = _model_and_files(args)  # before importing the scorer: JAX loads while the data is read
     from detector.offline import write_scores
 
     t0 = time.perf_counter()
@@ -460,20 +506,22 @@ def cmd_score(args) -> int:
     return 0
 
 
-def _warn_interval(args, model, tables) -> None:
+def _warn_interval(args, model, tables) -> bool:
     """Warn when the data's readings are much further apart (or closer) than the model's interval:
     windows are laid on the model's grid (detector.grid), so 10 s data on a 1 s model leaves most
-    of each window missing and unscored, and 0.1 s data is averaged per interval."""
+    of each window missing and unscored, and 0.1 s data is averaged per interval. True if it warned."""
     from detector.sampling import duration, infer_sampling, other_rate
 
     given = model.interval_seconds
     data = infer_sampling([t.time for t in tables]).interval_seconds
     if not other_rate(data, given):
-        return
+        return False
+    where = f"{tables[0].path}: " if len(tables) == 1 else ""
     effect = ("most of each window is missing, and a window with less than half of its cells observed "
               "is not scored") if data > given else "the readings in each interval are averaged"
-    print(f"vigil {args.command}: warning: the readings are {duration(data)} apart, the model's "
+    print(f"vigil {args.command}: warning: {where}the readings are {duration(data)} apart, the model's "
           f"windows are {model.config.window} intervals of {duration(given)}: {effect}", file=sys.stderr, flush=True)
+    return True
 
 
 def cmd_evaluate(args) -> int:
