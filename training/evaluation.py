@@ -305,9 +305,8 @@ def evaluate_model(model, tables) -> dict[str, float | int | None]:
     its own series."""
     from detector.offline import score_tables
 
-    results = list(score_tables(model, tables))
-    return evaluate(np.concatenate([t.labels for t, _ in results]),
-                    np.concatenate([s.normalized for _, s in results]),
-                    np.concatenate([s.flags for _, s in results]),
-                    timestamps=np.concatenate([t.time for t, _ in results]),
-                    segments=np.cumsum([0] + [t.rows for t, _ in results[:-1]]))
+    # what the metrics need of each table, not the table: tables may come one at a time
+    parts = [(t.labels, s.normalized, s.flags, t.time) for t, s in score_tables(model, tables)]
+    labels, normalized, flags, times = (np.concatenate(column) for column in zip(*parts))
+    rows = [len(p[0]) for p in parts]
+    return evaluate(labels, normalized, flags, timestamps=times, segments=np.cumsum([0] + rows[:-1]))

@@ -125,7 +125,7 @@ def _model_and_data(args):
 
 
 def _model_and_files(args):
-    """--model and --data for `vigil score`, which takes the files one at a time: returns the
+    """--model and --data for `vigil score` and `evaluate`, which take the files one at a time: returns the
     model and an iterator of the tables, each read (in a thread) while the one before it is
     scored, so that at most two files' rows are in memory whatever the directory holds. The
     first file is read while the model loads, as in _model_and_data. A bad file stops the
@@ -525,14 +525,16 @@ def _warn_interval(args, model, tables) -> bool:
 
 
 def cmd_evaluate(args) -> int:
-    model, tables = _model_and_data(args)
-    _warn_interval(args, model, tables)
+    model, tables = _model_and_files(args)  # one file at a time, as vigil score
     from training.evaluation import evaluate_model
 
-    missing = [t.path for t in tables if t.labels is None]
-    if missing:
-        raise UserError(f"{missing[0]}: no label column; pass --label-column NAME")
-    metrics = evaluate_model(model, tables)
+    def labelled(tables):
+        for t in tables:
+            if t.labels is None:
+                raise UserError(f"{t.path}: no label column; pass --label-column NAME")
+            yield t
+
+    metrics = evaluate_model(model, labelled(tables))
     metrics = {"model": model.version, "data": args.data, **metrics}
     width = max(len(k) for k in metrics)
     for key, value in metrics.items():
