@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -237,20 +237,74 @@ def score_tables(model: TrainedModel, tables: Iterable[SensorTable]) -> Iterator
         yield table, score_table(model, table, scorer)
 
 
-def write_scores(model: TrainedModel, tables: Iterable[SensorTable], out_path: str | os.PathLike) -> int:
+@dataclass
+class ScoresSummary:
+    """What a scores file holds, counted while it is written: rows written, rows scored, rows
+    flagged, the stretches of flagged rows (runs of consecutive flagged rows of one file),
+    the files with a flagged row, and per sensor how many stretches it led (the largest
+    contributor at a stretch's first row)."""
+
+    sensors: tuple[str, ...]
+    rows: int = 0
+    scored: int = 0
+    flagged: int = 0
+    stretches: int = 0
+    files: int = 0
+    files_flagged: int = 0
+    led: dict[str, int] = field(default_factory=dict)
+    _last: bool = False  # the current file's last row so far was flagged
+    _in_file: int = 0  # rows flagged in the current file
+
+    def start_file(self) -> None:
+        self.files += 1
+        self._last, self._in_file = False, 0
+
+    def add(self, scores: TableScores) -> None:
+        """The next chunk of rows of the current file."""
+        flags = scores.flags
+        self.scored += int(np.count_nonzero(np.isfinite(scores.score)))
+        flagged = int(np.count_nonzero(flags))
+        if flagged and not self._in_file:
+            self.files_flagged += 1
+        self.flagged += flagged
+        self._in_file += flagged
+        starts = np.flatnonzero(flags & ~np.r_[self._last, flags[:-1]])
+        self.stretches += len(starts)
+        for j in np.argmax(scores.contributions[starts], axis=1):
+            self.led[self.sensors[j]] = self.led.get(self.sensors[j], 0) + 1
+        if len(flags):
+            self._last = bool(flags[-1])
+
+    def describe(self) -> str:
+        """'1,234 rows flagged (0.12 % of 999,941 scored) in 5 stretches, in 2 of 18 files; led by vibration_x (3), current (2)'."""
+        if not self.flagged:
+            return f"no row flagged (of {self.scored:,} scored)"
+        share = self.flagged / max(self.scored, 1)
+        text = (f"{self.flagged:,} row{'s' if self.flagged != 1 else ''} flagged ({share:.2%} of {self.scored:,} "
+                f"scored) in {self.stretches:,} stretch{'es' if self.stretches != 1 else ''}")
+        if self.files > 1:
+            text += f", in {self.files_flagged:,} of {self.files:,} files"
+        leaders = sorted(self.led.items(), key=lambda kv: (-kv[1], kv[0]))
+        shown = ", ".join(f"{name} ({n:,})" for name, n in leaders[:5])
+        return text + f"; led by {shown}" + (f" and {len(leaders) - 5} more sensors" if len(leaders) > 5 else "")
+
+
+def write_scores(model: TrainedModel, tables: Iterable[SensorTable], out_path: str | os.PathLike) -> ScoresSummary:
     """Score tables and write one scores file (CSV, or Parquet when out_path ends in
     .parquet), one row per row of the input files (rows left out for their time included,
-    with an empty score); returns the number of rows written.
+    with an empty score); returns what it holds (ScoresSummary: .rows rows written).
 
     Writing a chunk overlaps with scoring the next one (JAX and Arrow release the GIL).
     """
     threshold = model.threshold.value
     scorer = model.scorer()
     out = ScoresWriter(out_path)
+    summary = ScoresSummary(tuple(model.sensors))
     try:
         with ThreadPoolExecutor(max_workers=1) as pool:
             pending = None
             for table in tables:
+                summary.start_file()
                 skipped_rows = table.skipped
                 after = np.empty(0, np.int64) if skipped_rows is None else skipped_rows.follows()
                 for lo, scores in score_chunks(model, table, scorer):
@@ -258,6 +312,7 @@ def write_scores(model: TrainedModel, tables: Iterable[SensorTable], out_path: s
                     here = np.flatnonzero((after >= lo) & (after < hi)).tolist()
                     skipped = [(int(after[i]) - lo, skipped_rows.time_raw[i]) for i in here]
                     columns = score_columns(table.time_raw[lo:hi], scores, threshold, model.sensors, skipped)
+                    summary.add(scores)
                     if pending is not None:
                         pending.result()
                     pending = pool.submit(out.write, columns)
@@ -267,4 +322,5 @@ def write_scores(model: TrainedModel, tables: Iterable[SensorTable], out_path: s
     except BaseException:
         out.abort()
         raise
-    return out.rows
+    summary.rows = out.rows
+    return summary

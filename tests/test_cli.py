@@ -172,8 +172,15 @@ def test_score_takes_a_directory_one_file_at_a_time(trained, tmp_path, monkeypat
     monkeypatch.setattr(detector.datafiles, "read_file", counted_read)
     monkeypatch.setattr(detector.offline, "score_chunks", counted_score)
     out = tmp_path / "all.csv"
-    assert main(["score", "--model", str(trained), "--data", str(data), "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["score", "--model", str(trained), "--data", str(data), "--out", str(out)]) == 0
     assert len(most) == 5 and max(most) <= 2
+    import re
+
+    said = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.fullmatch(r"scored 1,500 rows in [\d.]+s -> .*all\.csv: (no row flagged \(of 1,465 scored\)|"
+                        r"[\d,]+ rows? flagged \([\d.]+% of 1,465 scored\) in [\d,]+ stretch(es)?, in \d of 5 files; "
+                        r"led by .*)", said), said
     alone = []
     for i in range(5):
         one = tmp_path / f"one-{i}.csv"

@@ -501,8 +501,8 @@ def cmd_score(args) -> int:
     from detector.offline import write_scores
 
     t0 = time.perf_counter()
-    rows = write_scores(model, tables, args.out)
-    _log(args, f"scored {rows} rows in {time.perf_counter() - t0:.2f}s -> {args.out}")
+    summary = write_scores(model, tables, args.out)
+    _log(args, f"scored {summary.rows:,} rows in {time.perf_counter() - t0:.2f}s -> {args.out}: {summary.describe()}")
     return 0
 
 
