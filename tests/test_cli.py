@@ -1,5 +1,6 @@
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -65,7 +66,8 @@ def test_train_says_how_the_threshold_was_chosen_and_warns_of_row_number_times(t
                                                                              capsys):
     assert main(["train", "--data", str(normal_csv), "--out", str(tmp_path / "m"), "--config", str(tiny_toml)]) == 0
     err = capsys.readouterr().err
-    assert "(pot: risk 1.2e-05 per window, 1 a day at 1 s)" in err and "row numbers" not in err
+    assert re.search(r"\(pot: risk 1.2e-05 per window, 1 a day at 1 s, [\d.]+ x the largest of [\d,]+ validation "
+                     r"scores\)", err) and "row numbers" not in err
     with normal_csv.open(newline="") as f:
         rows = list(csv.reader(f))
     numbered = tmp_path / "numbered.csv"
@@ -175,8 +177,6 @@ def test_score_takes_a_directory_one_file_at_a_time(trained, tmp_path, monkeypat
     capsys.readouterr()
     assert main(["score", "--model", str(trained), "--data", str(data), "--out", str(out)]) == 0
     assert len(most) == 5 and max(most) <= 2
-    import re
-
     said = capsys.readouterr().err.strip().splitlines()[-1]
     assert re.fullmatch(r"scored 1,500 rows in [\d.]+s -> .*all\.csv: (no row flagged \(of 1,465 scored\)|"
                         r"[\d,]+ rows? flagged \([\d.]+% of 1,465 scored\) in [\d,]+ stretch(es)?, in \d of 5 files; "

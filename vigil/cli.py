@@ -252,7 +252,10 @@ def cmd_train(args) -> int:
     t = model.threshold
     _log(args, f"stopped after {report['summary']['epochs_run']} epochs (best {report['summary']['best_epoch']}), "
                f"{report['summary']['seconds']:.1f}s")
-    _log(args, f"threshold {t.value:.5g} ({_threshold_basis(t, model.interval_seconds)}), "
+    largest = report["calibration_scores"].get("max")
+    beyond = f", {t.value / largest:.2g} x the largest of {report['calibration_scores']['count']:,} validation scores" \
+        if largest and largest > 0 else ""
+    _log(args, f"threshold {t.value:.5g} ({_threshold_basis(t, model.interval_seconds)}{beyond}), "
                f"persistence {model.persistence.k} of {model.persistence.n}")
     _report_sampling(args, report["summary"])
     if model.off_condition is not None:
