@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaError, RebalanceInProgressError
 from kafka.structs import OffsetAndMetadata
 from prometheus_client import CollectorRegistry
 
@@ -52,6 +52,13 @@ IDLE_SWEEP_INTERVAL = 60.0
 # after its first join. So: the topic's metadata is fetched before the first join, and a
 # daemon without partitions polls in long rounds, so that a join completes within one poll.
 UNASSIGNED_POLL_MS = 1000
+# The same client can also lose a rejoin it started while holding partitions (a poll with no
+# time to wait, while a batch is scored): its commits then fail with RebalanceInProgressError
+# and it is never assigned anything again (seen once in a test: the broker dropped the member
+# 10 s later and the group stayed empty). A Vigil daemon completes a rebalance within seconds,
+# so a consumer still rebalancing after this long, reading nothing meanwhile, is replaced by a
+# new one that joins the group afresh (what it had not committed is read again).
+STUCK_REBALANCE_SECONDS = 60.0
 
 
 # Finished batches whose messages are on their way; beyond this many the loop waits for their
@@ -137,6 +144,7 @@ class Service:
         self._processed: dict[TopicPartition, OffsetAndMetadata] = {}
         self._replay_until: dict[tuple[str, int], int] = {}
         self._broker_lost_at = 0.0
+        self._rebalancing_since = 0.0  # time.monotonic() of the first commit refused for a rebalance in progress
         self.assigned_pending: set[TopicPartition] = set()
         self._scoring: FleetBatch | None = None  # submitted to the pipelines, not finished yet
         self._unacked: deque[_Sent] = deque()  # finished, messages sent, offsets not committed yet
@@ -171,20 +179,42 @@ class Service:
         self.clients.preflight(s)
         self.http = serve_http(s.metrics_addr, self.registry, self.health)
         self.producer = self.clients.producer(s)
-        self.consumer = self.clients.consumer(s)
         self.fleet.take_up(*self.clients.left_open(s, s.alerts_topic))
         if self.fleet.shadowing:
             shadow_topic = shadow_topic_of(s.alerts_topic, s.shadow_alerts_topic)
             self.fleet.take_up_shadows(*self.clients.left_open(s, shadow_topic))
+        self._join()
+        self._broker(True)
+        served = f"serving {self.fleet.describe()}" if not self.fleet.single else \
+            f"serving {self.fleet.describe()} from {s.model}"
+        log.info("%s; on topic %s (group %s); metrics on http://%s/metrics", served, s.topic, s.group, s.metrics_addr)
+
+    def _join(self) -> None:
+        """A new consumer in the group, subscribed to the readings (and labels) topic."""
+        s = self.settings
+        self.consumer = self.clients.consumer(s)
         self.consumer.subscribe([s.topic] + ([s.labels_topic] if s.labels_topic else []), listener=_Rebalance(self))
         try:  # see UNASSIGNED_POLL_MS: the first join should already know every partition
             self.consumer.partitions_for_topic(s.topic)
         except KafkaError as e:
             log.debug("partitions of %s not known yet: %s", s.topic, e)
-        self._broker(True)
-        served = f"serving {self.fleet.describe()}" if not self.fleet.single else \
-            f"serving {self.fleet.describe()} from {s.model}"
-        log.info("%s; on topic %s (group %s); metrics on http://%s/metrics", served, s.topic, s.group, s.metrics_addr)
+
+    def _rejoin_if_stuck(self, now: float) -> None:
+        """See STUCK_REBALANCE_SECONDS: replace a consumer whose rebalance never completes."""
+        if not self._rebalancing_since or now - self._rebalancing_since < STUCK_REBALANCE_SECONDS:
+            return
+        log.warning("the Kafka consumer has not completed a rebalance in %.0f s (commits refused, nothing "
+                    "read): replacing it with a new member of the group; records not committed are read again",
+                    now - self._rebalancing_since)
+        self.complete()
+        try:
+            self.consumer.close(autocommit=False)
+        except KafkaError as e:
+            log.debug("closing the stuck consumer: %s", e)
+        self._processed.clear()  # its partitions' next owner reads them again (at-least-once)
+        self._rebalancing_since = 0.0
+        self.assigned_pending = set()
+        self._join()
 
     def run(self) -> None:
         """The loop; returns after stop() once the last batch is committed and clients closed."""
@@ -206,6 +236,8 @@ class Service:
                     self.complete()
                     time.sleep(1)
                     continue
+                if batch:
+                    self._rebalancing_since = 0.0  # reading: not stuck (a refused commit is retried)
                 if self.assigned_pending:
                     self.complete()
                     if not self.settle(wait=True):  # its offsets are committed before the rewind reads them
@@ -239,6 +271,7 @@ class Service:
                     next_sweep = now + IDLE_SWEEP_INTERVAL
                 if self.fleet.reloads:
                     self.check_reload()
+                self._rejoin_if_stuck(now)
         finally:
             self.close()
 
@@ -362,12 +395,19 @@ class Service:
         except CommitFailedError as e:
             log.warning("offsets not committed, the group rebalanced meanwhile (%s); the records since the "
                         "last commit will be processed again (their alert events keep their ids)", e)
+        except RebalanceInProgressError:  # the broker answered: not an outage; the next poll completes the rebalance
+            if not self._rebalancing_since:
+                self._rebalancing_since = time.monotonic()
+                log.info("offsets not committed yet: the consumer group is rebalancing (committed after it)")
+            self._next_commit = time.monotonic() + 1.0  # settle() tries again
+            return
         except KafkaError as e:
             self._broker(False, f"cannot commit offsets: {e}")
             self._next_commit = time.monotonic() + 1.0  # settle() tries again
             return
         else:
             self._broker(True)
+        self._rebalancing_since = 0.0
         self._processed.clear()
 
     def _broker(self, up: bool, why: str = "") -> None:

@@ -155,3 +155,56 @@ def test_a_model_promoted_mid_stream_is_swapped_in(stream):
     assert service.pipeline.model.version == "v2"
     assert service.registry.get_sample_value("vigil_model_reloads_total", {"result": "ok"}) == 1
     assert committed(kafka) == 301 and alert_types(kafka, "p1").count("open") == 1
+
+
+def test_a_consumer_whose_rebalance_never_completes_is_replaced(stream, monkeypatch, caplog):
+    """kafka-python can lose a rejoin: the consumer's commits are then refused with
+    RebalanceInProgressError and it reads nothing, for good. That is not a broker outage
+    (vigil_broker_up stays 1); after STUCK_REBALANCE_SECONDS a new consumer joins instead and
+    everything is read, scored and committed."""
+    import dataclasses
+    import time
+
+    from kafka.errors import RebalanceInProgressError
+
+    import detector.service
+    from tests.memory_kafka import MemoryConsumer
+
+    class Stuck(MemoryConsumer):
+        def poll(self, timeout_ms=0, max_records=None):
+            if self.kafka.polls >= 3:  # two batches read, then the lost rejoin
+                self.kafka.polls += 1
+                self.kafka.on_poll(self.kafka.polls)
+                return {}
+            return super().poll(timeout_ms, max_records)
+
+        def commit(self, offsets, timeout_ms=None):
+            raise RebalanceInProgressError("Offset commit cannot be completed since the consumer is undergoing a "
+                                           "rebalance")
+
+    kafka, settings = stream
+    made = []
+    clients = kafka.clients()
+
+    def consumer(s):
+        kafka.consumer = (Stuck if not made else MemoryConsumer)(kafka, s.batch_size)
+        made.append(kafka.consumer)
+        return kafka.consumer
+
+    monkeypatch.setattr(detector.service, "STUCK_REBALANCE_SECONDS", 0.3)
+    service = Service(settings, CollectorRegistry(), dataclasses.replace(clients, consumer=consumer))
+    started, broker_up = time.monotonic(), []
+
+    def on_poll(n):
+        broker_up.append(service.metrics.broker_up._value.get())
+        if committed(kafka) == len(kafka.log[0]) or time.monotonic() - started > 20:
+            service.stop()
+
+    kafka.on_poll = on_poll
+    caplog.set_level("INFO", logger="vigil.serve")
+    service.run()
+    assert len(made) == 2 and made[0].closed
+    assert committed(kafka) == len(kafka.log[0]) == 301
+    assert set(broker_up) == {1.0}
+    assert "has not completed a rebalance" in caplog.text and "the consumer group is rebalancing" in caplog.text
+    assert alert_types(kafka, "p1")[:1] == ["open"]
