@@ -91,56 +91,39 @@ def _add_strict_time(p: argparse.ArgumentParser) -> None:
                         "the row before, with one warning per file)")
 
 
+def _data_options(args) -> dict:
+    """The reading options of the --data options (_add_data_options), for read_path / read_file."""
+    return dict(time_column=args.time_column, label_column=args.label_column,
+                drop_columns=tuple(c for c in args.drop_columns.split(",") if c), strict_time=args.strict_time)
+
+
 def _read(args, warn: bool = True):
     """The --data tables (rows a little late are put back by _admit_late, once the interval is known)."""
     from detector.datafiles import read_path
 
-    drop = tuple(c for c in args.drop_columns.split(",") if c)
-    tables = read_path(args.data, time_column=args.time_column, label_column=args.label_column, drop_columns=drop,
-                       strict_time=args.strict_time)
+    tables = read_path(args.data, **_data_options(args))
     if warn:
         _warn_skipped(args, tables)
     return tables
 
 
-def _model_and_data(args):
-    """--model and --data: the data is read in a thread while the model loads (importing JAX
-    and verifying the model take about as long as reading a large file; Arrow reads without
-    the GIL), then rows a little late are put back with the model's interval."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from detector.artifact import load
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        reading = pool.submit(_read, args, False)
-        try:
-            model = load(args.model)
-        except BaseException:
-            reading.cancel()
-            raise
-        tables = reading.result()
-    tables = _admit_late(tables, model.interval_seconds)
-    _warn_skipped(args, tables)
-    return model, tables
-
-
 def _model_and_files(args):
-    """--model and --data for `vigil score` and `evaluate`, which take the files one at a time: returns the
-    model and an iterator of the tables, each read (in a thread) while the one before it is
-    scored, so that at most two files' rows are in memory whatever the directory holds. The
-    first file is read while the model loads, as in _model_and_data. A bad file stops the
-    command when its turn comes."""
+    """--model and --data (`vigil score`, `evaluate`, `report`), the files one at a time: returns
+    the model and an iterator of the tables, each read (in a thread) while the one before it is
+    used, so that at most two files' rows are in memory whatever the directory holds. The first
+    file is read while the model loads (importing JAX and verifying the model take about as long
+    as reading a large file; Arrow reads without the GIL); each table's rows a little late are
+    put back with the model's interval. A bad file stops the command when its turn comes."""
     from concurrent.futures import ThreadPoolExecutor
 
     from detector.artifact import load
     from detector.datafiles import data_files, read_file
 
     files = data_files(args.data)
-    drop = tuple(c for c in args.drop_columns.split(",") if c)
+    options = _data_options(args)
 
     def read(path):
-        return read_file(path, time_column=args.time_column, label_column=args.label_column, drop_columns=drop,
-                         strict_time=args.strict_time)
+        return read_file(path, **options)
 
     pool = ThreadPoolExecutor(max_workers=1)
     reading = pool.submit(read, files[0])
@@ -160,7 +143,7 @@ def _model_and_files(args):
                 reading = pool.submit(read, files[i + 1]) if i + 1 < len(files) else None
                 [table] = _admit_late([table], model.interval_seconds)
                 _warn_skipped(args, [table])
-                warned = warned or _warn_interval(args, model, [table])
+                warned = warned or _warn_interval(args, model, table)
                 yield table
                 del table  # (not kept while the next file is awaited)
         finally:
@@ -509,20 +492,19 @@ def cmd_score(args) -> int:
     return 0
 
 
-def _warn_interval(args, model, tables) -> bool:
+def _warn_interval(args, model, table) -> bool:
     """Warn when the data's readings are much further apart (or closer) than the model's interval:
     windows are laid on the model's grid (detector.grid), so 10 s data on a 1 s model leaves most
     of each window missing and unscored, and 0.1 s data is averaged per interval. True if it warned."""
     from detector.sampling import duration, infer_sampling, other_rate
 
     given = model.interval_seconds
-    data = infer_sampling([t.time for t in tables]).interval_seconds
+    data = infer_sampling([table.time]).interval_seconds
     if not other_rate(data, given):
         return False
-    where = f"{tables[0].path}: " if len(tables) == 1 else ""
     effect = ("most of each window is missing, and a window with less than half of its cells observed "
               "is not scored") if data > given else "the readings in each interval are averaged"
-    print(f"vigil {args.command}: warning: {where}the readings are {duration(data)} apart, the model's "
+    print(f"vigil {args.command}: warning: {table.path}: the readings are {duration(data)} apart, the model's "
           f"windows are {model.config.window} intervals of {duration(given)}: {effect}", file=sys.stderr, flush=True)
     return True
 
@@ -554,8 +536,8 @@ def cmd_report(args) -> int:
     try:
         check_format(args.out)
         start, end = (None if t is None else parse_time(t) for t in (args.start, args.end))
-        model, tables = _model_and_data(args)
-        _warn_interval(args, model, tables)
+        model, tables = _model_and_files(args)
+        tables = list(tables)
         if len(tables) > 1:
             kind = "CSV" if all(t.path.lower().endswith(".csv") for t in tables) else "data"
             raise UserError(f"{args.data}: {len(tables)} {kind} files; a report covers one file "
