@@ -12,6 +12,7 @@ stream of batches of any size never triggers a recompilation.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -229,34 +230,13 @@ def cross_fitted_scores(rule: ScoreRule, errors: np.ndarray, observed: np.ndarra
     return np.concatenate(out)
 
 
-class Scorer:
-    """Scores windows of raw readings with a trained VAE under a ScoreRule.
+class _Kernels:
+    """The jitted scoring functions of one model shape and score rule (without its numbers),
+    shared by every Scorer of that shape: a new model version, another route's model of the
+    same shape, or the next file's model in a benchmark scores without tracing again."""
 
-    Call with raw windows [n, window, sensors] (float32, NaN for missing) of any n, or
-    use `score_series` on a whole series [rows, sensors].
-    """
-
-    def __init__(self, model: WindowVAE, scaler: Scaler, rule: ScoreRule | str = ScoreRule(),
-                 buckets: tuple[int, ...] = DEFAULT_BUCKETS):
-        if isinstance(rule, str):  # a weighting name: the scoring of models made before ScoreRule
-            rule = ScoreRule(normalization="none", focus="window", weighting=rule)
-        self.window, self.sensors, self.rule = model.window, model.sensors, rule
-        self.buckets = tuple(sorted(buckets))
-        self.traces = 0  # number of compilations; a test guards against recompiles
-        graphdef, state = nnx.split(model)
-        # the model's own numbers go in as arguments, not as constants of the compiled code:
-        # models of one shape and rule share it (JAX's persistent cache keeps one entry for
-        # every version a registry publishes, not one per version, and a new version loads
-        # without compiling again)
-        consts = {
-            "center": jnp.asarray(scaler.center), "scale": jnp.asarray(scaler.scale),
-            "weights": jnp.asarray(sensor_weights(model, rule.weighting)),
-            "time_weights": jnp.asarray(rule.time_weights(self.window)),
-            "location": jnp.asarray(rule.location if rule.location is not None else np.zeros(self.sensors),
-                                    jnp.float32),
-            "spread": jnp.asarray(rule.spread if rule.spread is not None else np.ones(self.sensors), jnp.float32),
-        }
-        structure = dataclasses.replace(rule, location=None, spread=None)  # what shapes the code
+    def __init__(self, graphdef, structure: ScoreRule, window: int):
+        self.traces = 0
 
         def score(vae, k, raw):
             return window_scores(vae, raw, k["center"], k["scale"], structure, k["weights"], k["time_weights"],
@@ -275,15 +255,55 @@ class Scorer:
             def run(state, k, rows):
                 # rows: [bucket + window - 1, sensors] -> the bucket's windows, gathered on device
                 self.traces += 1
-                n = rows.shape[0] - self.window + 1
-                index = jnp.arange(n)[:, None] + jnp.arange(self.window)[None, :]
+                n = rows.shape[0] - window + 1
+                index = jnp.arange(n)[:, None] + jnp.arange(window)[None, :]
                 return kernel(nnx.merge(graphdef, state), k, rows[index])
             return jax.jit(run)
 
+        self.functions = (on_windows(score), on_block(score), on_block(errors))
+
+
+@functools.lru_cache(maxsize=32)
+def _kernels(graphdef, structure: ScoreRule, window: int) -> _Kernels:
+    return _Kernels(graphdef, structure, window)
+
+
+class Scorer:
+    """Scores windows of raw readings with a trained VAE under a ScoreRule.
+
+    Call with raw windows [n, window, sensors] (float32, NaN for missing) of any n, or
+    use `score_series` on a whole series [rows, sensors].
+    """
+
+    def __init__(self, model: WindowVAE, scaler: Scaler, rule: ScoreRule | str = ScoreRule(),
+                 buckets: tuple[int, ...] = DEFAULT_BUCKETS):
+        if isinstance(rule, str):  # a weighting name: the scoring of models made before ScoreRule
+            rule = ScoreRule(normalization="none", focus="window", weighting=rule)
+        self.window, self.sensors, self.rule = model.window, model.sensors, rule
+        self.buckets = tuple(sorted(buckets))
+        graphdef, state = nnx.split(model)
+        # the model's own numbers go in as arguments, not as constants of the compiled code:
+        # models of one shape and rule share it (_kernels: in a process, a new version scores
+        # without tracing again; JAX's persistent cache keeps one entry for every version a
+        # registry publishes, not one per version)
+        consts = {
+            "center": jnp.asarray(scaler.center), "scale": jnp.asarray(scaler.scale),
+            "weights": jnp.asarray(sensor_weights(model, rule.weighting)),
+            "time_weights": jnp.asarray(rule.time_weights(self.window)),
+            "location": jnp.asarray(rule.location if rule.location is not None else np.zeros(self.sensors),
+                                    jnp.float32),
+            "spread": jnp.asarray(rule.spread if rule.spread is not None else np.ones(self.sensors), jnp.float32),
+        }
+        structure = dataclasses.replace(rule, location=None, spread=None)  # what shapes the code
+        self._kernels = _kernels(graphdef, structure, self.window)
         self._state = (state, consts)
-        self._score_windows = on_windows(score)
-        self._score_block = on_block(score)
-        self._errors_block = on_block(errors)
+        self._score_windows, self._score_block, self._errors_block = self._kernels.functions
+
+    @property
+    def traces(self) -> int:
+        """How many times this scorer's code was traced (compiled), counted over every scorer of
+        the same model shape and rule, which share it; a test guards against recompiles."""
+        return self._kernels.traces
 
     def _chunks(self, n: int) -> list[int]:
         """Bucket sizes that hold n windows with little padding: the largest bucket while it
