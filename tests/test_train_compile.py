@@ -6,7 +6,7 @@ from flax import nnx
 
 from detector.model import ModelConfig, build_vae
 from training.config import TrainConfig
-from training.train import WindowData, _compiled, _optimizer, _padded, fit
+from training.train import WindowData, _compiled, _padded, fit
 
 CONFIG = TrainConfig(model=ModelConfig(window=8, hidden=(16,), latent=2), epochs=2, batch_size=16,
                      max_steps_per_epoch=4, seed=3)
@@ -29,7 +29,7 @@ def test_trainings_of_a_shape_reuse_the_compiled_epoch():
     graphdef, _ = nnx.split(build_vae(CONFIG.model, 3, rngs=nnx.Rngs(0)))
     before = _compiled.cache_info().currsize
     fit(CONFIG, _data(300, 0), 3)
-    run_epoch, eval_chunk = _compiled(graphdef, CONFIG.model.window, CONFIG.beta, _optimizer(CONFIG.learning_rate))
+    _, run_epoch, eval_chunk = _compiled(graphdef, CONFIG.model.window, CONFIG.beta, CONFIG.learning_rate)
     assert _compiled.cache_info().currsize == before + 1
     # other data of a similar length (rows padded to the same size): no new trace
     fit(CONFIG, _data(310, 1), 3)

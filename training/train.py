@@ -60,16 +60,13 @@ def _gather(values, mask, starts, window):
     return values[index], mask[index]
 
 
-@functools.lru_cache(maxsize=None)
-def _optimizer(learning_rate: float) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate))
-
-
 @functools.lru_cache(maxsize=16)
-def _compiled(graphdef, window: int, beta: float, tx: optax.GradientTransformation):
-    """The jitted epoch and validation step of a model shape and its settings, built once: a
-    second training of the same shape (quality.py trains one model per file; a fleet one per
-    asset) uses the same compiled code instead of tracing and compiling it again (about 2 s)."""
+def _compiled(graphdef, window: int, beta: float, learning_rate: float):
+    """The optimizer, jitted epoch and validation step of a model shape and its settings, built
+    once: a second training of the same shape (quality.py trains one model per file; a fleet
+    one per asset) uses the same compiled code instead of tracing and compiling it again
+    (about 2 s). -> (tx, run_epoch, eval_chunk)"""
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(learning_rate))
 
     def loss_fn(p, x, m, key, trim=0.0):
         return negative_elbo(nnx.merge(graphdef, p), x, m, key, beta, trim)
@@ -96,7 +93,7 @@ def _compiled(graphdef, window: int, beta: float, tx: optax.GradientTransformati
         loss, _ = loss_fn(params, x, m, key)
         return loss * jnp.sum(m), jnp.sum(m)
 
-    return run_epoch, eval_chunk
+    return tx, run_epoch, eval_chunk
 
 
 def fit(config: TrainConfig, data: WindowData, sensors: int,
@@ -108,7 +105,7 @@ def fit(config: TrainConfig, data: WindowData, sensors: int,
     rng = np.random.default_rng(config.seed)
     model = build_vae(config.model, sensors, rngs=nnx.Rngs(config.seed))
     graphdef, params = nnx.split(model)
-    tx = _optimizer(config.learning_rate)
+    tx, run_epoch, eval_chunk = _compiled(graphdef, window, config.beta, config.learning_rate)
     opt_state = tx.init(params)
     # the rows padded to one of a few sizes (masked, never gathered): the compiled epoch's
     # shapes then recur across trainings of similar size, which reuse one compilation (in a
@@ -117,8 +114,6 @@ def fit(config: TrainConfig, data: WindowData, sensors: int,
     values = jnp.asarray(np.pad(data.values, ((0, rows - len(data.values)), (0, 0))))
     mask = jnp.asarray(np.pad(data.mask, ((0, rows - len(data.mask)), (0, 0))))
     steps = min(math.ceil(data.train_starts.size / batch), config.max_steps_per_epoch)
-
-    run_epoch, eval_chunk = _compiled(graphdef, window, config.beta, tx)
 
     val = data.val_starts
     if val.size > 8 * EVAL_CHUNK:  # a fixed, evenly spread subset keeps validation cheap
