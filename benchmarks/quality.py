@@ -254,15 +254,32 @@ def skab_notebook_flags(score: np.ndarray, window: int) -> np.ndarray:
     return windows(padded[:, None], span)[:, :, 0].all(axis=1)[:len(over)]
 
 
+def pooled_metrics(labels: list[np.ndarray], scores: list[np.ndarray], flags: list[np.ndarray]) -> dict:
+    """Metrics pooled over series (each series' labels, scores on a threshold-1 scale and flags,
+    already cut to the rows that count), with the mean of the per-series ROC-AUCs and the share
+    of normal rows over the threshold."""
+    segments = np.cumsum([0] + [len(y) for y in labels[:-1]]).astype(np.int64)
+    per_series = []
+    for y, s in zip(labels, scores):
+        if y.any() and not y.all():
+            ok = np.isfinite(s)
+            per_series.append(roc_auc(y[ok], s[ok]))
+    y, s, f = np.concatenate(labels), np.concatenate(scores), np.concatenate(flags)
+    m = evaluate(y, s, f, segments=segments)
+    m["roc_auc_mean_per_series"] = float(np.mean([a for a in per_series if a is not None]))
+    normal = ~y & np.isfinite(s)
+    m["normal_over_threshold"] = float(np.mean(s[normal] > 1.0)) if normal.any() else None
+    return m
+
+
 def run_set(cases: list[Case], method: Method, skip: int, also: dict[str, Callable] | None = None) -> dict:
     """Train per case, score its tests, evaluate pooled over every test series. also: other
     flag rules (name -> function of a series' scores) evaluated on the same scores; their
     metrics come back under "also"."""
     also = also or {}
-    labels, scores, flags, segments, per_series = [], [], [], [], []
+    labels, scores, flags = [], [], []
     other = {name: [] for name in also}
     t0 = time.perf_counter()
-    offset = 0
     for case in cases:
         score = method(case.train)
         for table, first in case.tests:
@@ -270,22 +287,14 @@ def run_set(cases: list[Case], method: Method, skip: int, also: dict[str, Callab
             lo = max(first, skip)
             for name, rule in also.items():
                 other[name].append(np.asarray(rule(s), bool)[lo:])
-            y, s, f = table.labels[lo:].astype(bool), np.asarray(s[lo:], np.float64), np.asarray(f[lo:], bool)
-            s = np.where(np.isfinite(s), s, np.nan)
-            labels.append(y), scores.append(s), flags.append(f), segments.append(offset)
-            offset += len(y)
-            if y.any() and not y.all():
-                ok = np.isfinite(s)
-                per_series.append(roc_auc(y[ok], s[ok]))
-    y, s, f = np.concatenate(labels), np.concatenate(scores), np.concatenate(flags)
-    m = evaluate(y, s, f, segments=np.asarray(segments, np.int64))
-    m["roc_auc_mean_per_series"] = float(np.mean([a for a in per_series if a is not None]))
-    normal = ~y & np.isfinite(s)
-    m["normal_over_threshold"] = float(np.mean(s[normal] > 1.0)) if normal.any() else None
+            s = np.asarray(s[lo:], np.float64)
+            labels.append(table.labels[lo:].astype(bool))
+            scores.append(np.where(np.isfinite(s), s, np.nan))
+            flags.append(np.asarray(f[lo:], bool))
+    m = pooled_metrics(labels, scores, flags)
     m["seconds"] = round(time.perf_counter() - t0, 1)
     if also:
-        m["also"] = {name: evaluate(y, s, np.concatenate(fs), segments=np.asarray(segments, np.int64))
-                     for name, fs in other.items()}
+        m["also"] = {name: pooled_metrics(labels, scores, fs) for name, fs in other.items()}
     return m
 
 

@@ -141,11 +141,18 @@ def sensor_errors(model: WindowVAE, raw: jax.Array, center, scale, time_weights)
     return errors, observed
 
 
+def normalised_errors(errors, observed, location, spread, xp=jnp):
+    """Traceable. Each sensor's error on its own scale: 0 up to its normal median, 1 at its
+    tail (location, spread from calibrate_rule), 0 where the sensor was not observed:
+    [batch, sensors] (xp: jax.numpy, or numpy)."""
+    return xp.where(observed > 0, xp.maximum((errors - location) / spread, 0.0), 0.0)
+
+
 def combine(errors: jax.Array, observed: jax.Array, rule: ScoreRule, location, spread
             ) -> tuple[jax.Array, jax.Array]:
     """Traceable. Per-sensor errors [batch, sensors] -> (score [batch], contributions [batch, sensors])."""
     seen = observed > 0
-    normalised = jnp.where(seen, jnp.maximum((errors - location) / spread, 0.0), 0.0)
+    normalised = normalised_errors(errors, observed, location, spread)
     count = jnp.sum(seen, axis=1)
     if rule.aggregate == "top":
         # the k-th largest value: the smallest of those with fewer than k values above them
@@ -184,11 +191,13 @@ def window_scores(model: WindowVAE, raw: jax.Array, center, scale, rule: ScoreRu
     return combine(errors, observed, rule, location, spread)
 
 
-def calibrate_rule(rule: ScoreRule, errors: np.ndarray, observed: np.ndarray) -> ScoreRule:
+def calibrate_rule(rule: ScoreRule, errors: np.ndarray, observed: np.ndarray,
+                   quantile: float = TAIL_QUANTILE) -> ScoreRule:
     """The rule with each sensor's location and spread measured on normal windows.
 
     errors, observed: [windows, sensors] from Scorer.sensor_errors_series on validation data.
-    location = median error, spread = TAIL_QUANTILE quantile - median, floored (see SPREAD_FLOOR).
+    location = median error, spread = the `quantile` quantile - median, floored (see
+    SPREAD_FLOOR); models are calibrated at TAIL_QUANTILE (others: benchmarks/score_study.py).
     """
     if rule.legacy:
         return rule
@@ -200,7 +209,7 @@ def calibrate_rule(rule: ScoreRule, errors: np.ndarray, observed: np.ndarray) ->
     if ok.any():
         with np.errstate(all="ignore"):
             location[ok] = np.nanmedian(e[:, ok], axis=0)
-            spread[ok] = np.nanquantile(e[:, ok], TAIL_QUANTILE, axis=0) - location[ok]
+            spread[ok] = np.nanquantile(e[:, ok], quantile, axis=0) - location[ok]
         floor = max(SPREAD_FLOOR * float(np.median(spread[ok])), 1e-6)
         spread = np.maximum(spread, floor)
         spread[~ok] = float(np.median(spread[ok]))

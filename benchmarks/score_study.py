@@ -1,0 +1,243 @@
+"""Score-rule study: many ways of turning the default models' errors into a score, on the same
+models and rows, each calibrated and flagged as the product does.
+
+benchmarks/quality.py trains a model per method; a change to the score alone does not need
+that. This trains each data set's default models once (training.job.train_model, the
+`--set` overrides applied), keeps every sensor's error on the validation windows the
+threshold is calibrated on and on every test row (the rows placed on the model's time grid,
+each scored by the window of its interval), and then, per rule: measures each sensor's
+scale on the validation windows, fits the threshold to cross-fitted validation scores at the
+model's risk (one window a day over it), flags 3 of 5 and evaluates as quality.py does (same
+rows, same columns). The default rule comes out as quality.py's `vigil` row; the threshold
+check line says whether this run's default thresholds equal the models' own.
+
+    python benchmarks/score_study.py                          # all rules, SKAB, TEP and SMD (~10 min)
+    python benchmarks/score_study.py --sets skab --rules default,follow-clear
+    python benchmarks/score_study.py --set latent=4 --cache bench-results/study-latent4
+
+The kept errors go to --cache (one .npz per model, with the training settings they were made
+with; a cache made with other settings is refused). Rules (--rules, comma-separated):
+
+  default              each sensor's error over its validation median, on the scale of its
+                       q99 (the product's rule), mean of the top 3 sensors
+  q90-top3, q90-max, q95-top2, q95-max, q99-max
+                       the scale at another quantile, another number of top sensors
+  trim-2, trim-5       sensor scales measured without the 2 % (5 %) highest-scoring
+                       validation windows (dirty normal data)
+  follow-score         DSPOT's drift: the score minus its own average over earlier windows
+                       under the threshold (half-life 1,200 windows)
+  follow-sensors       each sensor's normalised error minus its own average over earlier
+                       windows under the threshold (half-life 1,200), then the top 3
+  follow-clear         the same, following only windows under a quarter of the threshold
+                       (half-life 600)
+  floor-600            each sensor's normalised error minus its lowest of the last 600 windows
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from quality import DATA, LOADERS, Case, parse_overrides, pooled_metrics, print_table  # noqa: E402
+
+from detector.grid import place  # noqa: E402
+from detector.scoring import ScoreRule, calibrate_rule, combine, normalised_errors  # noqa: E402
+from detector.threshold import Persistence, calibrate  # noqa: E402
+from training.config import load_config  # noqa: E402
+from training.job import train_model  # noqa: E402
+
+CACHE_VERSION = 1
+
+
+# ----------------------------------------------------------------------------- kept errors
+
+def keep(case: Case, config) -> dict:
+    """Train the case's model; its validation errors and every test row's errors: arrays by name."""
+    model, report = train_model(case.train, config)
+    scorer = model.scorer()
+    errors, observed = report["_validation_errors"]
+    kept = {"val_err": errors, "val_obs": observed, "interval": np.float64(model.interval_seconds),
+            "threshold": np.float64(model.threshold.value), "window": np.int64(model.config.window),
+            "persistence": np.array([model.persistence.k, model.persistence.n]), "tests": np.int64(len(case.tests))}
+    window = model.config.window
+    for j, (table, first) in enumerate(case.tests):
+        placed = place(table.times_ms(), table.select(model.sensors), model.grid)
+        e, o = scorer.sensor_errors_series(placed.rows)
+        e = np.concatenate([np.full((window - 1, e.shape[1]), np.nan, np.float32), e])
+        o = np.concatenate([np.zeros((window - 1, o.shape[1]), np.float32), o])
+        e[~placed.scorable] = np.nan  # the windows the detector leaves unscored
+        kept |= {f"t{j}_err": e[placed.slot], f"t{j}_obs": o[placed.slot],
+                 f"t{j}_labels": table.labels.astype(bool), f"t{j}_first": np.int64(first)}
+    return kept
+
+
+def kept_errors(name: str, cases: list[Case], config, cache: Path) -> list[dict]:
+    settings = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    out = []
+    for i, case in enumerate(cases):
+        path = cache / f"{name}_{i:02d}.npz"
+        if path.exists():
+            d = dict(np.load(path))
+            if int(d["version"]) != CACHE_VERSION or str(d["settings"]) != settings or str(d["case"]) != case.name:
+                raise SystemExit(f"{path}: made with other settings or data; use another --cache or delete it")
+        else:
+            t0 = time.perf_counter()
+            d = keep(case, config) | {"version": np.int64(CACHE_VERSION), "settings": np.str_(settings),
+                                       "case": np.str_(case.name)}
+            cache.mkdir(parents=True, exist_ok=True)
+            np.savez(path, **d)
+            print(f"  {name} {case.name}: trained and kept in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
+        out.append(d)
+    return out
+
+
+# ----------------------------------------------------------------------------- rules
+
+@dataclass(frozen=True)
+class Rule:
+    """quantile: where each sensor's scale is measured; top_k: sensors averaged; trim: share of
+    the highest-scoring validation windows left out of the scales; follow: "score" or
+    "sensors" (a baseline of earlier windows under gate x threshold, with this half-life in
+    windows, is subtracted); floor: windows of the rolling per-sensor minimum subtracted."""
+
+    quantile: float = 0.99
+    top_k: int = 3
+    trim: float = 0.0
+    follow: str | None = None
+    half_life: float = 1200.0
+    gate: float = 1.0
+    floor: int = 0
+
+
+RULES = {
+    "default": Rule(),
+    "q90-top3": Rule(0.90), "q90-max": Rule(0.90, 1), "q95-top2": Rule(0.95, 2), "q95-max": Rule(0.95, 1),
+    "q99-max": Rule(0.99, 1),
+    "trim-2": Rule(trim=0.02), "trim-5": Rule(trim=0.05),
+    "follow-score": Rule(follow="score"), "follow-sensors": Rule(follow="sensors"),
+    "follow-clear": Rule(follow="sensors", half_life=600.0, gate=0.25),
+    "floor-600": Rule(floor=600),
+}
+
+
+def scales(rule: Rule, errors: np.ndarray, observed: np.ndarray) -> ScoreRule:
+    """The product's score rule with each sensor's location and spread measured on these windows."""
+    base = ScoreRule(top_k=rule.top_k)
+    calibrated = calibrate_rule(base, errors, observed, rule.quantile)
+    if rule.trim > 0:
+        score = static_scores(calibrated, errors, observed)
+        keep = score <= np.nanquantile(score, 1 - rule.trim)
+        calibrated = calibrate_rule(base, errors[keep], observed[keep], rule.quantile)
+    return calibrated
+
+
+def static_scores(calibrated: ScoreRule, errors: np.ndarray, observed: np.ndarray) -> np.ndarray:
+    score, _ = combine(errors, observed, calibrated, np.asarray(calibrated.location, np.float32),
+                       np.asarray(calibrated.spread, np.float32))
+    return np.asarray(score, np.float64)
+
+
+def threshold(rule: Rule, d: dict, config) -> float:
+    """As training: fitted to cross-fitted validation scores (each half on the other's scales)."""
+    e, o = d["val_err"], d["val_obs"]
+    n = len(e)
+    half = n // 2
+    held = [static_scores(scales(rule, e[fit], o[fit]), e[part], o[part])
+            for fit, part in ((slice(half, n), slice(0, half)), (slice(0, half), slice(half, n)))]
+    scores = np.concatenate(held)
+    return calibrate(scores[np.isfinite(scores)], "pot", **config.threshold_options(float(d["interval"]))).value
+
+
+def top_mean(x: np.ndarray, k: int) -> np.ndarray:
+    return np.mean(-np.sort(-x, axis=-1)[..., :k], axis=-1)
+
+
+def series_scores(rule: Rule, calibrated: ScoreRule, thr: float, e: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """One test series' scores (NaN where not scored)."""
+    unscored = ~np.isfinite(e).any(axis=1)
+    e = np.nan_to_num(e)
+    if rule.follow is None and rule.floor == 0:
+        return np.where(unscored, np.nan, static_scores(calibrated, e, o))
+    n = normalised_errors(e, o, np.asarray(calibrated.location), np.asarray(calibrated.spread), np)
+    if rule.floor:
+        low = np.where(unscored[:, None], np.inf, n)
+        low = np.concatenate([np.full((rule.floor - 1, n.shape[1]), np.inf), low])
+        low = np.lib.stride_tricks.sliding_window_view(low, rule.floor, axis=0).min(axis=-1)
+        return np.where(unscored, np.nan, top_mean(np.maximum(n - np.where(np.isfinite(low), low, 0.0), 0), rule.top_k))
+    decay = 0.5 ** (1.0 / rule.half_life)
+    out = np.full(len(n), np.nan)
+    base = np.zeros(n.shape[1]) if rule.follow == "sensors" else 0.0
+    for t in np.flatnonzero(~unscored):  # in time order: each window's baseline is of the windows before it
+        if rule.follow == "sensors":
+            out[t] = top_mean(np.maximum(n[t] - base, 0.0), rule.top_k)
+            if out[t] <= rule.gate * thr:
+                base = decay * base + (1 - decay) * n[t]
+        else:
+            raw = float(top_mean(n[t], rule.top_k))
+            out[t] = max(raw - base, 0.0)
+            if out[t] <= rule.gate * thr:
+                base = decay * base + (1 - decay) * raw
+    return out
+
+
+def run_rule(rule: Rule, kept: list[dict], config) -> tuple[dict, list[float]]:
+    t0 = time.perf_counter()
+    labels, scores, flags, thresholds = [], [], [], []
+    for d in kept:
+        calibrated = scales(rule, d["val_err"], d["val_obs"])
+        thr = threshold(rule, d, config)
+        thresholds.append(thr)
+        persistence = Persistence(*(int(v) for v in d["persistence"]))
+        skip = int(d["window"]) - 1
+        for j in range(int(d["tests"])):
+            s = series_scores(rule, calibrated, thr, d[f"t{j}_err"], d[f"t{j}_obs"]) / thr
+            with np.errstate(invalid="ignore"):
+                f = persistence.apply(np.nan_to_num(s, nan=0.0) > 1.0)
+            lo = max(int(d[f"t{j}_first"]), skip)
+            labels.append(d[f"t{j}_labels"][lo:]), scores.append(s[lo:]), flags.append(f[lo:])
+    return pooled_metrics(labels, scores, flags) | {"seconds": round(time.perf_counter() - t0, 1)}, thresholds
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sets", default="skab,tep,smd")
+    p.add_argument("--rules", default=",".join(RULES))
+    p.add_argument("--data", type=Path, default=DATA, help="the folder holding skab/, tep/ and smd/")
+    p.add_argument("--quick", action="store_true", help="a few series of each set")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a training setting")
+    p.add_argument("--cache", type=Path, default=Path("bench-results/score-study"))
+    p.add_argument("--out", type=Path, default=Path("bench-results/score_study.json"))
+    args = p.parse_args()
+    rules = args.rules.split(",")
+    unknown = sorted(set(rules) - set(RULES))
+    if unknown:
+        raise SystemExit(f"unknown rules {unknown} (known: {', '.join(RULES)})")
+    config = load_config(**parse_overrides(args.set))
+    results = {}
+    for name in args.sets.split(","):
+        if name not in LOADERS:
+            raise SystemExit(f"unknown set {name!r} (known: {', '.join(LOADERS)})")
+        cache = args.cache / ("quick" if args.quick else "full")
+        kept = kept_errors(name, LOADERS[name](args.data / name, args.quick), config, cache)
+        results[name], check = {}, ""
+        for rule_name in rules:
+            results[name][rule_name], thresholds = run_rule(RULES[rule_name], kept, config)
+            if rule_name == "default":
+                same = np.allclose(thresholds, [float(d["threshold"]) for d in kept], rtol=1e-4)
+                check = f"the default rule's thresholds {'equal' if same else 'DIFFER from'} the models' own"
+        print_table(f"{name.upper()} ({len(kept)} models{'; ' + check if check else ''})", results[name])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    print(f"\nwrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
