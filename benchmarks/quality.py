@@ -324,6 +324,15 @@ def print_table(title: str, results: dict[str, dict]) -> None:
         print(f"{name:<{width}}" + "".join(cells))
 
 
+def environment() -> dict:
+    """What the figures were measured with: the libraries whose numerics move trained models
+    (pyproject pins lower bounds only), Python and the cores."""
+    from importlib.metadata import version
+
+    return {"python": sys.version.split()[0], "cpu_count": os.cpu_count(),
+            **{name: version(name) for name in ("jax", "jaxlib", "flax", "optax", "numpy")}}
+
+
 def parse_overrides(pairs: list[str]) -> dict:
     out = {}
     for pair in pairs:
@@ -378,7 +387,7 @@ def main() -> None:
     else:
         chosen = methods([m for m in args.methods.split(",") if m], overrides)
     skip = load_config(**overrides).model.window - 1
-    out = {"overrides": overrides, "quick": args.quick, "sets": {}}
+    out = {"overrides": overrides, "quick": args.quick, "environment": environment(), "sets": {}}
     for s in sets:
         cases = LOADERS[s](getattr(args, s), args.quick)
         results = {}

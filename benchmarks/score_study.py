@@ -46,7 +46,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import DATA, LOADERS, Case, parse_overrides, pooled_metrics, print_table  # noqa: E402
+from quality import DATA, LOADERS, Case, environment, parse_overrides, pooled_metrics, print_table  # noqa: E402
 
 from detector.grid import place  # noqa: E402
 from detector.scoring import ScoreRule, calibrate_rule, combine, normalised_errors  # noqa: E402
@@ -235,7 +235,8 @@ def main() -> None:
                 check = f"the default rule's thresholds {'equal' if same else 'DIFFER from'} the models' own"
         print_table(f"{name.upper()} ({len(kept)} models{'; ' + check if check else ''})", results[name])
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    out = {"overrides": parse_overrides(args.set), "quick": args.quick, "environment": environment(), "sets": results}
+    args.out.write_text(json.dumps(out, indent=2, default=float) + "\n")
     print(f"\nwrote {args.out}")
 
 
