@@ -124,7 +124,7 @@ RULES = {
     "trim-2": Rule(trim=0.02), "trim-5": Rule(trim=0.05),
     "follow-score": Rule(follow="score"), "follow-sensors": Rule(follow="sensors"),
     "follow-clear": Rule(follow="sensors", half_life=600.0, gate=0.25),
-    "floor-600": Rule(floor=600),
+    "floor-600": Rule(floor=600), "floor-300": Rule(floor=300), "floor-1200": Rule(floor=1200), "floor-2400": Rule(floor=2400),
 }
 
 
