@@ -10,7 +10,7 @@ from detector.artifact import TrainedModel, load, save
 from detector.table import SensorTable
 from detector.model import VAE, ModelConfig
 from detector.preprocessing import Scaler
-from detector.scoring import ScoreRule, Scorer, calibrate_rule, cross_fitted_scores, top_shares
+from detector.scoring import ScoreRule, Scorer, calibrate_rule, cross_fitted_scores, normalised_errors, top_shares
 from detector.threshold import Persistence, Threshold
 from training.config import TrainConfig
 from training.job import train_model
@@ -79,9 +79,20 @@ def test_calibrated_location_and_spread():
     np.testing.assert_allclose(rule.spread[:2], [np.log(100) - np.log(2), 100 * (np.log(100) - np.log(2))], rtol=0.1)
     # a constant sensor gets the floor, a share of the typical spread, not a near-zero scale
     assert rule.spread[2] == pytest.approx(0.1 * np.median(rule.spread), rel=1e-6)
+    # another tail quantile (benchmarks/score_study.py): the spread reaches that quantile instead
+    q90 = calibrate_rule(ScoreRule(), errors, np.ones_like(errors), quantile=0.9)
+    assert q90.location == rule.location
+    np.testing.assert_allclose(q90.spread[:2], [np.log(10) - np.log(2), 100 * (np.log(10) - np.log(2))], rtol=0.1)
     # the old scoring has nothing to calibrate
     legacy = ScoreRule(normalization="none")
     assert calibrate_rule(legacy, errors, np.ones_like(errors)) is legacy
+
+
+def test_normalised_errors_are_zero_for_unobserved_sensors_and_below_the_median():
+    errors = np.array([[0.5, 3.0, 9.0], [2.0, 1.0, 9.0]])
+    observed = np.array([[1.0, 1.0, 0.0], [1.0, 0.5, 1.0]])
+    n = normalised_errors(errors, observed, np.array([1.0, 1.0, 1.0]), np.array([1.0, 2.0, 4.0]), np)
+    np.testing.assert_allclose(n, [[0.0, 1.0, 0.0], [1.0, 0.0, 2.0]])
 
 
 def _top_mean(errors: np.ndarray, rule: ScoreRule) -> np.ndarray:
