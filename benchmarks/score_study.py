@@ -30,6 +30,7 @@ with; a cache made with other settings is refused). Rules (--rules, comma-separa
                        windows under the threshold (half-life 1,200), then the top 3
   follow-clear         the same, following only windows under a quarter of the threshold
                        (half-life 600)
+  follow-clear-q90     the same with the scale at q90
   floor-300, floor-600, floor-1200, floor-2400
                        each sensor's normalised error minus its lowest of the last N windows
   floor-1200-q90-max   the same over 1,200 windows, with the scale at q90 and the largest sensor
@@ -126,6 +127,7 @@ RULES = {
     "trim-2": Rule(trim=0.02), "trim-5": Rule(trim=0.05),
     "follow-score": Rule(follow="score"), "follow-sensors": Rule(follow="sensors"),
     "follow-clear": Rule(follow="sensors", half_life=600.0, gate=0.25),
+    "follow-clear-q90": Rule(0.90, follow="sensors", half_life=600.0, gate=0.25),
     "floor-300": Rule(floor=300), "floor-600": Rule(floor=600), "floor-1200": Rule(floor=1200),
     "floor-2400": Rule(floor=2400), "floor-1200-q90-max": Rule(0.90, 1, floor=1200),
 }
