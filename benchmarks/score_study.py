@@ -64,6 +64,8 @@ CACHE_VERSION = 1
 
 def keep(case: Case, config) -> dict:
     """Train the case's model; its validation errors and every test row's errors: arrays by name."""
+    if config.off_condition is not None:
+        raise SystemExit("score_study places every row on the grid; it does not take an off condition")
     model, report = train_model(case.train, config)
     scorer = model.scorer()
     errors, observed = report["_validation_errors"]
