@@ -8,9 +8,10 @@ threshold is calibrated on and on every test row (the rows placed on the model's
 each scored by the window of its interval), and then, per rule: measures each sensor's
 scale on the validation windows, fits the threshold to cross-fitted validation scores at the
 model's risk (one window a day over it), flags 3 of 5 and evaluates as quality.py does (same
-rows, same columns). The default rule comes out as quality.py's `vigil` row (to within a few
-rows: a reading that shares its interval with another is scored here by the interval's
-window); the title line says whether this run's default thresholds equal the models' own.
+rows, same columns). The default rule comes out as quality.py's `vigil` row to within a few
+rows (here every reading gets its interval's window, where score_table scores a reading
+followed by another in the same interval by a window of its own); the title line says
+whether this run's default thresholds equal the models' own.
 
     python benchmarks/score_study.py                          # all rules, SKAB, TEP and SMD (~10 min)
     python benchmarks/score_study.py --sets skab --rules default,follow-clear
