@@ -9,8 +9,9 @@ each scored by the window of its interval), and then, per rule: measures each se
 scale on the validation windows, fits the threshold to cross-fitted validation scores at the
 model's risk (one window a day over it), flags 3 of 5 and evaluates as quality.py does (same
 rows, same columns). The default rule comes out as quality.py's `vigil` row to within a few
-rows (here every reading gets its interval's window, where score_table scores a reading
-followed by another in the same interval by a window of its own); the title line says
+rows (measured 2026-12-02: SKAB's MAR 20.7 % against 20.6 %, every other figure of the three
+sets identical; the persistence count here runs over every row of a series, unscored ones
+as under the threshold, where score_table's skips unscored windows); the title line says
 whether this run's default thresholds equal the models' own.
 
     python benchmarks/score_study.py                          # all rules, SKAB, TEP and SMD (~10 min)
