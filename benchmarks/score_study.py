@@ -52,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import DATA, LOADERS, Case, environment, parse_overrides, pooled_metrics, print_table  # noqa: E402
 
 from detector.grid import place  # noqa: E402
-from detector.scoring import ScoreRule, calibrate_rule, combine, normalised_errors  # noqa: E402
+from detector.scoring import ScoreRule, aggregate, calibrate_rule, combine, normalised_errors  # noqa: E402
 from detector.threshold import Persistence, calibrate  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.job import train_model  # noqa: E402
@@ -164,32 +164,34 @@ def threshold(rule: Rule, d: dict, config) -> float:
     return calibrate(scores[np.isfinite(scores)], "pot", **config.threshold_options(float(d["interval"]))).value
 
 
-def top_mean(x: np.ndarray, k: int) -> np.ndarray:
-    return np.mean(-np.sort(-x, axis=-1)[..., :k], axis=-1)
-
-
 def series_scores(rule: Rule, calibrated: ScoreRule, thr: float, e: np.ndarray, o: np.ndarray) -> np.ndarray:
-    """One test series' scores (NaN where not scored)."""
+    """One test series' scores (NaN where not scored): the product's aggregation (top k, ties
+    at the k-th included) of each sensor's normalised error, less its baseline if the rule has one."""
     unscored = ~np.isfinite(e).any(axis=1)
     e = np.nan_to_num(e)
     if rule.follow is None and rule.floor == 0:
         return np.where(unscored, np.nan, static_scores(calibrated, e, o))
+    seen = o > 0
     n = normalised_errors(e, o, np.asarray(calibrated.location), np.asarray(calibrated.spread), np)
+
+    def score(x, s):
+        return aggregate(x, s, calibrated, np)[0]
+
     if rule.floor:
         low = np.where(unscored[:, None], np.inf, n)
         low = np.concatenate([np.full((rule.floor - 1, n.shape[1]), np.inf), low])
         low = np.lib.stride_tricks.sliding_window_view(low, rule.floor, axis=0).min(axis=-1)
-        return np.where(unscored, np.nan, top_mean(np.maximum(n - np.where(np.isfinite(low), low, 0.0), 0), rule.top_k))
+        return np.where(unscored, np.nan, score(np.maximum(n - np.where(np.isfinite(low), low, 0.0), 0.0), seen))
     decay = 0.5 ** (1.0 / rule.half_life)
     out = np.full(len(n), np.nan)
     base = np.zeros(n.shape[1]) if rule.follow == "sensors" else 0.0
     for t in np.flatnonzero(~unscored):  # in time order: each window's baseline is of the windows before it
         if rule.follow == "sensors":
-            out[t] = top_mean(np.maximum(n[t] - base, 0.0), rule.top_k)
+            out[t] = score(np.maximum(n[t] - base, 0.0)[None], seen[t][None])[0]
             if out[t] <= rule.gate * thr:
                 base = decay * base + (1 - decay) * n[t]
         else:
-            raw = float(top_mean(n[t], rule.top_k))
+            raw = float(score(n[t][None], seen[t][None])[0])
             out[t] = max(raw - base, 0.0)
             if out[t] <= rule.gate * thr:
                 base = decay * base + (1 - decay) * raw

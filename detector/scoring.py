@@ -151,20 +151,24 @@ def normalised_errors(errors, observed, location, spread, xp=jnp):
 def combine(errors: jax.Array, observed: jax.Array, rule: ScoreRule, location, spread
             ) -> tuple[jax.Array, jax.Array]:
     """Traceable. Per-sensor errors [batch, sensors] -> (score [batch], contributions [batch, sensors])."""
-    seen = observed > 0
-    normalised = normalised_errors(errors, observed, location, spread)
-    count = jnp.sum(seen, axis=1)
+    return aggregate(normalised_errors(errors, observed, location, spread), observed > 0, rule)
+
+
+def aggregate(normalised, seen, rule: ScoreRule, xp=jnp):
+    """Traceable. Normalised errors [batch, sensors] of the sensors `seen` -> (score [batch],
+    contributions [batch, sensors]) under the rule's aggregate (xp: jax.numpy, or numpy)."""
+    count = xp.sum(seen, axis=1)
     if rule.aggregate == "top":
         # the k-th largest value: the smallest of those with fewer than k values above them
         # (counting is far cheaper on CPU than lax.top_k for the few sensors of a window)
-        above = jnp.sum(normalised[:, None, :] > normalised[:, :, None], axis=2)
-        kth = jnp.min(jnp.where(above < rule.top_k, normalised, jnp.inf), axis=1, keepdims=True)
+        above = xp.sum(normalised[:, None, :] > normalised[:, :, None], axis=2)
+        kth = xp.min(xp.where(above < rule.top_k, normalised, xp.inf), axis=1, keepdims=True)
         # ties at the k-th value may admit a few more sensors; their shares still add up
         chosen = (normalised >= kth) & seen
-        contributions = jnp.where(chosen, normalised, 0.0) / jnp.maximum(jnp.sum(chosen, axis=1), 1)[:, None]
+        contributions = xp.where(chosen, normalised, 0.0) / xp.maximum(xp.sum(chosen, axis=1), 1)[:, None]
     else:
-        contributions = normalised / jnp.maximum(count, 1)[:, None]
-    score = jnp.where(count > 0, jnp.sum(contributions, axis=1), jnp.nan)
+        contributions = normalised / xp.maximum(count, 1)[:, None]
+    score = xp.where(count > 0, xp.sum(contributions, axis=1), xp.nan)
     return score, contributions
 
 
