@@ -52,7 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality import DATA, LOADERS, Case, environment, parse_overrides, pooled_metrics, print_table  # noqa: E402
 
 from detector.grid import place  # noqa: E402
-from detector.scoring import ScoreRule, aggregate, calibrate_rule, combine, normalised_errors  # noqa: E402
+from detector.scoring import (ScoreRule, aggregate, calibrate_rule, combine, cross_fitted_scores,  # noqa: E402
+                              normalised_errors)
 from detector.threshold import Persistence, calibrate  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.job import train_model  # noqa: E402
@@ -155,13 +156,10 @@ def static_scores(calibrated: ScoreRule, errors: np.ndarray, observed: np.ndarra
 
 def threshold(rule: Rule, d: dict, config) -> float:
     """As training: fitted to cross-fitted validation scores (each half on the other's scales)."""
-    e, o = d["val_err"], d["val_obs"]
-    n = len(e)
-    half = n // 2
-    held = [static_scores(scales(rule, e[fit], o[fit]), e[part], o[part])
-            for fit, part in ((slice(half, n), slice(0, half)), (slice(0, half), slice(half, n)))]
-    scores = np.concatenate(held)
-    return calibrate(scores[np.isfinite(scores)], "pot", **config.threshold_options(float(d["interval"]))).value
+    scores = cross_fitted_scores(ScoreRule(top_k=rule.top_k), d["val_err"], d["val_obs"],
+                                 lambda _, e, o: scales(rule, e, o))
+    options = config.threshold_options(float(d["interval"]))
+    return calibrate(scores[np.isfinite(scores)], config.threshold_method, **options).value
 
 
 def series_scores(rule: Rule, calibrated: ScoreRule, thr: float, e: np.ndarray, o: np.ndarray) -> np.ndarray:

@@ -220,7 +220,9 @@ def calibrate_rule(rule: ScoreRule, errors: np.ndarray, observed: np.ndarray,
     return dataclasses.replace(rule, location=tuple(location.tolist()), spread=tuple(spread.tolist()))
 
 
-def cross_fitted_scores(rule: ScoreRule, errors: np.ndarray, observed: np.ndarray) -> np.ndarray:
+def cross_fitted_scores(rule: ScoreRule, errors: np.ndarray, observed: np.ndarray,
+                        calibrate: Callable[[ScoreRule, np.ndarray, np.ndarray], ScoreRule] = calibrate_rule
+                        ) -> np.ndarray:
     """Scores of normal windows for calibrating the threshold, none of them scored under a
     rule calibrated on itself: errors, observed [windows, sensors] in time order are cut in
     two halves, and each half is scored under the rule calibrated on the other -> [windows].
@@ -228,7 +230,8 @@ def cross_fitted_scores(rule: ScoreRule, errors: np.ndarray, observed: np.ndarra
     Scored under the rule calibrated on all of them, the same windows sit inside each
     sensor's measured range by construction, and a threshold fitted to them is exceeded far
     more often by normal data that comes later; the held-out half shows how much a sensor's
-    error moves from one stretch of normal data to the next.
+    error moves from one stretch of normal data to the next. calibrate: how a half's scales
+    are measured (models: calibrate_rule; benchmarks/score_study.py tries others).
     """
     n = len(errors)
     if rule.legacy or n < 4:
@@ -236,7 +239,7 @@ def cross_fitted_scores(rule: ScoreRule, errors: np.ndarray, observed: np.ndarra
     half = n // 2
     out = []
     for fit, held in ((slice(half, n), slice(0, half)), (slice(0, half), slice(half, n))):
-        r = calibrate_rule(rule, errors[fit], observed[fit])
+        r = calibrate(rule, errors[fit], observed[fit])
         score, _ = combine(jnp.asarray(errors[held]), jnp.asarray(observed[held]), r,
                            jnp.asarray(r.location, jnp.float32), jnp.asarray(r.spread, jnp.float32))
         out.append(np.asarray(score))
