@@ -81,7 +81,7 @@ def keep(case: Case, config) -> dict:
         o = np.concatenate([np.zeros((window - 1, o.shape[1]), np.float32), o])
         e[~placed.scorable] = np.nan  # the windows the detector leaves unscored
         kept |= {f"t{j}_err": e[placed.slot], f"t{j}_obs": o[placed.slot],
-                 f"t{j}_run": np.cumsum(placed.position == 0)[placed.slot],  # each reading's run on the grid
+                 f"t{j}_run": placed.runs(),
                  f"t{j}_labels": table.labels.astype(bool), f"t{j}_first": np.int64(first)}
     return kept
 

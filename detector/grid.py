@@ -95,6 +95,10 @@ class Placed:
     partial_rows: np.ndarray
     partial_scorable: np.ndarray
 
+    def runs(self) -> np.ndarray:
+        """[readings] int64: the run each reading falls in (1, 2, ... in time order)."""
+        return np.cumsum(self.position == 0)[self.slot]
+
     def windows(self, ends: np.ndarray, window: int) -> np.ndarray:
         """The windows ending at rows `ends` [len(ends), W, sensors] (a copy; rows before the
         first are the first row: such windows are not scored anyway)."""

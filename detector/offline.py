@@ -58,7 +58,7 @@ def score_chunks(model: TrainedModel, table: SensorTable, scorer: Scorer | None 
     times = table.times_ms()
     kept = np.arange(table.rows) if model.off is None else np.flatnonzero(~model.off.off_rows(times, values))
     placed = place(times[kept], values[kept], model.grid)  # off readings: as if they had not come
-    run_of = np.cumsum(placed.position == 0)[placed.slot]  # each kept row's run
+    run_of = placed.runs()  # each kept row's run
     carry, carry_starts, last_run = np.zeros(0, bool), np.zeros(0, bool), -1
     threshold = np.float32(model.threshold.value)
     keep = model.persistence.n - 1
