@@ -10,6 +10,26 @@ from training.config import TrainConfig
 from vigil import synthetic
 
 
+@pytest.fixture(autouse=True)
+def cleanup_processes(monkeypatch):
+    """Kill any `vigil serve` a failed test left running, and close its log, at the end of that
+    test: left to the garbage collector, its process and file warn (ResourceWarning) during
+    whichever later test collects them, and fail that test instead."""
+    from tests.kafka_util import Serve
+
+    started = []
+    original = Serve.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        started.append(self)
+
+    monkeypatch.setattr(Serve, "__init__", init)
+    yield
+    for s in started:
+        s.cleanup()
+
+
 @pytest.fixture
 def tiny_config() -> TrainConfig:
     """A model small enough to train in a second or two."""

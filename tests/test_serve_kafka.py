@@ -28,22 +28,6 @@ def model(tmp_path_factory):
     return train_tiny_model(tmp_path_factory.mktemp("serve-model"))
 
 
-@pytest.fixture(autouse=True)
-def cleanup_processes(monkeypatch):
-    """Kill any `vigil serve` a failed test left running."""
-    started = []
-    original = Serve.__init__
-
-    def init(self, *args, **kwargs):
-        original(self, *args, **kwargs)
-        started.append(self)
-
-    monkeypatch.setattr(Serve, "__init__", init)
-    yield
-    for s in started:
-        s.cleanup()
-
-
 @pytest.fixture
 def topic():
     name = unique("readings")
