@@ -34,53 +34,95 @@ with; a cache made with other settings is refused). Rules (--rules, comma-separa
   floor-300, floor-600, floor-1200, floor-2400
                        each sensor's normalised error minus its lowest of the last N windows
   floor-1200-q90-max   the same over 1,200 windows, with the scale at q90 and the largest sensor
+  parts-top3           each sensor's error split in two parts, each measured on its own scale
+                       as if it were a sensor of its own: its level (the squared mean of the
+                       reconstruction error over the window: the window sits too high or too
+                       low) and its shape (the rest: the error's spread over the window); top 3
+  parts-level          the level part alone
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from quality import DATA, LOADERS, Case, environment, parse_overrides, pooled_metrics, print_table  # noqa: E402
 
 from detector.grid import place  # noqa: E402
+from detector.preprocessing import model_input  # noqa: E402
 from detector.scoring import (ScoreRule, aggregate, calibrate_rule, combine, cross_fitted_scores,  # noqa: E402
                               normalised_errors)
 from detector.threshold import Persistence, calibrate  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.job import train_model  # noqa: E402
 
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 # ----------------------------------------------------------------------------- kept errors
 
+@functools.partial(jax.jit, static_argnums=0)
+def _levels(graphdef, state, center, scale, time_weights, raw):
+    vae = nnx.merge(graphdef, state)
+    x, maskf = model_input(raw, center, scale, jnp)
+    w = time_weights[None, :, None] * maskf
+    mean = jnp.sum((x - vae.reconstruct(x, maskf)) * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1e-12)
+    return mean ** 2
+
+
+def level_errors(model, rows: np.ndarray, batch: int = 4096) -> np.ndarray:
+    """The level part of each full window's per-sensor error (the squared time-weighted mean of
+    its reconstruction error; the rest of sensor_errors' value is the error's spread over the
+    window, its shape): rows [n, sensors] -> [n - window + 1, sensors]."""
+    window = model.config.window
+    rows = np.asarray(rows, np.float32)
+    if len(rows) < window:
+        return np.zeros((0, rows.shape[1]), np.float32)
+    windows = np.lib.stride_tricks.sliding_window_view(rows, window, axis=0).transpose(0, 2, 1)
+    args = (*nnx.split(model.vae), jnp.asarray(model.scaler.center), jnp.asarray(model.scaler.scale),
+            jnp.asarray(model.scoring.time_weights(window)))
+    out = []
+    for lo in range(0, len(windows), batch):
+        chunk = windows[lo:lo + batch]
+        padded = np.concatenate([chunk, np.full((batch - len(chunk),) + chunk.shape[1:], np.nan, np.float32)])
+        out.append(np.asarray(_levels(*args, padded))[:len(chunk)])
+    return np.concatenate(out)
+
+
 def keep(case: Case, config) -> dict:
-    """Train the case's model; its validation errors and every test row's errors: arrays by name."""
+    """Train the case's model; its validation errors and every test row's errors (and their
+    level parts, see level_errors): arrays by name."""
     if config.off_condition is not None:
         raise SystemExit("score_study places every row on the grid; it does not take an off condition")
     model, report = train_model(case.train, config)
     scorer = model.scorer()
     errors, observed = report["_validation_errors"]
-    kept = {"val_err": errors, "val_obs": observed, "interval": np.float64(model.interval_seconds),
+    levels = np.concatenate([level_errors(model, rows)[scorable[:len(rows) - model.config.window + 1]]
+                             for rows, scorable in report["_validation_rows"]])
+    kept = {"val_err": errors, "val_obs": observed, "val_lev": levels, "interval": np.float64(model.interval_seconds),
             "threshold": np.float64(model.threshold.value), "window": np.int64(model.config.window),
             "persistence": np.array([model.persistence.k, model.persistence.n]), "tests": np.int64(len(case.tests))}
     window = model.config.window
     for j, (table, first) in enumerate(case.tests):
         placed = place(table.times_ms(), table.select(model.sensors), model.grid)
         e, o = scorer.sensor_errors_series(placed.rows)
-        e = np.concatenate([np.full((window - 1, e.shape[1]), np.nan, np.float32), e])
+        lev = level_errors(model, placed.rows)
+        e, lev = (np.concatenate([np.full((window - 1, a.shape[1]), np.nan, np.float32), a]) for a in (e, lev))
         o = np.concatenate([np.zeros((window - 1, o.shape[1]), np.float32), o])
         e[~placed.scorable] = np.nan  # the windows the detector leaves unscored
-        kept |= {f"t{j}_err": e[placed.slot], f"t{j}_obs": o[placed.slot],
+        kept |= {f"t{j}_err": e[placed.slot], f"t{j}_obs": o[placed.slot], f"t{j}_lev": lev[placed.slot],
                  f"t{j}_run": placed.runs(),
                  f"t{j}_labels": table.labels.astype(bool), f"t{j}_first": np.int64(first)}
     return kept
@@ -94,7 +136,7 @@ def kept_errors(name: str, cases: list[Case], config, cache: Path) -> list[dict]
         if path.exists():
             d = dict(np.load(path))
             if int(d["version"]) != CACHE_VERSION or str(d["settings"]) != settings or str(d["case"]) != case.name:
-                raise SystemExit(f"{path}: made with other settings or data; use another --cache or delete it")
+                raise SystemExit(f"{path}: made with other settings or data, or by an older score_study; use another --cache or delete it")
         else:
             t0 = time.perf_counter()
             d = keep(case, config) | {"version": np.int64(CACHE_VERSION), "settings": np.str_(settings),
@@ -113,7 +155,9 @@ class Rule:
     """quantile: where each sensor's scale is measured; top_k: sensors averaged; trim: share of
     the highest-scoring validation windows left out of the scales; follow: "score" or
     "sensors" (a baseline of earlier windows under gate x threshold, with this half-life in
-    windows, is subtracted); floor: windows of the rolling per-sensor minimum subtracted."""
+    windows, is subtracted); floor: windows of the rolling per-sensor minimum subtracted;
+    parts: "both" (each sensor's error split in its level and shape parts, each on its own
+    scale, as if they were two sensors) or "level" (the level part alone)."""
 
     quantile: float = 0.99
     top_k: int = 3
@@ -122,6 +166,7 @@ class Rule:
     half_life: float = 1200.0
     gate: float = 1.0
     floor: int = 0
+    parts: str | None = None
 
 
 RULES = {
@@ -134,6 +179,7 @@ RULES = {
     "follow-clear-q90": Rule(0.90, follow="sensors", half_life=600.0, gate=0.25),
     "floor-300": Rule(floor=300), "floor-600": Rule(floor=600), "floor-1200": Rule(floor=1200),
     "floor-2400": Rule(floor=2400), "floor-1200-q90-max": Rule(0.90, 1, floor=1200),
+    "parts-top3": Rule(parts="both"), "parts-level": Rule(parts="level"),
 }
 
 
@@ -196,10 +242,27 @@ def series_scores(rule: Rule, calibrated: ScoreRule, thr: float, e: np.ndarray, 
     return out
 
 
+def split(rule: Rule, d: dict) -> dict:
+    """The kept errors as the rule's parts see them (see Rule.parts)."""
+    if rule.parts is None:
+        return d
+    d = dict(d)
+    for prefix in ["val"] + [f"t{j}" for j in range(int(d["tests"]))]:
+        e, o = d[f"{prefix}_err"], d[f"{prefix}_obs"]
+        level = np.where(np.isfinite(e), d[f"{prefix}_lev"], np.nan)
+        if rule.parts == "level":
+            d[f"{prefix}_err"] = level
+        else:  # the shape part: the error's spread over the window
+            d[f"{prefix}_err"] = np.concatenate([level, np.maximum(e - level, 0.0)], axis=1)
+            d[f"{prefix}_obs"] = np.concatenate([o, o], axis=1)
+    return d
+
+
 def run_rule(rule: Rule, kept: list[dict], config) -> tuple[dict, list[float]]:
     t0 = time.perf_counter()
     labels, scores, flags, thresholds = [], [], [], []
     for d in kept:
+        d = split(rule, d)
         calibrated = scales(rule, d["val_err"], d["val_obs"])
         thr = threshold(rule, d, config)
         thresholds.append(thr)

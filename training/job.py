@@ -227,6 +227,8 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
         "train_scores": _describe(train_scores[np.isfinite(train_scores)]),
         "_calibration_scores": calibration,  # raw values for the plot; dropped from the JSON
         "_validation_errors": validation_errors,  # per-sensor (errors, observed) for benchmarks/score_study.py
+        # each file's validation rows on the grid and which of their windows are scored (score_study)
+        "_validation_rows": [(v[s:], p.scorable[s + window - 1:]) for v, s, p in zip(series, splits, placed)],
     }
     return model, report
 
