@@ -39,11 +39,13 @@ with; a cache made with other settings is refused). Rules (--rules, comma-separa
                        reconstruction error over the window: the window sits too high or too
                        low) and its shape (the rest: the error's spread over the window); top 3
   parts-level          the level part alone
+  iqr-top3, iqr-max    each sensor's scale its interquartile range on the validation windows
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import sys
@@ -62,8 +64,8 @@ from quality import DATA, LOADERS, Case, environment, parse_overrides, pooled_me
 
 from detector.grid import place  # noqa: E402
 from detector.preprocessing import model_input  # noqa: E402
-from detector.scoring import (ScoreRule, aggregate, calibrate_rule, combine, cross_fitted_scores,  # noqa: E402
-                              normalised_errors)
+from detector.scoring import (SPREAD_FLOOR, ScoreRule, aggregate, calibrate_rule, combine,  # noqa: E402
+                              cross_fitted_scores, normalised_errors)
 from detector.threshold import Persistence, calibrate  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.job import train_model  # noqa: E402
@@ -157,7 +159,8 @@ class Rule:
     "sensors" (a baseline of earlier windows under gate x threshold, with this half-life in
     windows, is subtracted); floor: windows of the rolling per-sensor minimum subtracted;
     parts: "both" (each sensor's error split in its level and shape parts, each on its own
-    scale, as if they were two sensors) or "level" (the level part alone)."""
+    scale, as if they were two sensors) or "level" (the level part alone); spread: "quantile"
+    (the quantile's distance from the median) or "iqr" (the interquartile range)."""
 
     quantile: float = 0.99
     top_k: int = 3
@@ -167,6 +170,7 @@ class Rule:
     gate: float = 1.0
     floor: int = 0
     parts: str | None = None
+    spread: str = "quantile"
 
 
 RULES = {
@@ -180,17 +184,31 @@ RULES = {
     "floor-300": Rule(floor=300), "floor-600": Rule(floor=600), "floor-1200": Rule(floor=1200),
     "floor-2400": Rule(floor=2400), "floor-1200-q90-max": Rule(0.90, 1, floor=1200),
     "parts-top3": Rule(parts="both"), "parts-level": Rule(parts="level"),
+    "iqr-top3": Rule(spread="iqr"), "iqr-max": Rule(top_k=1, spread="iqr"),
 }
+
+
+def interquartile_rule(rule: ScoreRule, errors: np.ndarray, observed: np.ndarray, quantile=None) -> ScoreRule:
+    """As calibrate_rule, with each sensor's spread its interquartile range (floored alike)."""
+    e = np.where(observed > 0, np.asarray(errors, np.float64), np.nan)
+    ok = np.isfinite(e).sum(axis=0) >= 2
+    location, spread = np.zeros(e.shape[1]), np.ones(e.shape[1])
+    location[ok] = np.nanmedian(e[:, ok], axis=0)
+    spread[ok] = np.nanquantile(e[:, ok], 0.75, axis=0) - np.nanquantile(e[:, ok], 0.25, axis=0)
+    spread = np.maximum(spread, max(SPREAD_FLOOR * float(np.median(spread[ok])), 1e-6))
+    spread[~ok] = float(np.median(spread[ok]))
+    return dataclasses.replace(rule, location=tuple(location.tolist()), spread=tuple(spread.tolist()))
 
 
 def scales(rule: Rule, errors: np.ndarray, observed: np.ndarray) -> ScoreRule:
     """The product's score rule with each sensor's location and spread measured on these windows."""
     base = ScoreRule(top_k=rule.top_k)
-    calibrated = calibrate_rule(base, errors, observed, rule.quantile)
+    measure = interquartile_rule if rule.spread == "iqr" else calibrate_rule
+    calibrated = measure(base, errors, observed, rule.quantile)
     if rule.trim > 0:
         score = static_scores(calibrated, errors, observed)
         keep = score <= np.nanquantile(score, 1 - rule.trim)
-        calibrated = calibrate_rule(base, errors[keep], observed[keep], rule.quantile)
+        calibrated = measure(base, errors[keep], observed[keep], rule.quantile)
     return calibrated
 
 
