@@ -14,6 +14,13 @@ rows; the title line says whether this run's default thresholds equal the models
     python benchmarks/score_study.py                          # all rules, SKAB, TEP and SMD (~10 min)
     python benchmarks/score_study.py --sets skab --rules default,follow-clear
     python benchmarks/score_study.py --set latent=4 --cache bench-results/study-latent4
+    python benchmarks/score_study.py --seeds 0,1,2,3,4 --sets skab,tep --rules default,parts-top3
+
+With --seeds, each data set's models are trained once per seed (each seed's kept errors in
+its own folder under --cache) and each rule's figures are printed as their mean, lowest and
+highest over the seeds: SKAB's and TEP's models are small and few (TEP: one model, its
+threshold fitted to 66 validation windows), and a figure of one seed can sit anywhere in that
+range.
 
 The kept errors go to --cache (one .npz per model, with the training settings they were made
 with; a cache made with other settings is refused). Rules (--rules, comma-separated):
@@ -298,6 +305,18 @@ def run_rule(rule: Rule, kept: list[dict], config) -> tuple[dict, list[float]]:
     return pooled_metrics(labels, scores, flags) | {"seconds": round(time.perf_counter() - t0, 1)}, thresholds
 
 
+def spread(per_seed: dict, rules: list[str]) -> dict:
+    """Each rule's figures over the seeds: {rule: {"mean"|"min"|"max": {metric: value}}}."""
+    out = {}
+    for rule in rules:
+        runs = [per_seed[seed][rule] for seed in per_seed]
+        keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                and all(r.get(k) is not None for r in runs)]
+        out[rule] = {stat: {k: float(f([r[k] for r in runs])) for k in keys}
+                     for stat, f in (("mean", np.mean), ("min", np.min), ("max", np.max))}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sets", default="skab,tep,smd")
@@ -305,6 +324,8 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=DATA, help="the folder holding skab/, tep/ and smd/")
     p.add_argument("--quick", action="store_true", help="a few series of each set")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a training setting")
+    p.add_argument("--seeds", help="train with each of these seeds (comma-separated, each in its own cache "
+                   "folder) and print each rule's mean, lowest and highest figure over them")
     p.add_argument("--cache", type=Path, default=Path("bench-results/score-study"))
     p.add_argument("--out", type=Path, default=Path("bench-results/score_study.json"))
     args = p.parse_args()
@@ -312,22 +333,36 @@ def main() -> None:
     unknown = sorted(set(rules) - set(RULES))
     if unknown:
         raise SystemExit(f"unknown rules {unknown} (known: {', '.join(RULES)})")
-    config = load_config(**parse_overrides(args.set))
+    seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else [None]
     results = {}
     for name in args.sets.split(","):
         if name not in LOADERS:
             raise SystemExit(f"unknown set {name!r} (known: {', '.join(LOADERS)})")
-        cache = args.cache / ("quick" if args.quick else "full")
-        kept = kept_errors(name, LOADERS[name](args.data / name, args.quick), config, cache)
-        results[name], check = {}, ""
-        for rule_name in rules:
-            results[name][rule_name], thresholds = run_rule(RULES[rule_name], kept, config)
-            if rule_name == "default":
-                same = np.allclose(thresholds, [float(d["threshold"]) for d in kept], rtol=1e-4)
-                check = f"the default rule's thresholds {'equal' if same else 'DIFFER from'} the models' own"
-        print_table(f"{name.upper()} ({len(kept)} models{'; ' + check if check else ''})", results[name])
+        cases = LOADERS[name](args.data / name, args.quick)
+        per_seed, same = {}, True
+        for seed in seeds:
+            overrides = parse_overrides(args.set) | ({} if seed is None else {"seed": seed})
+            config = load_config(**overrides)
+            cache = args.cache / ("" if seed is None else f"seed{seed}") / ("quick" if args.quick else "full")
+            kept = kept_errors(name, cases, config, cache)
+            per_seed[seed] = {}
+            for rule_name in rules:
+                per_seed[seed][rule_name], thresholds = run_rule(RULES[rule_name], kept, config)
+                if rule_name == "default":
+                    same &= np.allclose(thresholds, [float(d["threshold"]) for d in kept], rtol=1e-4)
+        check = f"; the default rule's thresholds {'equal' if same else 'DIFFER from'} the models' own" \
+            if "default" in rules else ""
+        if seeds == [None]:
+            results[name] = per_seed[None]
+            print_table(f"{name.upper()} ({len(kept)} models{check})", results[name])
+        else:
+            results[name] = {"seeds": {str(k): v for k, v in per_seed.items()}, "summary": spread(per_seed, rules)}
+            print_table(f"{name.upper()} ({len(kept)} models, seeds {args.seeds}: mean, lowest, highest{check})",
+                        {f"{rule} {stat}": results[name]["summary"][rule][stat] for rule in rules
+                         for stat in ("mean", "min", "max")})
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    out = {"overrides": parse_overrides(args.set), "quick": args.quick, "environment": environment(), "sets": results}
+    out = {"overrides": parse_overrides(args.set), "seeds": seeds if args.seeds else None, "quick": args.quick,
+           "environment": environment(), "sets": results}
     args.out.write_text(json.dumps(out, indent=2, default=float) + "\n")
     print(f"\nwrote {args.out}")
 
