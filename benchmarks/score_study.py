@@ -82,32 +82,31 @@ CACHE_VERSION = 3
 
 # ----------------------------------------------------------------------------- kept errors
 
-@functools.partial(jax.jit, static_argnums=0)
-def _levels(graphdef, state, center, scale, time_weights, raw):
-    vae = nnx.merge(graphdef, state)
-    x, maskf = model_input(raw, center, scale, jnp)
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _levels(graphdef, window, state, center, scale, time_weights, rows):
+    # rows [block + window - 1, sensors] -> the level parts of the block's windows, gathered
+    # on device as the product's block kernels do
+    index = jnp.arange(rows.shape[0] - window + 1)[:, None] + jnp.arange(window)[None, :]
+    x, maskf = model_input(rows[index], center, scale, jnp)
     w = time_weights[None, :, None] * maskf
+    vae = nnx.merge(graphdef, state)
     mean = jnp.sum((x - vae.reconstruct(x, maskf)) * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1e-12)
     return mean ** 2
 
 
-def level_errors(model, rows: np.ndarray, batch: int = 4096) -> np.ndarray:
+def level_errors(model, scorer, rows: np.ndarray) -> np.ndarray:
     """The level part of each full window's per-sensor error (the squared time-weighted mean of
     its reconstruction error; the rest of sensor_errors' value is the error's spread over the
-    window, its shape): rows [n, sensors] -> [n - window + 1, sensors]."""
+    window, its shape), in the scorer's blocks: rows [n, sensors] -> [n - window + 1, sensors]."""
     window = model.config.window
     rows = np.asarray(rows, np.float32)
-    if len(rows) < window:
-        return np.zeros((0, rows.shape[1]), np.float32)
-    windows = np.lib.stride_tricks.sliding_window_view(rows, window, axis=0).transpose(0, 2, 1)
-    args = (*nnx.split(model.vae), jnp.asarray(model.scaler.center), jnp.asarray(model.scaler.scale),
+    graphdef, state = nnx.split(model.vae)
+    args = (state, jnp.asarray(model.scaler.center), jnp.asarray(model.scaler.scale),
             jnp.asarray(model.scoring.time_weights(window)))
-    out = []
-    for lo in range(0, len(windows), batch):
-        chunk = windows[lo:lo + batch]
-        padded = np.concatenate([chunk, np.full((batch - len(chunk),) + chunk.shape[1:], np.nan, np.float32)])
-        out.append(np.asarray(_levels(*args, padded))[:len(chunk)])
-    return np.concatenate(out)
+    out = np.zeros((max(len(rows) - window + 1, 0), rows.shape[1]), np.float32)
+    for start, k, chunk in scorer._blocks(rows, None):
+        out[start:start + k] = np.asarray(_levels(graphdef, window, *args, chunk))[:k]
+    return out
 
 
 def keep(case: Case, config) -> dict:
@@ -116,18 +115,20 @@ def keep(case: Case, config) -> dict:
     if config.off_condition is not None:
         raise SystemExit("score_study places every row on the grid; it does not take an off condition")
     model, report = train_model(case.train, config)
-    scorer = model.scorer()
-    errors, observed = report["_validation_errors"]
-    levels = np.concatenate([level_errors(model, rows)[scorable[:len(rows) - model.config.window + 1]]
-                             for rows, scorable in report["_validation_rows"]])
+    scorer, window = model.scorer(), model.config.window
+    val = []  # as training calibrates: the errors of the validation windows the detector scores
+    for rows, scorable in report["_validation_rows"]:
+        e, o = scorer.sensor_errors_series(rows)
+        scored = scorable[:len(e)]
+        val.append((e[scored], o[scored], level_errors(model, scorer, rows)[scored]))
+    errors, observed, levels = (np.concatenate(a) for a in zip(*val))
     kept = {"val_err": errors, "val_obs": observed, "val_lev": levels, "interval": np.float64(model.interval_seconds),
-            "threshold": np.float64(model.threshold.value), "window": np.int64(model.config.window),
+            "threshold": np.float64(model.threshold.value), "window": np.int64(window),
             "persistence": np.array([model.persistence.k, model.persistence.n]), "tests": np.int64(len(case.tests))}
-    window = model.config.window
     for j, (table, first) in enumerate(case.tests):
         placed = place(table.times_ms(), table.select(model.sensors), model.grid)
         e, o = scorer.sensor_errors_series(placed.rows)
-        lev = level_errors(model, placed.rows)
+        lev = level_errors(model, scorer, placed.rows)
         e, lev = (np.concatenate([np.full((window - 1, a.shape[1]), np.nan, np.float32), a]) for a in (e, lev))
         o = np.concatenate([np.zeros((window - 1, o.shape[1]), np.float32), o])
         e[~placed.scorable] = np.nan  # the windows the detector leaves unscored

@@ -169,12 +169,11 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
                          config.persistence, config.score_rule, interval, off_condition=config.off_condition,
                          off_settle_seconds=config.off_settle_seconds)
     scorer = model.scorer()
-    calibration, validation_errors = None, None
+    calibration = None
     if not config.score_rule.legacy:
         errors = [_scored(p.scorable[s + window - 1:], *scorer.sensor_errors_series(v[s:]))
                   for v, s, p in zip(series, splits, placed)]
         errors, observed = np.concatenate([e for e, _ in errors]), np.concatenate([o for _, o in errors])
-        validation_errors = (errors, observed)
         model.scoring = calibrate_rule(config.score_rule, errors, observed)
         scorer = model.scorer()
         if config.cross_fit and len(errors) >= 4:
@@ -226,8 +225,8 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
         "calibration_scores": _describe(calibration),  # what the threshold was fitted to (cross-fitted)
         "train_scores": _describe(train_scores[np.isfinite(train_scores)]),
         "_calibration_scores": calibration,  # raw values for the plot; dropped from the JSON
-        "_validation_errors": validation_errors,  # per-sensor (errors, observed) for benchmarks/score_study.py
-        # each file's validation rows on the grid and which of their windows are scored (score_study)
+        # each file's validation rows on the grid and which of their windows are scored, for
+        # benchmarks/score_study.py (which measures their errors as calibration does)
         "_validation_rows": [(v[s:], p.scorable[s + window - 1:]) for v, s, p in zip(series, splits, placed)],
     }
     return model, report
