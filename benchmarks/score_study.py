@@ -52,7 +52,6 @@ with; a cache made with other settings is refused). Rules (--rules, comma-separa
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import json
 import sys
@@ -71,8 +70,8 @@ from quality import DATA, LOADERS, Case, environment, parse_overrides, pooled_me
 
 from detector.grid import place  # noqa: E402
 from detector.preprocessing import model_input  # noqa: E402
-from detector.scoring import (SPREAD_FLOOR, ScoreRule, aggregate, calibrate_rule, combine,  # noqa: E402
-                              cross_fitted_scores, normalised_errors)
+from detector.scoring import (ScoreRule, aggregate, calibrate_rule, combine, cross_fitted_scores,  # noqa: E402
+                              normalised_errors)
 from detector.threshold import Persistence, calibrate  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.job import train_model  # noqa: E402
@@ -196,27 +195,15 @@ RULES = {
 }
 
 
-def interquartile_rule(rule: ScoreRule, errors: np.ndarray, observed: np.ndarray, quantile=None) -> ScoreRule:
-    """As calibrate_rule, with each sensor's spread its interquartile range (floored alike)."""
-    e = np.where(observed > 0, np.asarray(errors, np.float64), np.nan)
-    ok = np.isfinite(e).sum(axis=0) >= 2
-    location, spread = np.zeros(e.shape[1]), np.ones(e.shape[1])
-    location[ok] = np.nanmedian(e[:, ok], axis=0)
-    spread[ok] = np.nanquantile(e[:, ok], 0.75, axis=0) - np.nanquantile(e[:, ok], 0.25, axis=0)
-    spread = np.maximum(spread, max(SPREAD_FLOOR * float(np.median(spread[ok])), 1e-6))
-    spread[~ok] = float(np.median(spread[ok]))
-    return dataclasses.replace(rule, location=tuple(location.tolist()), spread=tuple(spread.tolist()))
-
-
 def scales(rule: Rule, errors: np.ndarray, observed: np.ndarray) -> ScoreRule:
     """The product's score rule with each sensor's location and spread measured on these windows."""
     base = ScoreRule(top_k=rule.top_k)
-    measure = interquartile_rule if rule.spread == "iqr" else calibrate_rule
-    calibrated = measure(base, errors, observed, rule.quantile)
+    quantiles = (0.75, 0.25) if rule.spread == "iqr" else (rule.quantile, None)
+    calibrated = calibrate_rule(base, errors, observed, *quantiles)
     if rule.trim > 0:
         score = static_scores(calibrated, errors, observed)
         keep = score <= np.nanquantile(score, 1 - rule.trim)
-        calibrated = measure(base, errors[keep], observed[keep], rule.quantile)
+        calibrated = calibrate_rule(base, errors[keep], observed[keep], *quantiles)
     return calibrated
 
 

@@ -196,12 +196,13 @@ def window_scores(model: WindowVAE, raw: jax.Array, center, scale, rule: ScoreRu
 
 
 def calibrate_rule(rule: ScoreRule, errors: np.ndarray, observed: np.ndarray,
-                   quantile: float = TAIL_QUANTILE) -> ScoreRule:
+                   quantile: float = TAIL_QUANTILE, lower: float | None = None) -> ScoreRule:
     """The rule with each sensor's location and spread measured on normal windows.
 
     errors, observed: [windows, sensors] from Scorer.sensor_errors_series on validation data.
-    location = median error, spread = the `quantile` quantile - median, floored (see
-    SPREAD_FLOOR); models are calibrated at TAIL_QUANTILE (others: benchmarks/score_study.py).
+    location = median error, spread = the `quantile` quantile - median (or - the `lower`
+    quantile: 0.75 and 0.25 measure the interquartile range), floored (see SPREAD_FLOOR);
+    models are calibrated at TAIL_QUANTILE from the median (others: benchmarks/score_study.py).
     """
     if rule.legacy:
         return rule
@@ -213,7 +214,8 @@ def calibrate_rule(rule: ScoreRule, errors: np.ndarray, observed: np.ndarray,
     if ok.any():
         with np.errstate(all="ignore"):
             location[ok] = np.nanmedian(e[:, ok], axis=0)
-            spread[ok] = np.nanquantile(e[:, ok], quantile, axis=0) - location[ok]
+            base = location[ok] if lower is None else np.nanquantile(e[:, ok], lower, axis=0)
+            spread[ok] = np.nanquantile(e[:, ok], quantile, axis=0) - base
         floor = max(SPREAD_FLOOR * float(np.median(spread[ok])), 1e-6)
         spread = np.maximum(spread, floor)
         spread[~ok] = float(np.median(spread[ok]))

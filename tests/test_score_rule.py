@@ -83,6 +83,10 @@ def test_calibrated_location_and_spread():
     q90 = calibrate_rule(ScoreRule(), errors, np.ones_like(errors), quantile=0.9)
     assert q90.location == rule.location
     np.testing.assert_allclose(q90.spread[:2], [np.log(10) - np.log(2), 100 * (np.log(10) - np.log(2))], rtol=0.1)
+    # measured from a lower quantile: the interquartile range of an exponential is ln 3 x its mean
+    iqr = calibrate_rule(ScoreRule(), errors, np.ones_like(errors), quantile=0.75, lower=0.25)
+    assert iqr.location == rule.location
+    np.testing.assert_allclose(iqr.spread[:2], [np.log(3), 100 * np.log(3)], rtol=0.05)
     # the old scoring has nothing to calibrate
     legacy = ScoreRule(normalization="none")
     assert calibrate_rule(legacy, errors, np.ones_like(errors)) is legacy
