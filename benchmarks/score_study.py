@@ -293,7 +293,7 @@ def run_rule(rule: Rule, kept: list[dict], config) -> tuple[dict, list[float]]:
     return pooled_metrics(labels, scores, flags) | {"seconds": round(time.perf_counter() - t0, 1)}, thresholds
 
 
-def spread(per_seed: dict, rules: list[str]) -> dict:
+def over_seeds(per_seed: dict, rules: list[str]) -> dict:
     """Each rule's figures over the seeds: {rule: {"mean"|"min"|"max": {metric: value}}}."""
     out = {}
     for rule in rules:
@@ -344,7 +344,7 @@ def main() -> None:
             results[name] = per_seed[None]
             print_table(f"{name.upper()} ({len(kept)} models{check})", results[name])
         else:
-            results[name] = {"seeds": {str(k): v for k, v in per_seed.items()}, "summary": spread(per_seed, rules)}
+            results[name] = {"seeds": {str(k): v for k, v in per_seed.items()}, "summary": over_seeds(per_seed, rules)}
             print_table(f"{name.upper()} ({len(kept)} models, seeds {args.seeds}: mean, lowest, highest{check})",
                         {f"{rule} {stat}": results[name]["summary"][rule][stat] for rule in rules
                          for stat in ("mean", "min", "max")})
