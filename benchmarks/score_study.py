@@ -145,7 +145,8 @@ def kept_errors(name: str, cases: list[Case], config, cache: Path) -> list[dict]
         if path.exists():
             d = dict(np.load(path))
             if int(d["version"]) != CACHE_VERSION or str(d["settings"]) != settings or str(d["case"]) != case.name:
-                raise SystemExit(f"{path}: made with other settings or data, or by an older score_study; use another --cache or delete it")
+                raise SystemExit(f"{path}: made with other settings or data, or by an older score_study; "
+                                 "use another --cache or delete it")
         else:
             t0 = time.perf_counter()
             d = keep(case, config) | {"version": np.int64(CACHE_VERSION), "settings": np.str_(settings),
