@@ -47,11 +47,15 @@ with; a cache made with other settings is refused). Rules (--rules, comma-separa
                        low) and its shape (the rest: the error's spread over the window); top 3
   parts-level          the level part alone
   iqr-top3, iqr-max    each sensor's scale its interquartile range on the validation windows
+  exp-q90, exp-q80, exp-q90-max
+                       each sensor's normalised error the -log of its tail probability under
+                       an exponential tail fitted above its q90 (q80) validation error
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import json
 import sys
@@ -70,7 +74,7 @@ from quality import DATA, LOADERS, Case, environment, parse_overrides, pooled_me
 
 from detector.grid import place  # noqa: E402
 from detector.preprocessing import model_input  # noqa: E402
-from detector.scoring import (ScoreRule, aggregate, calibrate_rule, combine, cross_fitted_scores,  # noqa: E402
+from detector.scoring import (SPREAD_FLOOR, ScoreRule, aggregate, calibrate_rule, combine, cross_fitted_scores,  # noqa: E402
                               normalised_errors)
 from detector.threshold import Persistence, calibrate  # noqa: E402
 from training.config import load_config  # noqa: E402
@@ -168,7 +172,9 @@ class Rule:
     windows, is subtracted); floor: windows of the rolling per-sensor minimum subtracted;
     parts: "both" (each sensor's error split in its level and shape parts, each on its own
     scale, as if they were two sensors) or "level" (the level part alone); spread: "quantile"
-    (the quantile's distance from the median) or "iqr" (the interquartile range)."""
+    (the quantile's distance from the median) or "iqr" (the interquartile range); tail: a
+    quantile above which an exponential tail is fitted to each sensor's errors (0: none), so
+    that its normalised error is its tail probability's -log (see exp_tail)."""
 
     quantile: float = 0.99
     top_k: int = 3
@@ -179,6 +185,7 @@ class Rule:
     floor: int = 0
     parts: str | None = None
     spread: str = "quantile"
+    tail: float = 0.0
 
 
 RULES = {
@@ -193,7 +200,27 @@ RULES = {
     "floor-2400": Rule(floor=2400), "floor-1200-q90-max": Rule(0.90, 1, floor=1200),
     "parts-top3": Rule(parts="both"), "parts-level": Rule(parts="level"),
     "iqr-top3": Rule(spread="iqr"), "iqr-max": Rule(top_k=1, spread="iqr"),
+    "exp-q90": Rule(tail=0.90), "exp-q80": Rule(tail=0.80), "exp-q90-max": Rule(top_k=1, tail=0.90),
 }
+
+
+def exp_tail(calibrated: ScoreRule, errors: np.ndarray, observed: np.ndarray, q: float) -> ScoreRule:
+    """Each sensor's scale from an exponential tail fitted above its q quantile: spread = its
+    mean excess m over that quantile u, location = u - ln(1 / (1 - q)) m, so that an error e
+    over u normalises to -ln P(error > e) under the fitted tail (q90: 2.3 at u, +1 per m).
+    Sensors with fewer than 2 windows, and the floor on tiny spreads, as calibrate_rule."""
+    e = np.where(observed > 0, np.asarray(errors, np.float64), np.nan)
+    location, spread = np.array(calibrated.location), np.array(calibrated.spread)
+    ok = np.isfinite(e).sum(axis=0) >= 2
+    with np.errstate(all="ignore"):
+        u = np.nanquantile(e[:, ok], q, axis=0)
+        m = np.array([np.mean(col[col > t] - t) if np.any(col > t) else 0.0
+                      for col, t in zip(e[:, ok].T, u)])
+    floor = max(SPREAD_FLOOR * float(np.median(m)), 1e-6) if ok.any() else 1.0
+    spread[ok] = np.maximum(m, floor)
+    location[ok] = u - np.log(1.0 / (1.0 - q)) * spread[ok]
+    spread[~ok] = float(np.median(spread[ok])) if ok.any() else 1.0
+    return dataclasses.replace(calibrated, location=tuple(location.tolist()), spread=tuple(spread.tolist()))
 
 
 def scales(rule: Rule, errors: np.ndarray, observed: np.ndarray) -> ScoreRule:
@@ -201,6 +228,8 @@ def scales(rule: Rule, errors: np.ndarray, observed: np.ndarray) -> ScoreRule:
     base = ScoreRule(top_k=rule.top_k)
     quantiles = (0.75, 0.25) if rule.spread == "iqr" else (rule.quantile, None)
     calibrated = calibrate_rule(base, errors, observed, *quantiles)
+    if rule.tail:
+        calibrated = exp_tail(calibrated, errors, observed, rule.tail)
     if rule.trim > 0:
         score = static_scores(calibrated, errors, observed)
         keep = score <= np.nanquantile(score, 1 - rule.trim)
