@@ -46,6 +46,13 @@ calibrated for, 0.1 %).
 --set KEY=VALUE (repeatable) overrides a training setting for the vigil method (keys as
 training.config.load_config keywords, e.g. --set window=30); use it to explore, never
 to pick a per-data-set setting.
+
+--seeds 0,1,2,3,4 trains every trained method once per seed and prints its mean, lowest and
+highest figures (pca and magnitude do not depend on one, and run once): SKAB's and TEP's
+models are small and few, and one seed's figure can sit anywhere in that range (README, "How
+much one training seed decides"). It takes as many times as long.
+
+    python benchmarks/quality.py --sets tep,skab --methods vigil,untrained,pca --seeds 0,1,2,3,4
 """
 
 from __future__ import annotations
@@ -53,6 +60,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -223,20 +231,25 @@ def magnitude_method(window: int) -> Method:
     return fit
 
 
-def methods(names: list[str], overrides: dict) -> dict[str, Method]:
+# Methods whose figures do not depend on a training seed.
+SEED_FREE = ("pca", "magnitude")
+
+
+def methods(names: list[str], overrides: dict) -> dict[str, Callable[[dict], Method]]:
+    """name -> a function of further settings (e.g. {"seed": 3}) giving the method."""
     window = load_config(**overrides).model.window
     every = {
-        "vigil": lambda: vigil_method(overrides),
-        "prev": lambda: vigil_method(overrides | {"cross_fit": False, "margin": 2.0, "risk": 1e-3}),
-        "v0": lambda: vigil_method(V0 | overrides),
-        "untrained": lambda: vigil_method(overrides | {"epochs": 0}),
-        "pca": lambda: pca_method,
-        "magnitude": lambda: magnitude_method(window),
+        "vigil": lambda extra: vigil_method(overrides | extra),
+        "prev": lambda extra: vigil_method(overrides | {"cross_fit": False, "margin": 2.0, "risk": 1e-3} | extra),
+        "v0": lambda extra: vigil_method(V0 | overrides | extra),
+        "untrained": lambda extra: vigil_method(overrides | {"epochs": 0} | extra),
+        "pca": lambda extra: pca_method,
+        "magnitude": lambda extra: magnitude_method(window),
     }
     unknown = set(names) - set(every)
     if unknown:
         raise SystemExit(f"unknown methods {sorted(unknown)} (known: {', '.join(every)})")
-    return {n: every[n]() for n in names}
+    return {n: every[n] for n in names}
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -327,6 +340,19 @@ def print_table(title: str, results: dict[str, dict]) -> None:
         print(f"{name:<{width}}" + "".join(cells))
 
 
+def over_seeds(per_seed: dict, names: list[str]) -> dict:
+    """Each method's (or rule's) figures over the seeds: per_seed {seed: {name: metrics}} ->
+    {name: {"mean"|"min"|"max": {metric: value}}} (the numeric metrics every seed has)."""
+    out = {}
+    for name in names:
+        runs = [per_seed[seed][name] for seed in per_seed]
+        keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+                and all(r.get(k) is not None for r in runs)]
+        out[name] = {stat: {k: float(f([r[k] for r in runs])) for k in keys}
+                     for stat, f in (("mean", np.mean), ("min", np.min), ("max", np.max))}
+    return out
+
+
 def environment() -> dict:
     """What the figures were measured with: the libraries whose numerics move trained models
     (pyproject pins lower bounds only), Python and the cores."""
@@ -376,6 +402,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="a few series per data set")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="training setting override")
     p.add_argument("--ablation", action="store_true", help="vigil with each change switched off in turn")
+    p.add_argument("--seeds", help="train each trained method with each of these seeds (comma-separated) and "
+                   "print its mean, lowest and highest figures")
     p.add_argument("--out", type=Path, default=Path("bench-results/quality.json"))
     args = p.parse_args()
     overrides = parse_overrides(args.set)
@@ -384,25 +412,36 @@ def main() -> None:
         if s not in LOADERS:
             raise SystemExit(f"unknown data set {s!r} (known: {', '.join(LOADERS)})")
     if args.ablation:
-        chosen = {"vigil": vigil_method(overrides)} | {
-            f"- {name}": vigil_method(overrides | change) for name, change in ABLATIONS.items()} | {
-            name: vigil_method(overrides | change) for name, change in ALTERNATIVES.items()}
+        changes = {"vigil": {}} | {f"- {name}": change for name, change in ABLATIONS.items()} | ALTERNATIVES
+        chosen = {name: functools.partial(lambda change, extra: vigil_method(overrides | change | extra), change)
+                  for name, change in changes.items()}
     else:
         chosen = methods([m for m in args.methods.split(",") if m], overrides)
+    seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else None
     skip = load_config(**overrides).model.window - 1
-    out = {"overrides": overrides, "quick": args.quick, "environment": environment(), "sets": {}}
+    out = {"overrides": overrides, "quick": args.quick, "seeds": seeds, "environment": environment(), "sets": {}}
     for s in sets:
         cases = LOADERS[s](getattr(args, s), args.quick)
-        results = {}
-        for name, method in chosen.items():
-            print(f"{s}: {name} ...", file=sys.stderr, flush=True)
+        results, table = {}, {}
+        for name, build in chosen.items():
             also = {SKAB_RULE: lambda score: skab_notebook_flags(score, skip + 1)} \
                 if s == "skab" and name == "vigil" else None
-            results[name] = run_set(cases, method, skip, also)
-            for other, m in results[name].pop("also", {}).items():
-                results[f"{name}, {other}"] = m
+            per_seed = {}
+            for seed in [None] if seeds is None or name in SEED_FREE else seeds:
+                print(f"{s}: {name}{'' if seed is None else f' (seed {seed})'} ...", file=sys.stderr, flush=True)
+                m = run_set(cases, build({} if seed is None else {"seed": seed}), skip, also)
+                per_seed[seed] = {name: m} | {f"{name}, {other}": om for other, om in m.pop("also", {}).items()}
+            if None in per_seed:
+                results |= per_seed[None]
+                table |= per_seed[None]
+                continue
+            summary = over_seeds(per_seed, list(per_seed[seeds[0]]))
+            for key, stats in summary.items():
+                results[key] = {"seeds": {str(seed): per_seed[seed][key] for seed in seeds}, "summary": stats}
+                table |= {f"{key} {stat}": stats[stat] for stat in ("mean", "min", "max")}
         out["sets"][s] = results
-        print_table(f"{s} ({len(cases)} models, {sum(len(c.tests) for c in cases)} series)", results)
+        title = f"{s} ({len(cases)} models, {sum(len(c.tests) for c in cases)} series"
+        print_table(title + (f"; seeds {args.seeds}: mean, lowest, highest)" if seeds else ")"), table)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(f"\nwrote {args.out}")

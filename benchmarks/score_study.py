@@ -70,7 +70,8 @@ from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from quality import DATA, LOADERS, Case, environment, parse_overrides, pooled_metrics, print_table  # noqa: E402
+from quality import (DATA, LOADERS, Case, environment, over_seeds, parse_overrides, pooled_metrics,  # noqa: E402
+                     print_table)
 
 from detector.grid import place  # noqa: E402
 from detector.preprocessing import model_input  # noqa: E402
@@ -321,18 +322,6 @@ def run_rule(rule: Rule, kept: list[dict], config) -> tuple[dict, list[float]]:
             lo = max(int(d[f"t{j}_first"]), skip)
             labels.append(d[f"t{j}_labels"][lo:]), scores.append(s[lo:]), flags.append(f[lo:])
     return pooled_metrics(labels, scores, flags) | {"seconds": round(time.perf_counter() - t0, 1)}, thresholds
-
-
-def over_seeds(per_seed: dict, rules: list[str]) -> dict:
-    """Each rule's figures over the seeds: {rule: {"mean"|"min"|"max": {metric: value}}}."""
-    out = {}
-    for rule in rules:
-        runs = [per_seed[seed][rule] for seed in per_seed]
-        keys = [k for k, v in runs[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-                and all(r.get(k) is not None for r in runs)]
-        out[rule] = {stat: {k: float(f([r[k] for r in runs])) for k in keys}
-                     for stat, f in (("mean", np.mean), ("min", np.min), ("max", np.max))}
-    return out
 
 
 def main() -> None:
