@@ -60,7 +60,6 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
-import functools
 import json
 import os
 import sys
@@ -413,8 +412,9 @@ def main() -> None:
             raise SystemExit(f"unknown data set {s!r} (known: {', '.join(LOADERS)})")
     if args.ablation:
         changes = {"vigil": {}} | {f"- {name}": change for name, change in ABLATIONS.items()} | ALTERNATIVES
-        chosen = {name: functools.partial(lambda change, extra: vigil_method(overrides | change | extra), change)
-                  for name, change in changes.items()}
+        def changed(change: dict) -> Callable[[dict], Method]:
+            return lambda extra: vigil_method(overrides | change | extra)
+        chosen = {name: changed(change) for name, change in changes.items()}
     else:
         chosen = methods([m for m in args.methods.split(",") if m], overrides)
     seeds = [int(v) for v in args.seeds.split(",")] if args.seeds else None
