@@ -75,8 +75,8 @@ from quality import (DATA, LOADERS, Case, environment, over_seeds, parse_overrid
 
 from detector.grid import place  # noqa: E402
 from detector.preprocessing import model_input  # noqa: E402
-from detector.scoring import (SPREAD_FLOOR, ScoreRule, aggregate, calibrate_rule, combine, cross_fitted_scores,  # noqa: E402
-                              normalised_errors)
+from detector.scoring import (SPREAD_FLOOR, ScoreRule, aggregate, calibrate_rule, combine,  # noqa: E402
+                              cross_fitted_scores, normalised_errors)
 from detector.threshold import Persistence, calibrate  # noqa: E402
 from training.config import load_config  # noqa: E402
 from training.job import train_model  # noqa: E402
@@ -228,13 +228,16 @@ def scales(rule: Rule, errors: np.ndarray, observed: np.ndarray) -> ScoreRule:
     """The product's score rule with each sensor's location and spread measured on these windows."""
     base = ScoreRule(top_k=rule.top_k)
     quantiles = (0.75, 0.25) if rule.spread == "iqr" else (rule.quantile, None)
-    calibrated = calibrate_rule(base, errors, observed, *quantiles)
-    if rule.tail:
-        calibrated = exp_tail(calibrated, errors, observed, rule.tail)
+
+    def measure(e: np.ndarray, o: np.ndarray) -> ScoreRule:
+        calibrated = calibrate_rule(base, e, o, *quantiles)
+        return exp_tail(calibrated, e, o, rule.tail) if rule.tail else calibrated
+
+    calibrated = measure(errors, observed)
     if rule.trim > 0:
         score = static_scores(calibrated, errors, observed)
         keep = score <= np.nanquantile(score, 1 - rule.trim)
-        calibrated = calibrate_rule(base, errors[keep], observed[keep], *quantiles)
+        calibrated = measure(errors[keep], observed[keep])
     return calibrated
 
 
