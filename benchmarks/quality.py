@@ -2,7 +2,7 @@
 
 One command runs the product's default training and scoring path (training.job.train_model
 and detector.offline.score_table: what `vigil train` and `vigil score` run, with the
-model's own threshold and alert rule) on three data sets, each with its usual protocol:
+model's own threshold and alert rule) on labelled data sets, each with its usual protocol:
 
   skab  34 files of a pump test rig; per file: train on the first 400 rows, score the
         file, evaluate rows 400 onwards (the SKAB leaderboard's protocol).
@@ -10,6 +10,11 @@ model's own threshold and alert rule) on three data sets, each with its usual pr
         test runs of faults 01-21 (fault from row 160) and fault00 (normal throughout);
         false alarms are counted on rows 0-159 of every run and the whole of fault00.
   smd   7 server machines (a sample a minute): train on each machine's train half, score its test half.
+  nab   NAB's 7 realKnownCause series (one sensor each, real timestamps 5 min to 1 h apart:
+        a machine's temperature, a room's, CPU, latency, taxi demand, keystrokes), labelled
+        with NAB's anomaly windows: train on the rows before the first window (at most NAB's
+        probationary 15 %), evaluate the rest. Not in ../shared/data: give --nab a copy of
+        the NAB repository (github.com/numenta/NAB; its data/ and labels/ folders).
 
 Rows that no method can score (the first window-1 rows of a scored file) are left out
 of every figure. For each data set it prints one table, one line per method:
@@ -89,6 +94,7 @@ TEP_FAULT_ROW = 160
 TEP_INTERVAL, SMD_INTERVAL = 180.0, 60.0  # seconds: their READMEs' sampling (timestamps number the rows)
 BASELINE_QUANTILE, BASELINE_RULE = 0.99, Persistence(3, 5)
 PCA_VARIANCE = 0.90
+NAB_PROBATION = 0.15  # NAB's probationary share of each file
 
 # The settings of the model as it stood before the detection-quality work.
 V0 = {"architecture": "mlp", "normalization": "none", "weighting": "precision", "focus": "window",
@@ -110,8 +116,12 @@ class Case:
 
 
 def head(table: SensorTable, rows: int) -> SensorTable:
+    """The first rows of a table, without labels, with the skipped rows among them."""
+    skipped = table.skipped and table.skipped.subset(table.skipped.follows() < rows)
+    if skipped is not None:
+        skipped = dataclasses.replace(skipped, labels=None)
     return dataclasses.replace(table, time_raw=table.time_raw[:rows], time=table.time[:rows],
-                               values=table.values[:rows], labels=None)
+                               values=table.values[:rows], labels=None, skipped=skipped)
 
 
 def skab_cases(root: Path, quick: bool) -> list[Case]:
@@ -158,7 +168,43 @@ def smd_cases(root: Path, quick: bool) -> list[Case]:
                  [(spaced(read_csv(root / m / "test.csv"), SMD_INTERVAL), 0)]) for m in machines]
 
 
-LOADERS = {"skab": skab_cases, "tep": tep_cases, "smd": smd_cases}
+def nab_labels(time: np.ndarray, spans: list[list[str]]) -> np.ndarray:
+    """NAB's anomaly windows ([start, end] timestamps, naive = UTC) as labels of rows at
+    these times (epoch seconds)."""
+    labels = np.zeros(len(time), bool)
+    for start, end in spans:
+        lo, hi = (np.datetime64(t.replace(" ", "T")).astype("datetime64[ms]").astype(np.int64) / 1000.0
+                  for t in (start, end))
+        labels |= (time >= lo) & (time <= hi)
+    return labels
+
+
+def nab_cases(root: Path, quick: bool) -> list[Case]:
+    """NAB's realKnownCause series (one sensor each, real timestamps: 5 min to 1 h apart),
+    labelled with NAB's anomaly windows. Per file: train on the rows before its first
+    window, at most NAB's probationary 15 %, so no labelled row is trained on; evaluate the
+    rest."""
+    spans = json.loads((root / "labels" / "combined_windows.json").read_text())
+    files = sorted((root / "data" / "realKnownCause").glob("*.csv"))
+    if not files:
+        raise SystemExit(f"no NAB files under {root}/data/realKnownCause")
+    if quick:
+        files = [p for p in files if p.stem == "machine_temperature_system_failure"] or files[:1]
+    cases = []
+    for path in files:
+        table = read_csv(path)
+        windows_of = spans[f"realKnownCause/{path.name}"]
+        labels = nab_labels(table.time, windows_of)
+        first = int(np.argmax(labels)) if labels.any() else len(labels)
+        rows = min(first, int(NAB_PROBATION * len(labels)))
+        skipped = table.skipped and dataclasses.replace(table.skipped,
+                                                        labels=nab_labels(table.skipped.time, windows_of))
+        table = dataclasses.replace(table, labels=labels, skipped=skipped)
+        cases.append(Case(path.stem, [head(table, rows)], [(table, rows)]))
+    return cases
+
+
+LOADERS = {"skab": skab_cases, "tep": tep_cases, "smd": smd_cases, "nab": nab_cases}
 
 
 # ----------------------------------------------------------------------------- methods
@@ -393,11 +439,13 @@ ALTERNATIVES = {
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sets", default="skab,tep,smd", help="comma-separated: skab, tep, smd")
+    p.add_argument("--sets", default="skab,tep,smd", help="comma-separated: skab, tep, smd, nab")
     p.add_argument("--methods", default="vigil,prev,v0,untrained,pca,magnitude")
     p.add_argument("--skab", type=Path, default=DATA / "skab")
     p.add_argument("--tep", type=Path, default=DATA / "tep")
     p.add_argument("--smd", type=Path, default=DATA / "smd")
+    p.add_argument("--nab", type=Path, default=DATA / "nab",
+                   help="a copy of the NAB repository (numenta/NAB: data/ and labels/)")
     p.add_argument("--quick", action="store_true", help="a few series per data set")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="training setting override")
     p.add_argument("--ablation", action="store_true", help="vigil with each change switched off in turn")
