@@ -79,6 +79,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from detector.alerts import AlertPolicy, AlertTracker  # noqa: E402
 from detector.csvdata import read_csv  # noqa: E402
 from detector.table import SensorTable  # noqa: E402
 from detector.offline import score_table  # noqa: E402
@@ -312,6 +313,26 @@ def skab_notebook_flags(score: np.ndarray, window: int) -> np.ndarray:
     return windows(padded[:, None], span)[:, :, 0].all(axis=1)[:len(over)]
 
 
+def alert_spans(score: np.ndarray, persistence: Persistence = BASELINE_RULE) -> list[tuple[int, int]]:
+    """The alerts `vigil serve` would open on one series' scores (threshold-1 scale, NaN where
+    unscored), under its default alert policy (open on k of n windows over threshold, resolve
+    after 30 windows under 0.8): (first row, last row) of each, the last row of the series
+    for one still open at its end. An alert is what pages an operator; flag episodes that
+    the policy merges make one."""
+    tracker = AlertTracker(AlertPolicy().for_model(persistence), 1.0, "quality")
+    spans, opened = [], None
+    for row in np.flatnonzero(np.isfinite(score)).tolist():
+        event = tracker.observe("a", row * 1000, float(score[row]), float(score[row]), list)
+        if event is not None and event.type == "open":
+            opened = row
+        elif event is not None and event.type == "resolve":
+            spans.append((opened, row))
+            opened = None
+    if opened is not None:
+        spans.append((opened, len(score) - 1))
+    return spans
+
+
 def pooled_metrics(labels: list[np.ndarray], scores: list[np.ndarray], flags: list[np.ndarray]) -> dict:
     """Metrics pooled over series (each series' labels, scores on a threshold-1 scale and flags,
     already cut to the rows that count), with the mean of the per-series ROC-AUCs and the share
@@ -327,6 +348,10 @@ def pooled_metrics(labels: list[np.ndarray], scores: list[np.ndarray], flags: li
     m["roc_auc_mean_per_series"] = float(np.mean([a for a in per_series if a is not None]))
     normal = ~y & np.isfinite(s)
     m["normal_over_threshold"] = float(np.mean(s[normal] > 1.0)) if normal.any() else None
+    # alerts that never meet a labelled row between opening and resolving: pages without a reason
+    spans = [(series, a, b) for series, sc in zip(labels, scores) for a, b in alert_spans(sc)]
+    m["alerts"] = len(spans)
+    m["false_alerts"] = sum(1 for series, a, b in spans if not series[a:b + 1].any())
     return m
 
 
@@ -362,7 +387,7 @@ def run_set(cases: list[Case], method: Method, skip: int, also: dict[str, Callab
 COLUMNS = [("P", "precision", 1), ("R", "recall", 1), ("F1", "f1", 1), ("FAR%", "false_alarm_rate", 100),
            ("MAR%", "missed_alarm_rate", 100), ("AUC", "roc_auc", 1), ("AUC/s", "roc_auc_mean_per_series", 1),
            ("AP", "average_precision", 1), ("PA%K", "pa_k_f1", 1), ("PA-F1", "point_adjusted_f1", 1),
-           ("ev.rec", "event_recall", 1), ("FA ep", "false_alarm_episodes", 1),
+           ("ev.rec", "event_recall", 1), ("FA ep", "false_alarm_episodes", 1), ("FA al", "false_alerts", 1),
            ("delay", "mean_detection_delay_rows", 1), ("over%", "normal_over_threshold", 100), ("s", "seconds", 1)]
 
 
@@ -376,7 +401,7 @@ def print_table(title: str, results: dict[str, dict]) -> None:
             v = m.get(key)
             if v is None:
                 cells.append(f"{'-':>8}")
-            elif key in ("false_alarm_episodes",):
+            elif key in ("false_alarm_episodes", "false_alerts"):
                 cells.append(f"{int(v):>8d}")
             elif key in ("mean_detection_delay_rows", "seconds"):
                 cells.append(f"{v:>8.1f}")
