@@ -80,8 +80,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from detector.alerts import AlertPolicy, AlertTracker  # noqa: E402
-from detector.csvdata import read_csv  # noqa: E402
-from detector.table import SensorTable  # noqa: E402
+from detector.csvdata import iso_seconds, read_csv  # noqa: E402
+from detector.table import DataError, SensorTable  # noqa: E402
 from detector.offline import score_table  # noqa: E402
 from detector.preprocessing import Scaler, windows  # noqa: E402
 from detector.threshold import Persistence  # noqa: E402
@@ -170,12 +170,11 @@ def smd_cases(root: Path, quick: bool) -> list[Case]:
 
 
 def nab_labels(time: np.ndarray, spans: list[list[str]]) -> np.ndarray:
-    """NAB's anomaly windows ([start, end] timestamps, naive = UTC) as labels of rows at
-    these times (epoch seconds)."""
+    """NAB's anomaly windows ([start, end] timestamps, read as the data's time cells are:
+    naive = UTC) as labels of rows at these times (epoch seconds)."""
     labels = np.zeros(len(time), bool)
-    for start, end in spans:
-        lo, hi = (np.datetime64(t.replace(" ", "T")).astype("datetime64[ms]").astype(np.int64) / 1000.0
-                  for t in (start, end))
+    for span in spans:
+        lo, hi = iso_seconds(span, lambda i, message: DataError(f"NAB window {span}: {message}"))
         labels |= (time >= lo) & (time <= hi)
     return labels
 
