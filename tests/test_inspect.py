@@ -160,6 +160,34 @@ def test_a_clean_file_gives_no_findings(clean_csv):
                                         "0 warnings, 0 notes\n")
 
 
+def test_values_the_training_part_never_saw_in_the_validation_part(tmp_path):
+    # 2,000 rows: training fits on the first 1,500 and calibrates on the last 500 (a quarter)
+    rng = np.random.default_rng(5)
+    n, split = 2000, 1500
+    idle = np.zeros(n)
+    idle[1700:1750] = 1.0  # constant in training, moves in validation (10 % of its readings)
+    drift = rng.normal(0.0, 1.0, n)
+    drift[1800:] += 20.0  # leaves the training range for the last 200 rows (40 %)
+    few = rng.normal(0.0, 1.0, n)
+    few[1600:1610] = 50.0  # 2 % outside: under the warning's share
+    path = tmp_path / "shift.csv"
+    path.write_text("timestamp,steady,idle,drift,few\n" + "".join(
+        f"{_iso(START + i)},{a:.5f},{b:g},{c:.5f},{d:.5f}\n"
+        for i, (a, b, c, d) in enumerate(zip(rng.normal(0, 1, n), idle, drift, few))))
+    report = inspect(path)
+    f = only(report, "unseen", "idle")
+    assert f.severity == "warning" and f.lines == (1700 + 2, 1749 + 2)
+    assert f.message.startswith(f"10% of its validation readings (lines {split + 2}-{n + 1}, the last 25% of the file")
+    assert "range (constant at 0), the farthest 1 on line 1702" in f.message
+    f = only(report, "unseen", "drift")
+    assert f.lines[0] == 1800 + 2 and f.message.startswith("40% of its validation readings")
+    assert {f.column for f in report.findings if f.check == "unseen"} == {"idle", "drift"}
+    # a file too short to split has no validation part: nothing to compare
+    short = tmp_path / "short.csv"
+    short.write_text("timestamp,idle\n" + "".join(f"{_iso(START + i)},{int(i >= 90)}\n" for i in range(100)))
+    assert not [f for f in inspect(short).findings if f.check == "unseen"]
+
+
 def test_step_counts_for_times_and_held_sensors_are_notes(tmp_path):
     # TEP-like: integer steps, an analyser that holds each reading for 5 steps
     rng = np.random.default_rng(1)

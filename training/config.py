@@ -52,6 +52,16 @@ from detector.settings import read_toml
 from detector.threshold import THRESHOLD_METHODS, Persistence
 
 
+def validation_start(rows: int, window: int, fraction: float) -> int:
+    """Index of a file's first validation row (its last `fraction` of rows, at least a window),
+    or `rows` when the file is too short to split: the one split of training, and of the
+    data checks that look at the two parts (training.dataquality)."""
+    val_rows = max(int(round(rows * fraction)), window)
+    if rows - val_rows < window:
+        return rows
+    return rows - val_rows
+
+
 # pot's risk without a sampling interval (windows of rows), and the largest per_day may give
 # (slow data: one window a day over the threshold of hourly readings would be 1 in 24)
 DEFAULT_RISK, MAX_RISK = 1e-3, 1e-2

@@ -18,7 +18,14 @@ Checks, per sensor (thresholds are the module constants below):
 - outliers: readings beyond the 1-99 % range of the sensor by more than OUTLIER_FACTOR
   times that range's width: quantiles, so the bulk's own spread sets the scale;
 - counter: rises (or falls) over nearly every step it moves, in many steps: a counter or
-  a trend, whose later values the model has never seen.
+  a trend, whose later values the model has never seen;
+- unseen: at least UNSEEN_SHARE of the validation part's readings (the file's last
+  validation_fraction, as training splits it: training.config.validation_start) lie outside
+  the range the training part before it saw, widened by UNSEEN_MARGIN of its width: the
+  sensor's error scale and the threshold are set on values the model never learned. A
+  sensor constant in training that moves in validation holds a model's threshold far up
+  (SMD's machine-1-3: metric 4, and its training stops after two epochs, the validation
+  loss rising from there); one that drifts (SKAB's thermocouple) alarms later.
 For the data as a whole: an off state (suggest_off_condition): rows where several sensors
 read near zero at once, clearly apart from the running rows, when no off condition is given.
 Per file: the sampling interval and its jitter (detector.sampling), gaps, rows left out
@@ -53,6 +60,7 @@ import numpy as np
 from detector.table import SensorTable
 from detector.sampling import GAP_FACTOR, JITTER_TOLERANCE, Sampling, duration, infer_sampling
 from detector.threshold import MIN_PEAKS
+from training.config import validation_start
 
 __all__ = ["FileQuality", "Finding", "QualityReport", "SensorQuality", "format_text", "inspect_tables",
            "windows_needed"]
@@ -67,6 +75,8 @@ OUTLIER_QUANTILES = (0.01, 0.5, 0.99)
 COUNTER_BACKSTEPS = 0.01  # a counter moves against its direction in at most this share of its moves
 COUNTER_MIN_STEPS = 20  # ... and moves in at least this many steps (and MIN_STEP_SHARE of them)
 COUNTER_MIN_STEP_SHARE = 0.01
+UNSEEN_SHARE = 0.05  # unseen: this share of the validation part's readings outside the training part's range ...
+UNSEEN_MARGIN = 0.1  # ... widened on each side by this fraction of its width
 JITTER_NOTE = 0.01  # timestamps jittered in this share of spacings are a note
 SAMPLE_ROWS = 1 << 16  # quantiles and distinct values are estimated on about this many rows
 EPOCH_YEAR = 365 * 86400.0  # times all inside 1970: step counts read as epoch seconds
@@ -83,7 +93,7 @@ class Finding:
     """One problem, as a one-line verdict.
 
     check: which check found it (missing, constant, flatline, held, categorical, outliers,
-    counter, gaps, jitter, duplicate_times, backward_times, labelled, step_times,
+    counter, unseen, gaps, jitter, duplicate_times, backward_times, labelled, step_times,
     short_file, windows, off_state).
     path: the file (None: the data as a whole); column: the sensor (None: the file or its
     timestamps); lines: first and last file line concerned (unit "line"; a Parquet file's
@@ -269,7 +279,7 @@ def inspect_tables(tables: Sequence[SensorTable], *, window: int, validation_fra
     needed = windows_needed(validation_fraction, init_quantile)
     files, findings = [], []
     for table in tables:
-        quality, found = _inspect_file(table, window)
+        quality, found = _inspect_file(table, window, validation_fraction)
         files.append(quality)
         findings.extend(found)
     if off_condition is None and tables:
@@ -316,14 +326,15 @@ class _Rows:
                        (self.time_raw[first], self.time_raw[last]), self.unit)
 
 
-def _inspect_file(table: SensorTable, window: int) -> tuple[FileQuality, list[Finding]]:
+def _inspect_file(table: SensorTable, window: int, validation_fraction: float) -> tuple[FileQuality, list[Finding]]:
     rows = _Rows(table)
     findings: list[Finding] = []
     sampling = infer_sampling([table.time])
     findings += _time_findings(table, rows, sampling, window)
     duplicates, backward = _skipped_findings(table, rows, findings)
     labelled, windows = _labels(table, rows, window, findings)
-    sensors = _sensor_quality(table, rows, window, findings)
+    split = validation_start(table.rows, window, validation_fraction)
+    sensors = _sensor_quality(table, rows, window, split, findings)
     n = table.rows
     quality = FileQuality(table.path, n, table.time_raw[0] if n else None, table.time_raw[-1] if n else None,
                           sampling, duplicates, backward, labelled, windows, sensors)
@@ -494,19 +505,20 @@ class _Column:
         return self.repeats / max(self.repeats + self.rising + self.falling, 1)
 
 
-def _sensor_quality(table: SensorTable, rows: _Rows, window: int,
+def _sensor_quality(table: SensorTable, rows: _Rows, window: int, split: int,
                     found: list[Finding]) -> tuple[SensorQuality, ...]:
+    """Each sensor's statistics; split: the first row of the validation part (table.rows: none)."""
     n, k = table.values.shape
     if n == 0:
         return tuple(SensorQuality(s, 0, 1.0, None, None, None, None, 0, 0, 0.0, 0, None) for s in table.sensors)
     columns = np.ascontiguousarray(table.values.T)  # [sensors, rows]: every pass below reads contiguous memory
     sample = columns[:, ::max(1, n // SAMPLE_ROWS)]
     q_low, q_mid, q_high = _quantiles(sample, OUTLIER_QUANTILES)
-    return tuple(_sensor(table, rows, window, name, columns[j], sample[j], (q_low[j], q_mid[j], q_high[j]), found)
-                 for j, name in enumerate(table.sensors))
+    return tuple(_sensor(table, rows, window, split, name, columns[j], sample[j], (q_low[j], q_mid[j], q_high[j]),
+                         found) for j, name in enumerate(table.sensors))
 
 
-def _sensor(table: SensorTable, rows: _Rows, window: int, name: str, x: np.ndarray, sample: np.ndarray,
+def _sensor(table: SensorTable, rows: _Rows, window: int, split: int, name: str, x: np.ndarray, sample: np.ndarray,
             quantiles: tuple[float, float, float], found: list[Finding]) -> SensorQuality:
     """One sensor's statistics; its findings are appended to `found`."""
     def say(severity, check, message, first=None, last=None):
@@ -573,19 +585,47 @@ def _sensor(table: SensorTable, rows: _Rows, window: int, name: str, x: np.ndarr
                 f"{_num(q_low)} to {_num(q_high)}; these are {beyond}): the first {_num(x[first])} on "
                 f"{rows.unit} {rows.lines[first]}, the farthest {_num(x[extreme])} on {rows.unit} {rows.lines[extreme]}; they "
                 "stretch the sensor's scale", first, last)
+    counter = False
     if varying:
         main, back = max(c.rising, c.falling), min(c.rising, c.falling)
-        if (back <= COUNTER_BACKSTEPS * (c.rising + c.falling) and main >= COUNTER_MIN_STEPS
-                and main >= COUNTER_MIN_STEP_SHARE * seen):
+        counter = (back <= COUNTER_BACKSTEPS * (c.rising + c.falling) and main >= COUNTER_MIN_STEPS
+                   and main >= COUNTER_MIN_STEP_SHARE * seen)
+        if counter:
             direction = "rises" if c.rising > c.falling else "falls"
             say(WARNING, "counter", f"monotonic: {direction} in {main:,} steps and goes back in {back:,}, from "
                                     f"{_num(c.lowest if c.rising > c.falling else c.highest)} to "
                                     f"{_num(c.highest if c.rising > c.falling else c.lowest)}: a counter or a trend; "
                                     "later data will hold values training never saw (use its rate of change, "
                                     "or drop it)")
+    if not constant and not counter and split < n:
+        _unseen(table, rows, x, split, say)
     median = float(q_mid) if np.isfinite(q_mid) else None  # (None: the sample missed its few readings)
     return SensorQuality(name, seen, missing_share, c.lowest, c.highest, median, values, longest, at,
                          c.held_share, outliers, fences)
+
+
+def _unseen(table: SensorTable, rows: _Rows, x: np.ndarray, split: int, say) -> None:
+    """The `unseen` check of one sensor's readings x, the validation part from row `split` on."""
+    before, after = x[:split], x[split:]
+    if not np.isfinite(before).any():
+        return
+    low, high = float(np.nanmin(before)), float(np.nanmax(before))
+    margin = UNSEEN_MARGIN * (high - low)
+    with np.errstate(invalid="ignore"):
+        off = np.abs(np.clip(after, low - margin, high + margin) - after)  # NaN where missing
+    outside = np.flatnonzero(off > 0)
+    seen = int(np.count_nonzero(np.isfinite(after)))
+    if not seen or len(outside) < UNSEEN_SHARE * seen:
+        return
+    farthest = split + int(outside[np.argmax(off[outside])])
+    n = table.rows
+    range_seen = f"constant at {_num(low)}" if high == low else f"between {_num(low)} and {_num(high)}"
+    say(WARNING, "unseen",
+        f"{len(outside) / seen:.0%} of its validation readings ({rows.unit}s {rows.lines[split]}-{rows.lines[n - 1]}, "
+        f"the last {(n - split) / n:.0%} of the file, where its error scale and the threshold are set) lie outside "
+        f"the training part's range ({range_seen}), the farthest {_num(x[farthest])} on {rows.unit} "
+        f"{rows.lines[farthest]}: the model never learned such values, and its error on them sets the threshold; "
+        "train on a stretch that covers them, or drop the sensor", split + int(outside[0]), split + int(outside[-1]))
 
 
 def _count(n: int, word: str) -> str:

@@ -25,16 +25,8 @@ from detector.preprocessing import Scaler, model_input
 from detector.sampling import duration, infer_sampling
 from detector.scoring import calibrate_rule, cross_fitted_scores
 from detector.threshold import Threshold, calibrate
-from training.config import TrainConfig
+from training.config import TrainConfig, validation_start
 from training.train import EpochStats, WindowData, fit
-
-
-def _split_rows(rows: int, window: int, fraction: float) -> int:
-    """Index of the first validation row, or `rows` when the file is too short to split."""
-    val_rows = max(int(round(rows * fraction)), window)
-    if rows - val_rows < window:
-        return rows
-    return rows - val_rows
 
 
 def _window_starts(scorable: np.ndarray, lo: int, hi: int, window: int) -> np.ndarray:
@@ -131,7 +123,7 @@ def train_model(tables: Sequence[SensorTable], config: TrainConfig,
             values, times = values[on], times[on]
         placed.append(place(times, values, grid))
     series = [p.rows for p in placed]
-    splits = [_split_rows(len(v), window, config.validation_fraction) for v in series]
+    splits = [validation_start(len(v), window, config.validation_fraction) for v in series]
     train_rows = [v[:s] for v, s in zip(series, splits)]
     if not any(len(r) >= window for r in train_rows) or all(s == len(v) for v, s in zip(series, splits)):
         need = int(np.ceil(2 * window / min(config.validation_fraction, 1 - config.validation_fraction)))
