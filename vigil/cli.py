@@ -871,10 +871,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = command("inspect", "Check sensor data before training: per sensor missing readings, constant and flat-lined "
-                           "stretches, categorical channels, outliers, counters; per file the sampling interval, "
+                           "stretches, categorical channels, outliers, counters, values the validation part holds and "
+                           "the training part never saw; per file the sampling interval, "
                            "jitter, gaps, duplicate and backward times, and whether there are enough windows.")
     _add_data_options(p)
-    p.add_argument("--config", help="the training TOML: its window and validation settings decide 'enough windows'")
+    p.add_argument("--config", help="the training TOML: its window and validation settings decide 'enough windows' "
+                                             "and where the validation part starts")
     p.add_argument("--window", type=int, help="time steps per window (default: the config's, else 60)")
     p.add_argument("--json", help="also write the report (findings and per-sensor statistics) to this JSON file")
     p.add_argument("--html", help="also write a page with the findings and a small plot per sensor (*.html)")
