@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detector.csvdata import read_csv  # noqa: E402
 from detector.preprocessing import windows  # noqa: E402
 from detector.threshold import Persistence, calibrate, flag  # noqa: E402
-from training.config import load_config  # noqa: E402
+from training.config import load_config, validation_start  # noqa: E402
 from training.evaluation import evaluate, roc_auc  # noqa: E402
 from training.job import train_model  # noqa: E402
 
@@ -107,7 +107,7 @@ def run(data: Path, config_path: str | None, limit: int | None) -> dict:
         # 3. zero baseline with the same calibration: score = mean squared z over the window
         zero_score = np.full(len(x), np.nan)
         zero_score[w - 1:] = ((zw ** 2) * mw).sum(axis=(1, 2)) / np.maximum(mw.sum(axis=(1, 2)), 1)
-        split = TRAIN_ROWS - int(round(TRAIN_ROWS * config.validation_fraction))
+        split = validation_start(TRAIN_ROWS, w, config.validation_fraction)  # training's own split
         zero_thr = calibrate(zero_score[split + w - 1:TRAIN_ROWS], config.threshold_method,
                              **config.threshold_options())
         zero_norm = zero_score / zero_thr.value

@@ -876,7 +876,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "jitter, gaps, duplicate and backward times, and whether there are enough windows.")
     _add_data_options(p)
     p.add_argument("--config", help="the training TOML: its window and validation settings decide 'enough windows' "
-                                             "and where the validation part starts")
+                                    "and where the validation part starts")
     p.add_argument("--window", type=int, help="time steps per window (default: the config's, else 60)")
     p.add_argument("--json", help="also write the report (findings and per-sensor statistics) to this JSON file")
     p.add_argument("--html", help="also write a page with the findings and a small plot per sensor (*.html)")
